@@ -1,0 +1,49 @@
+"""Checkpoints that resume a run exactly: weights, optimizer, step, RNG state, configs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def save_checkpoint(path: str | Path, model, optimizer, step: int, model_config: dict, run_config: dict) -> None:
+    """Write atomically (temp file + rename): a crash never leaves a truncated checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    raw = getattr(raw, "module", raw)  # unwrap DistributedDataParallel
+    state = {
+        "model": raw.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "model_config": model_config,
+        "run_config": run_config,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path, model_config: dict) -> dict:
+    """Read a checkpoint and check it was written for the same model shape."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: run without --resume to start a new run")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    saved = state.get("model_config", {})
+    diff = {k: (saved.get(k), v) for k, v in model_config.items() if k != "dropout" and saved.get(k) != v}
+    if diff:
+        pretty = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"checkpoint {path} was written for a different model ({pretty}); "
+            f"use the same preset and overrides as the run that wrote it, or a new --out-dir"
+        )
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["rng_cpu"])
+    if state.get("rng_cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])

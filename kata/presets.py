@@ -1,0 +1,106 @@
+"""Run settings for step 8: presets and a command line that can override every field."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, fields, replace
+
+
+@dataclass
+class RunConfig:
+    # data
+    corpus: str = "shakespeare"  # "shakespeare" (offline) or "wikitext2"
+    data_dir: str | None = None  # folder with wiki.{train,valid}.{raw,tokens}
+    tokenizer: str = "bundled"  # "bundled" (offline GPT-2 BPE) or "hub"
+    # model (GPTConfig fields)
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 192
+    block_size: int = 256
+    dropout: float = 0.1
+    attn_impl: str = "sdpa"
+    # optimisation (the lab: AdamW 3e-4, wd 0.01, clip 1.0, batch 16, 2 epochs)
+    batch_size: int = 16
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 100
+    epochs: float = 2.0
+    max_steps: int | None = None  # a fixed step count overrides epochs
+    seed: int = 0
+    # bookkeeping
+    log_interval: int = 50
+    eval_interval: int = 500
+    eval_batches: int | None = None  # None: the whole validation split
+    checkpoint_interval: int = 1000
+    out_dir: str = "runs/lab"
+    resume: bool = False
+    # speed
+    device: str = "auto"  # auto: cuda if present, else cpu
+    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = False
+    # what the learner sees at the end
+    threshold: float | None = None
+    samples: int = 3
+    sample_tokens: int = 60
+
+
+PRESETS: dict[str, dict] = {
+    # The seed lab's run, plus warmup + cosine decay.
+    "lab": dict(out_dir="runs/lab", threshold=None),
+    # The seed's stretch goal: twice the depth, twice the width.
+    "lab-large": dict(n_layer=12, n_head=6, n_embd=384, out_dir="runs/lab-large"),
+    # A few hundred steps of a tiny model on the offline corpus, ~2 min on 2 CPU cores.
+    "smoke": dict(
+        n_layer=2, n_head=2, n_embd=64, block_size=128, dropout=0.0, batch_size=16,
+        lr=3e-3, min_lr=3e-4, warmup_steps=20, max_steps=150, log_interval=10,
+        eval_interval=50, eval_batches=20, checkpoint_interval=50, out_dir="runs/smoke",
+        sample_tokens=30,
+    ),
+}
+
+
+def preset(name: str, **overrides) -> RunConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return replace(RunConfig(**PRESETS[name]), **overrides)
+
+
+def _parse_bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def _parse_optional(kind):
+    def parse(s: str):
+        return None if s.lower() == "none" else kind(s)
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[str, RunConfig]:
+    """`--preset NAME` plus `--field value` for any RunConfig field (`--n-layer 4`)."""
+    p = argparse.ArgumentParser(description="Pretrain TinyGPT (step 8 of tinygpt-kata).")
+    p.add_argument("--preset", default="lab", help=f"one of {', '.join(PRESETS)} (default lab)")
+    types = {"int": int, "float": float, "str": str, "bool": _parse_bool}
+    for f in fields(RunConfig):
+        t = str(f.type).replace(" | None", "")
+        parse = types[t] if "None" not in str(f.type) else _parse_optional(types[t])
+        if f.type == "bool":
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=_parse_bool, nargs="?", const=True, default=None)
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=parse, default=None)
+    ns = vars(p.parse_args(argv))
+    name = ns.pop("preset")
+    overrides = {k: v for k, v in ns.items() if v is not None}
+    try:
+        return name, preset(name, **overrides)
+    except ValueError as e:
+        p.error(str(e))
+        raise  # unreachable: p.error exits
+
+
+def to_dict(run: RunConfig) -> dict:
+    return asdict(run)

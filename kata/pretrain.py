@@ -1,0 +1,172 @@
+"""Step 8's scaffolding: data, model, resume, final evaluation, plot, samples, verdict.
+
+The training loop itself (`run_training`) is the learner's, in `stepN` modules of the
+chosen solution; this module wires the learner's steps 1-6 together around it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from kata.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from kata.corpus import load_corpus
+from kata.presets import RunConfig, parse_args
+from kata.runlog import RunLog
+from kata.solution import load
+from kata.tokenizer import load_tokenizer
+from kata.tokens import tokenize_documents
+
+PROMPTS = ("The history of", "In recent years", "Scientists discovered")
+STEP_MODULES = ("step1_embeddings", "step3_blocks", "step5_train_loop", "step6_sampler", "step8_pretrain")
+
+
+def solution_steps(solution: str | None = None) -> SimpleNamespace:
+    return SimpleNamespace(**{m.split("_")[0]: load(m, solution) for m in STEP_MODULES})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def prepare_data(run: RunConfig, tokenizer, steps: SimpleNamespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenised (cached) corpus -> (N, block_size) train and validation chunks."""
+    corpus = load_corpus(run.corpus, run.data_dir)
+    out = []
+    for split in ("train", "validation"):
+        docs = tokenize_documents(corpus[split], tokenizer, name=f"{run.corpus}-{split}")
+        stream = steps.step5.join_documents(docs, tokenizer.eos_token_id)
+        try:
+            out.append(steps.step5.chunk_tokens(stream, run.block_size))
+        except ValueError as e:
+            raise ValueError(f"{split} split of {run.corpus}: {e}") from None
+    return out[0], out[1]
+
+
+def total_steps(run: RunConfig, num_chunks: int) -> int:
+    if run.max_steps is not None:
+        return run.max_steps
+    per_epoch = num_chunks // run.batch_size
+    if per_epoch == 0:
+        raise ValueError(f"{num_chunks} chunks are fewer than one batch of {run.batch_size}")
+    return max(1, int(run.epochs * per_epoch))
+
+
+class Run:
+    """What `run_training` needs besides the model: settings, device, logging, saving."""
+
+    def __init__(self, cfg: RunConfig, model_config: dict, device: torch.device, total: int, log: RunLog) -> None:
+        self.cfg = cfg
+        self.model_config = model_config
+        self.device = device
+        self.total_steps = total
+        self.log = log
+        self.autocast_dtype = torch.bfloat16 if (device.type == "cuda" and cfg.bf16) else None
+        self.checkpoint_path = Path(cfg.out_dir) / "checkpoint.pt"
+        self.stop_after: int | None = None  # tests interrupt a run here to try resuming
+
+    def save(self, model, optimizer, step: int) -> None:
+        """Checkpoint *after* `step` updates (resume continues with step `step`)."""
+        save_checkpoint(self.checkpoint_path, model, optimizer, step, self.model_config, asdict(self.cfg))
+
+
+def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -> dict:
+    """Train, evaluate, plot and sample; returns the summary also written to summary.json."""
+    steps = solution_steps(solution)
+    torch.manual_seed(run.seed)
+    device = resolve_device(run.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+
+    tokenizer = load_tokenizer(run.tokenizer)
+    t0 = time.time()
+    train_chunks, val_chunks = prepare_data(run, tokenizer, steps)
+    say(f"data: {run.corpus}: {train_chunks.numel():,} train / {val_chunks.numel():,} validation tokens "
+        f"in blocks of {run.block_size} ({time.time() - t0:.1f}s)")
+
+    config = steps.step1.GPTConfig(
+        vocab_size=len(tokenizer), block_size=run.block_size, n_layer=run.n_layer, n_head=run.n_head,
+        n_embd=run.n_embd, dropout=run.dropout, attn_impl=run.attn_impl,
+    )
+    model = steps.step3.TinyGPT(config).to(device)
+    optimizer = steps.step5.configure_optimizer(model, run.lr, run.weight_decay)
+    total = total_steps(run, len(train_chunks))
+
+    start_step = 0
+    ckpt_path = Path(run.out_dir) / "checkpoint.pt"
+    if run.resume:
+        state = load_checkpoint(ckpt_path, asdict(config))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state)
+        start_step = state["step"]
+        say(f"resumed from {ckpt_path} at step {start_step}")
+    log = RunLog(run.out_dir, resume_step=start_step if run.resume else None)
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"model: {n_params / 1e6:.2f}M parameters ({run.n_layer} layers, {run.n_head} heads, {run.n_embd} dims) "
+        f"on {device}{' with bf16 autocast' if device.type == 'cuda' and run.bf16 else ''}; {total} steps")
+
+    train_model = torch.compile(model) if run.compile else model
+    ctx = Run(run, asdict(config), device, total, log)
+    if start_step == 0:
+        init = steps.step5.evaluate(model, val_chunks, run.batch_size, run.eval_batches, ctx.autocast_dtype)
+        log.log(0, 0, "validation", init["loss"])
+        say(f"initial validation loss {init['loss']:.3f} (ln V = {math.log(config.vocab_size):.3f})")
+    t1 = time.time()
+    steps.step8.run_training(train_model, optimizer, train_chunks, val_chunks, ctx, start_step)
+    train_time = time.time() - t1
+
+    final = steps.step5.evaluate(model, val_chunks, run.batch_size, run.eval_batches, ctx.autocast_dtype)
+    last_step = ctx.stop_after if ctx.stop_after is not None else total
+    log.log(last_step, last_step * run.batch_size * run.block_size, "validation", final["loss"])
+    png = log.plot(threshold=run.threshold)
+    samples = {
+        p: steps.step6.complete(model, tokenizer, p, run.sample_tokens, seed=run.seed + i)
+        for i, p in enumerate(PROMPTS[: run.samples])
+    }
+    summary = {
+        "val_loss": final["loss"],
+        "val_perplexity": final["perplexity"],
+        "steps": last_step,
+        "train_seconds": round(train_time, 2),
+        "tokens_per_s": round((last_step - start_step) * run.batch_size * run.block_size / max(train_time, 1e-9), 1),
+        "parameters": n_params,
+        "device": str(device),
+        "threshold": run.threshold,
+        "passed": None if run.threshold is None else final["loss"] < run.threshold,
+        "samples": samples,
+        "config": asdict(run),
+    }
+    (Path(run.out_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    (Path(run.out_dir) / "samples.txt").write_text("".join(f"=== {p}\n{s}\n\n" for p, s in samples.items()))
+    say(f"validation loss {final['loss']:.4f}, perplexity {final['perplexity']:.1f}")
+    for p, s in samples.items():
+        say(f"--- {p!r}: {s!r}")
+    say(f"wrote {log.csv_path}, {png}, {ckpt_path if ckpt_path.exists() else '(no checkpoint)'}")
+    if run.threshold is not None:
+        verdict = "PASS" if summary["passed"] else "FAIL"
+        say(f"verdict: {verdict}: validation loss {final['loss']:.4f} "
+            f"{'<' if summary['passed'] else '>='} threshold {run.threshold:g}")
+    return summary
+
+
+def main(argv: list[str] | None = None, solution: str | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    name, run = parse_args(argv)
+    try:
+        summary = pretrain(run, solution)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0 if summary["passed"] in (None, True) else 1

@@ -1,0 +1,1 @@
+"""The reference solution of tinygpt-kata. Instructors only: not in the learner handout."""

@@ -1,0 +1,32 @@
+"""Step 4 — next-token loss: shift, ignore padding, average over real tokens."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Mean cross-entropy of predicting token t+1 from position t.
+
+    logits: (B, T, V) float; labels: (B, T) int64, usually the input ids themselves
+    (the Hugging Face convention). The logits at position t are scored against
+    labels[:, t+1]: the last position has no next token and the first label has no
+    prediction, so B*(T-1) pairs remain. Pairs whose label is `ignore_index` do not
+    count, and the mean is over the pairs that do. Returns a 0-dim float tensor.
+    Without the shift the model is trained to copy its input and the loss collapses
+    towards 0 while it learns nothing it can generate with.
+    """
+    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
+        raise ValueError(
+            f"expected logits (B, T, V) and labels (B, T); got {tuple(logits.shape)} and {tuple(labels.shape)}"
+        )
+    shift_logits = logits[:, :-1, :]
+    shift_labels = labels[:, 1:]
+    # reshape (not view): the sliced logits are not contiguous.
+    return F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)).float(),
+        shift_labels.reshape(-1),
+        ignore_index=ignore_index,
+    )

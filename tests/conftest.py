@@ -1,0 +1,59 @@
+"""Test set-up shared by every step: whose code runs, hypothesis profiles, step markers."""
+from __future__ import annotations
+
+import os
+import re
+
+# Never let a test wait on the network: the kata works offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# `ci`: derandomized so the same code always gets the same grade; bounded examples
+# keep each step to seconds on 2 cores; no deadline, since a loaded CI machine's
+# timing jitter must never fail a correct solution.
+settings.register_profile(
+    "ci", derandomize=True, max_examples=20, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+)
+settings.register_profile("dev", max_examples=40, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--solution", choices=("exercises", "reference"), default=None,
+        help="whose code the tests run: the learner's exercises/ (default) or reference/ "
+        "(same as KATA_SOLUTION=...)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    chosen = config.getoption("--solution")
+    if chosen:
+        os.environ["KATA_SOLUTION"] = chosen
+
+
+_STEP_FILE = re.compile(r"test_(step\d+|bonus\d+)_")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test in `test_stepN_*.py` with `stepN`, so `-m stepN` works too."""
+    for item in items:
+        m = _STEP_FILE.match(item.path.name)
+        if m:
+            item.add_marker(getattr(pytest.mark, m.group(1)))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from kata.solution import solution_name
+
+    return f"tinygpt-kata: testing the {solution_name()!r} solution"
