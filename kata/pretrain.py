@@ -62,21 +62,80 @@ def total_steps(run: RunConfig, num_chunks: int) -> int:
 
 
 class Run:
-    """What `run_training` needs besides the model: settings, device, logging, saving."""
+    """Everything `run_training` needs besides the model and optimizer.
 
-    def __init__(self, cfg: RunConfig, model_config: dict, device: torch.device, total: int, log: RunLog) -> None:
+    It hides the plumbing a learner should not have to write: batches on the right
+    device, a progress bar, the CSV log (losses read back from the GPU only every
+    `log_interval` steps), evaluation and checkpoints. Under `torchrun` it is also
+    where ranks split each global batch and only rank 0 logs and saves.
+    """
+
+    def __init__(self, cfg: RunConfig, model_config: dict, device: torch.device, total: int, log: RunLog,
+                 train_chunks: torch.Tensor, val_chunks: torch.Tensor, steps: SimpleNamespace) -> None:
         self.cfg = cfg
         self.model_config = model_config
         self.device = device
         self.total_steps = total
         self.log = log
+        self.train_chunks = train_chunks
+        self.val_chunks = val_chunks
+        self._steps = steps
         self.autocast_dtype = torch.bfloat16 if (device.type == "cuda" and cfg.bf16) else None
         self.checkpoint_path = Path(cfg.out_dir) / "checkpoint.pt"
         self.stop_after: int | None = None  # tests interrupt a run here to try resuming
+        self.rank, self.world_size = 0, 1
+        self._loss_sum = torch.zeros((), device=device)
+        self._n = 0
+        self._t_last = time.time()
+        self._bar = None
+
+    @property
+    def end_step(self) -> int:
+        return self.total_steps if self.stop_after is None else min(self.total_steps, self.stop_after)
+
+    def progress(self, start_step: int):
+        """`range(start_step, end)` with a tqdm bar (step, loss, tokens/s) on rank 0."""
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(range(start_step, self.end_step), initial=start_step, total=self.total_steps,
+                         desc="train", unit="step", dynamic_ncols=True, file=sys.stdout,
+                         disable=True if self.rank != 0 else None)
+        self._t_last = time.time()
+        return self._bar
+
+    def batches(self, start_step: int):
+        """(batch_size, block_size) training batches on the device, from `start_step` on."""
+        for batch in self._steps.step5.iterate_batches(self.train_chunks, self.cfg.batch_size, self.cfg.seed, start_step):
+            yield batch.to(self.device, non_blocking=True)
+
+    def log_train(self, step: int, loss: torch.Tensor, lr: float) -> None:
+        """Record the loss after `step` updates; every `log_interval` steps, write it out."""
+        self._loss_sum += loss.detach().float()
+        self._n += 1
+        if step % self.cfg.log_interval and step != self.end_step:
+            return
+        mean = (self._loss_sum / self._n).item()  # the loop's only host-GPU sync
+        tokens_per_step = self.cfg.batch_size * self.cfg.block_size
+        tps = self._n * tokens_per_step / max(time.time() - self._t_last, 1e-9)
+        if self.rank == 0:
+            self.log.log(step, step * tokens_per_step, "train", mean, lr, tps)
+            if self._bar is not None:
+                self._bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+        self._loss_sum.zero_()
+        self._n, self._t_last = 0, time.time()
+
+    def evaluate(self, model, step: int) -> float:
+        """Validation loss (on `eval_batches` batches), logged at `step`."""
+        val = self._steps.step5.evaluate(model, self.val_chunks, self.cfg.batch_size, self.cfg.eval_batches, self.autocast_dtype)
+        if self.rank == 0:
+            self.log.log(step, step * self.cfg.batch_size * self.cfg.block_size, "validation", val["loss"])
+        self._t_last = time.time()  # evaluation time is not training throughput
+        return val["loss"]
 
     def save(self, model, optimizer, step: int) -> None:
-        """Checkpoint *after* `step` updates (resume continues with step `step`)."""
-        save_checkpoint(self.checkpoint_path, model, optimizer, step, self.model_config, asdict(self.cfg))
+        """Checkpoint *after* `step` updates (a resumed run continues with step `step`)."""
+        if self.rank == 0:
+            save_checkpoint(self.checkpoint_path, model, optimizer, step, self.model_config, asdict(self.cfg))
 
 
 def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -> dict:
@@ -118,17 +177,17 @@ def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -
         f"on {device}{' with bf16 autocast' if device.type == 'cuda' and run.bf16 else ''}; {total} steps")
 
     train_model = torch.compile(model) if run.compile else model
-    ctx = Run(run, asdict(config), device, total, log)
+    ctx = Run(run, asdict(config), device, total, log, train_chunks, val_chunks, steps)
     if start_step == 0:
         init = steps.step5.evaluate(model, val_chunks, run.batch_size, run.eval_batches, ctx.autocast_dtype)
         log.log(0, 0, "validation", init["loss"])
         say(f"initial validation loss {init['loss']:.3f} (ln V = {math.log(config.vocab_size):.3f})")
     t1 = time.time()
-    steps.step8.run_training(train_model, optimizer, train_chunks, val_chunks, ctx, start_step)
+    steps.step8.run_training(train_model, optimizer, ctx, start_step)
     train_time = time.time() - t1
 
     final = steps.step5.evaluate(model, val_chunks, run.batch_size, run.eval_batches, ctx.autocast_dtype)
-    last_step = ctx.stop_after if ctx.stop_after is not None else total
+    last_step = ctx.end_step
     log.log(last_step, last_step * run.batch_size * run.block_size, "validation", final["loss"])
     png = log.plot(threshold=run.threshold)
     samples = {

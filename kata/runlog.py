@@ -19,7 +19,11 @@ class RunLog:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.out_dir / "loss.csv"
         rows = self.rows() if resume_step is not None and self.csv_path.exists() else []
-        rows = [r for r in rows if int(r["step"]) <= (resume_step or 0)]
+        kept: dict[tuple[str, str], dict] = {}
+        for r in rows:  # an interrupted run's final evaluation may repeat a scheduled one
+            if int(r["step"]) <= (resume_step or 0):
+                kept.setdefault((r["step"], r["split"]), r)
+        rows = list(kept.values())
         with self.csv_path.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=FIELDS)
             w.writeheader()
