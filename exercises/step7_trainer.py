@@ -1,0 +1,160 @@
+"""Step 7 — the same model, trained by the Hugging Face Trainer.
+
+`GPT2LMHeadModel` with our shape is the same architecture as step 3's TinyGPT
+(pre-norm blocks, tanh-GELU, tied head), so the two runs are directly comparable.
+Fill in `hf_config`, `CausalLMCollator.torch_call` and `training_arguments`;
+`pytest -k step7` checks them. The dataset, model builder, weight copy and Trainer
+wiring are given.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import (
+    DataCollatorForLanguageModeling,
+    GPT2Config,
+    GPT2LMHeadModel,
+    Trainer,
+    TrainingArguments,
+)
+
+from .step1_embeddings import GPTConfig
+
+
+def hf_config(config: GPTConfig, eos_id: int = 50256) -> GPT2Config:
+    """The `GPT2Config` with the same shape as a TinyGPT `GPTConfig`.
+
+    Same vocab_size, n_positions = block_size, n_embd, n_layer, n_head; the three
+    dropouts (resid_pdrop, embd_pdrop, attn_pdrop) = config.dropout; GPT-2's tanh GELU
+    (activation_function="gelu_new"); layer_norm_epsilon=1e-5 (nn.LayerNorm's default);
+    tied input/output embeddings; bos and eos token = eos_id. Only then do TinyGPT's
+    weights, copied over, give the same logits — the proof both runs train one model.
+    """
+    raise NotImplementedError(
+        "hf_config: return GPT2Config(vocab_size=..., n_positions=config.block_size, n_embd=..., "
+        "n_layer=..., n_head=..., activation_function='gelu_new', *_pdrop=config.dropout, "
+        "layer_norm_epsilon=1e-5, tie_word_embeddings=True, bos_token_id=eos_id, eos_token_id=eos_id)"
+    )
+
+
+def build_hf_model(config: GPTConfig, seed: int = 0) -> GPT2LMHeadModel:
+    """A freshly initialised GPT2LMHeadModel (HF applies the same GPT-2 init as step 1)."""
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(hf_config(config))
+
+
+class ChunkDataset(torch.utils.data.Dataset):
+    """(N, T) token chunks as a map-style dataset of {"input_ids": (T,)} rows."""
+
+    def __init__(self, chunks: torch.Tensor) -> None:
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.chunks[i]}
+
+
+class CausalLMCollator(DataCollatorForLanguageModeling):
+    """`DataCollatorForLanguageModeling(mlm=False)` that keeps real end-of-text labels.
+
+    The stock collator sets every label equal to `pad_token_id` to -100. With the
+    usual `pad_token = eos_token` that also hides every real <|endoftext|>, and the
+    model never learns to end a document.
+    """
+
+    def __init__(self, tokenizer, **kwargs) -> None:
+        if tokenizer.pad_token is None:
+            # The stock collator refuses to run without a pad token; end-of-text is
+            # safe to pad with here because labels follow the attention mask.
+            tokenizer = copy.deepcopy(tokenizer)
+            tokenizer.pad_token = tokenizer.eos_token
+        super().__init__(tokenizer=tokenizer, mlm=False, **kwargs)
+
+    def torch_call(self, examples):
+        """A list of {"input_ids": ...} rows -> a batch dict of (B, T) tensors.
+
+        Keep what the stock collator builds (`super().torch_call(examples)`: padded
+        input_ids, attention_mask), then replace its labels: a copy of input_ids with
+        -100 only where attention_mask == 0 (real padding), whatever the pad token is.
+        Real end-of-text tokens stay in the labels.
+        """
+        raise NotImplementedError(
+            "CausalLMCollator.torch_call: batch = super().torch_call(examples); labels = "
+            "batch['input_ids'].clone(); labels[batch['attention_mask'] == 0] = -100 when there is "
+            "an attention_mask; batch['labels'] = labels; return batch"
+        )
+
+
+def training_arguments(
+    output_dir: str,
+    num_train_epochs: float = 2,
+    per_device_train_batch_size: int = 16,
+    learning_rate: float = 3e-4,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0,
+    warmup_steps: int = 100,
+    max_steps: int = -1,
+    seed: int = 0,
+    **overrides,
+) -> TrainingArguments:
+    """The lab's hyper-parameters as `TrainingArguments`.
+
+    Pass the arguments above through (eval batch size = train batch size), plus
+    AdamW betas (0.9, 0.95), lr_scheduler_type="cosine", gradient_accumulation_steps=1,
+    logging_steps=50, eval_strategy="no", save_strategy="no", report_to="none"
+    (no wandb/tensorboard surprises), dataloader_drop_last=True. `overrides` (e.g.
+    use_cpu=True) replace any of these. The Trainer is only a fair comparison with
+    step 8 if it optimises with the same settings.
+    """
+    raise NotImplementedError(
+        "training_arguments: build a dict of TrainingArguments keyword arguments with the lab's "
+        "values, update it with overrides, and return TrainingArguments(**kwargs)"
+    )
+
+
+def build_trainer(
+    model: GPT2LMHeadModel,
+    args: TrainingArguments,
+    train_chunks: torch.Tensor,
+    tokenizer,
+    val_chunks: torch.Tensor | None = None,
+) -> Trainer:
+    """A Trainer over fixed-length chunks with the EOS-safe collator."""
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=ChunkDataset(train_chunks),
+        eval_dataset=ChunkDataset(val_chunks) if val_chunks is not None else None,
+        data_collator=CausalLMCollator(tokenizer),
+    )
+
+
+def copy_into_hf(model: torch.nn.Module, hf_model: GPT2LMHeadModel) -> GPT2LMHeadModel:
+    """Load a TinyGPT's weights into a same-shaped GPT2LMHeadModel.
+
+    HF's GPT-2 uses `Conv1D` layers that store weights as (in, out), the transpose of
+    `nn.Linear`; everything else maps one to one.
+    """
+    sd = model.state_dict()
+    out = {"transformer.wte.weight": sd["embed.token.weight"], "transformer.wpe.weight": sd["embed.position.weight"]}
+    for i in range(len(model.blocks)):
+        p, q = f"blocks.{i}.", f"transformer.h.{i}."
+        for ours, theirs, transpose in (
+            ("ln_1", "ln_1", False), ("ln_2", "ln_2", False),
+            ("attn.qkv", "attn.c_attn", True), ("attn.proj", "attn.c_proj", True),
+            ("mlp.fc", "mlp.c_fc", True), ("mlp.proj", "mlp.c_proj", True),
+        ):
+            w = sd[f"{p}{ours}.weight"]
+            out[f"{q}{theirs}.weight"] = w.t() if transpose else w
+            if f"{p}{ours}.bias" in sd:
+                out[f"{q}{theirs}.bias"] = sd[f"{p}{ours}.bias"]
+    out["transformer.ln_f.weight"] = sd["ln_f.weight"]
+    out["transformer.ln_f.bias"] = sd["ln_f.bias"]
+    missing, unexpected = hf_model.load_state_dict(out, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]  # tied to wte
+    if missing or unexpected:
+        raise RuntimeError(f"weight copy mismatch: missing {missing}, unexpected {unexpected}")
+    return hf_model
