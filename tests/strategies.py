@@ -1,0 +1,89 @@
+"""Shared hypothesis strategies and small deterministic helpers for the step tests.
+
+Strategies return plain data (dicts, ints, tensors), never a solution's objects, so the
+same drawn example can be fed to the student's code and to a `@recorded` reference
+function alike. Sizes are small on purpose: each step's tests must run in seconds on
+2 CPU cores.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from hypothesis import strategies as st
+
+# Tiny model shapes: a vocabulary of a few hundred at most, a few dozen dims.
+SMALL_VOCAB = st.integers(min_value=5, max_value=300)
+SEEDS = st.integers(min_value=0, max_value=2**31 - 1)
+
+
+@st.composite
+def gpt_configs(
+    draw,
+    *,
+    max_vocab: int = 300,
+    max_block: int = 16,
+    max_layers: int = 2,
+    max_heads: int = 4,
+    attn_impls: tuple[str, ...] = ("manual", "sdpa"),
+    dropouts: tuple[float, ...] = (0.0, 0.1),
+) -> dict:
+    """Keyword arguments for `GPTConfig`: a small, valid model shape.
+
+    n_embd is drawn as n_head * head_dim so it is always divisible. Dropout is drawn
+    non-zero too: tests run in eval mode, where dropout must be a no-op.
+    """
+    n_head = draw(st.integers(1, max_heads))
+    head_dim = draw(st.integers(2, 8))
+    return dict(
+        vocab_size=draw(st.integers(5, max_vocab)),
+        block_size=draw(st.integers(2, max_block)),
+        n_layer=draw(st.integers(1, max_layers)),
+        n_head=n_head,
+        n_embd=n_head * head_dim,
+        dropout=draw(st.sampled_from(dropouts)),
+        bias=draw(st.booleans()),
+        attn_impl=draw(st.sampled_from(attn_impls)),
+    )
+
+
+@st.composite
+def token_batches(draw, vocab_size: int, block_size: int, *, min_len: int = 1, max_batch: int = 3) -> torch.Tensor:
+    """(B, T) int64 token ids with 1 <= B <= max_batch and min_len <= T <= block_size."""
+    B = draw(st.integers(1, max_batch))
+    T = draw(st.integers(min(min_len, block_size), block_size))
+    g = torch.Generator().manual_seed(draw(SEEDS))
+    return torch.randint(0, vocab_size, (B, T), generator=g)
+
+
+def randn(*shape: int, seed: int, std: float = 1.0) -> torch.Tensor:
+    """A deterministic float32 N(0, std²) tensor (its own generator: no global RNG)."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * std
+
+
+def random_state(module: nn.Module, seed: int, std: float = 0.2) -> dict[str, torch.Tensor]:
+    """Deterministic random values for every parameter of `module`, by name.
+
+    Weights ~ N(0, std²) (larger than GPT-2's 0.02 so attention patterns and mistakes
+    are visible), biases ~ N(0, 0.1²), LayerNorm weights ~ 1 + N(0, 0.1²). A tied
+    parameter (same object under two names) gets one value under both names. Only the
+    names and shapes come from `module` (its `__init__` is given scaffolding), so the
+    result is the same whoever's solution built it.
+    """
+    g = torch.Generator().manual_seed(seed)
+    layer_norms = {n for n, m in module.named_modules() if isinstance(m, nn.LayerNorm)}
+    state: dict[str, torch.Tensor] = {}
+    seen: dict[int, str] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            state[name] = state[seen[id(p)]]
+            continue
+        seen[id(p)] = name
+        owner, _, leaf = name.rpartition(".")
+        noise = torch.randn(p.shape, generator=g)
+        if owner in layer_norms and leaf == "weight":
+            state[name] = 1.0 + 0.1 * noise
+        elif leaf == "bias":
+            state[name] = 0.1 * noise
+        else:
+            state[name] = std * noise
+    return state
