@@ -62,10 +62,18 @@ def not_implemented_guard(fn, *args, **kwargs):
     """Call student code; turn a stub's NotImplementedError into a clear failure."""
     try:
         return fn(*args, **kwargs)
-    except NotImplementedError:
+    except NotImplementedError as e:
+        # Name the stub that raised (it may be deeper than `fn`, e.g. Block.forward
+        # inside TinyGPT.forward) and repeat its "what to do" message.
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        code = tb.tb_frame.f_code if tb is not None else None
+        where = getattr(code, "co_qualname", getattr(code, "co_name", "")) or getattr(fn, "__qualname__", repr(fn))
+        file = code.co_filename.rsplit("/", 1)[-1] if code is not None else "?"
         pytest.fail(
-            f"{getattr(fn, '__qualname__', fn)} still raises NotImplementedError: "
-            f"open {solution_name()}/{fn.__module__.split('.')[-1]}.py and implement it",
+            f"{where} still raises NotImplementedError: open {solution_name()}/{file} and implement it. "
+            f"{e}",
             pytrace=False,
         )
 
