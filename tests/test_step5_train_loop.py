@@ -1,0 +1,355 @@
+"""Step 5: chunking, AdamW parameter groups, LR schedule, train_step, evaluate.
+
+The model here is `_tiny_lm.TinyLM`, not the learner's TinyGPT: step 5 is about the
+loop, and an unfinished step 1-4 must not fail it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from _support import assert_close, not_implemented_guard, oracle, recorded, student
+from _tiny_lm import TinyLM
+
+MODULE = "step5_train_loop"
+
+
+def s5():
+    return student(MODULE)
+
+
+def call(name: str, *args, **kwargs):
+    return not_implemented_guard(getattr(s5(), name), *args, **kwargs)
+
+
+# ---------------------------------------------------------------- join_documents
+
+
+@given(
+    docs=st.lists(st.lists(st.integers(0, 300), max_size=12), max_size=8),
+    eos=st.integers(301, 400),
+)
+def test_join_documents_puts_eos_after_every_document(docs, eos):
+    out = call("join_documents", docs, eos)
+    expected = [t for d in docs for t in (*d, eos)]
+    arr = np.asarray(out)
+    assert arr.dtype == np.int64, f"join_documents returned dtype {arr.dtype}; expected int64 token ids"
+    assert arr.ndim == 1 and arr.tolist() == expected, (
+        f"join_documents({docs}, eos_id={eos}) returned {arr.tolist()}, expected {expected}: every document "
+        f"(even an empty one, and the last one) is followed by exactly one eos_id, in order"
+    )
+
+
+# ------------------------------------------------------------------ chunk_tokens
+
+
+@given(n=st.integers(1, 5000), block=st.integers(1, 64), kind=st.sampled_from(["list", "numpy", "tensor"]))
+def test_chunk_tokens_keeps_order_and_loses_less_than_one_block(n, block, kind):
+    if n < block:
+        n = block + n  # at least one block; shorter corpora have their own test
+    stream = torch.arange(n, dtype=torch.long) * 7 % 50257
+    given_stream = {"list": stream.tolist(), "numpy": stream.numpy(), "tensor": stream}[kind]
+    out = call("chunk_tokens", given_stream, block)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.long, (
+        f"chunk_tokens should return an int64 torch.Tensor, got {type(out).__name__} "
+        f"{getattr(out, 'dtype', '')}"
+    )
+    assert out.dim() == 2 and out.size(1) == block, f"expected (N, {block}) chunks, got shape {tuple(out.shape)}"
+    lost = n - out.numel()
+    assert 0 <= lost < block, (
+        f"a stream of {n} tokens in blocks of {block} kept {out.numel()} tokens and lost {lost}; only the "
+        f"final partial block (< {block} tokens of the whole corpus) may be dropped. Losing more means the "
+        f"stream was chunked piece by piece (per document or per batch of lines, as the seed lab's "
+        f"`map(batched=True)` does), which drops a tail every time: chunk the whole stream once"
+    )
+    assert torch.equal(out.flatten(), stream[: out.numel()]), (
+        "the chunks, read row by row, are not the start of the stream: row i must be "
+        "stream[i*block_size:(i+1)*block_size] — no shuffling, overlap or transposition"
+    )
+
+
+def test_chunk_tokens_drops_only_the_final_partial_block_of_a_long_stream():
+    """The seed lab's bug at its real scale: a tail lost per 1,000-token piece."""
+    stream = np.arange(12_345, dtype=np.int64)
+    out = call("chunk_tokens", stream, 128)
+    assert out.shape == (12_345 // 128, 128), (
+        f"12,345 tokens in blocks of 128 make {12_345 // 128} chunks, got shape {tuple(out.shape)}: "
+        f"chunk the whole stream once; only the last partial block may be lost"
+    )
+    assert torch.equal(out[-1], torch.arange(out.numel() - 128, out.numel())), "the last chunk is not in stream order"
+
+
+@pytest.mark.parametrize("n,block", [(0, 8), (5, 8), (127, 128)])
+def test_chunk_tokens_on_a_corpus_shorter_than_one_block_says_so(n, block):
+    with pytest.raises(ValueError) as e:
+        call("chunk_tokens", list(range(n)), block)
+    msg = str(e.value)
+    assert str(block) in msg and str(n) in msg, (
+        f"a {n}-token corpus cannot fill one block of {block}: the ValueError should name both numbers "
+        f"and say what to change (a larger corpus or a smaller block_size); got {msg!r}"
+    )
+
+
+# ----------------------------------------------------------- configure_optimizer
+
+
+def test_configure_optimizer_decays_matrices_only_and_lists_every_parameter_once():
+    model = TinyLM()
+    opt = call("configure_optimizer", model, 1e-3, 0.1)
+    assert isinstance(opt, torch.optim.AdamW), f"expected torch.optim.AdamW, got {type(opt).__name__}"
+    seen: dict[int, float] = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            assert id(p) not in seen, (
+                "a parameter appears twice in the optimizer (the tied embedding / lm_head matrix?): "
+                "take model.parameters(), which lists a shared Parameter once, not named_modules()"
+            )
+            seen[id(p)] = group["weight_decay"]
+    names = {id(p): n for n, p in model.named_parameters()}
+    missing = [names[i] for i in names if i not in seen]
+    assert not missing, f"parameters missing from the optimizer, so they are never trained: {missing}"
+    for n, p in model.named_parameters():
+        want = 0.1 if p.dim() >= 2 else 0.0
+        assert seen[id(p)] == pytest.approx(want), (
+            f"{n} (shape {tuple(p.shape)}) has weight_decay {seen[id(p)]}, expected {want}: decay only "
+            f"parameters with dim >= 2 (matrices, embeddings); biases and LayerNorm gains get 0.0"
+        )
+    for group in opt.param_groups:
+        assert group["lr"] == pytest.approx(1e-3), f"param group lr is {group['lr']}, expected the given lr 1e-3"
+
+
+def test_configure_optimizer_uses_the_given_betas():
+    opt = call("configure_optimizer", TinyLM(), 3e-4, 0.01, betas=(0.8, 0.9))
+    assert tuple(opt.param_groups[0]["betas"]) == (0.8, 0.9), (
+        f"betas are {opt.param_groups[0]['betas']}, expected (0.8, 0.9): pass betas=betas to AdamW"
+    )
+
+
+# ------------------------------------------------------------------------ lr_at
+
+
+@recorded
+def reference_lr(step: int, max_lr: float, warmup: int, total: int, min_lr: float) -> float:
+    return oracle(MODULE).lr_at(step, max_lr, warmup, total, min_lr)
+
+
+schedules = st.tuples(
+    st.floats(1e-5, 1e-2), st.integers(1, 50), st.integers(1, 400), st.floats(0.0, 0.5)
+).map(lambda t: (t[0], t[1], t[1] + t[2], t[0] * t[3]))  # (max_lr, warmup, total > warmup, min_lr <= max_lr)
+
+
+@given(schedules)
+def test_lr_at_hits_its_endpoints(schedule):
+    max_lr, warmup, total, min_lr = schedule
+    lr = lambda s: call("lr_at", s, max_lr, warmup, total, min_lr)  # noqa: E731
+    # rel 1e-9: plain float arithmetic, only rounding differs between correct formulas.
+    assert lr(0) == pytest.approx(max_lr / warmup, rel=1e-9), (
+        f"lr_at(0) = {lr(0):.6g}, expected max_lr / warmup_steps = {max_lr / warmup:.6g}: warmup is "
+        f"max_lr * (step + 1) / warmup_steps, so the first step is not wasted at lr 0"
+    )
+    assert lr(warmup - 1) == pytest.approx(max_lr, rel=1e-9), (
+        f"lr_at(warmup_steps - 1 = {warmup - 1}) = {lr(warmup - 1):.6g}, expected the peak max_lr = {max_lr:.6g}"
+    )
+    for s in (total, total + 1, total + 100):
+        assert lr(s) == pytest.approx(min_lr, rel=1e-9, abs=1e-15), (
+            f"lr_at({s}) with total_steps={total} is {lr(s):.6g}, expected min_lr = {min_lr:.6g}: the cosine "
+            f"reaches min_lr at total_steps and stays there (does your schedule decay at all?)"
+        )
+
+
+@given(schedules)
+def test_lr_at_warms_up_then_decays_monotonically(schedule):
+    max_lr, warmup, total, min_lr = schedule
+    lrs = [call("lr_at", s, max_lr, warmup, total, min_lr) for s in range(total + 1)]
+    tol = 1e-12 * max_lr  # float rounding only
+    for s in range(1, total + 1):
+        if s < warmup:
+            assert lrs[s] > lrs[s - 1], f"during warmup the lr must rise: lr_at({s - 1})={lrs[s - 1]:.6g}, lr_at({s})={lrs[s]:.6g}"
+        else:
+            assert lrs[s] <= lrs[s - 1] + tol, (
+                f"after warmup the lr must never rise: lr_at({s - 1})={lrs[s - 1]:.6g} < lr_at({s})={lrs[s]:.6g}"
+            )
+        low = 0.0 if s < warmup else min_lr - tol  # warmup starts below min_lr
+        assert low <= lrs[s] <= max_lr + tol, f"lr_at({s}) = {lrs[s]:.6g} is outside [{low:.6g}, max_lr={max_lr:.6g}]"
+
+
+@given(schedules, st.floats(0.0, 1.0))
+def test_lr_at_matches_the_reference_cosine(schedule, frac):
+    max_lr, warmup, total, min_lr = schedule
+    step = int(frac * (total + 5))
+    got = call("lr_at", step, max_lr, warmup, total, min_lr)
+    want = reference_lr(step, max_lr, warmup, total, min_lr)
+    progress = (step - warmup) / (total - warmup)
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-15), (
+        f"lr_at({step}, max_lr={max_lr:.3g}, warmup={warmup}, total={total}, min_lr={min_lr:.3g}) = {got:.6g}, "
+        f"expected {want:.6g}. After warmup the cosine runs over progress = (step - warmup_steps) / "
+        f"(total_steps - warmup_steps) (here {progress:.3f}), from max_lr at progress 0 to min_lr at 1: "
+        f"check you subtract warmup_steps in both places and use min_lr + 0.5*(max_lr-min_lr)*(1+cos(pi*progress))"
+    )
+
+
+# ------------------------------------------------------------------- train_step
+
+
+class SpyOptimizer(torch.optim.Optimizer):
+    """Wraps a real optimizer; records the gradients as they are when step() runs."""
+
+    def __init__(self, inner: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+        self.inner, self.model = inner, model
+        self.grad_norms: list[float] = []
+        self.grads: list[list[torch.Tensor | None]] = []
+        self.zero_grad_calls = 0
+
+    @property
+    def param_groups(self):
+        return self.inner.param_groups
+
+    @property
+    def state(self):
+        return self.inner.state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.zero_grad_calls += 1
+        self.inner.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):
+        grads = [None if p.grad is None else p.grad.detach().clone() for p in self.model.parameters()]
+        self.grads.append(grads)
+        self.grad_norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads if g is not None])).item())
+        return self.inner.step(closure)
+
+
+def batch(seed: int, B: int = 4, T: int = 16, V: int = 97) -> torch.Tensor:
+    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+@recorded
+def reference_train_step(seed: int, max_norm: float) -> dict:
+    """Loss, pre-clip norm and the parameters after one reference step with AdamW."""
+    torch.manual_seed(seed)
+    model = TinyLM(seed=seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    loss, norm = oracle(MODULE).train_step(model, batch(seed), opt, max_norm)
+    return {"loss": loss, "norm": norm, "params": dict(model.state_dict())}
+
+
+@given(seed=st.integers(0, 10_000), max_norm=st.sampled_from([1e-3, 0.05, 1.0, 1e6]))
+def test_train_step_clips_before_the_optimizer_step(seed, max_norm):
+    torch.manual_seed(seed)
+    model = TinyLM(seed=seed)
+    spy = SpyOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0), model)
+    loss, norm = call("train_step", model, batch(seed), spy, max_norm)
+    assert len(spy.grad_norms) == 1, f"optimizer.step() was called {len(spy.grad_norms)} times, expected once"
+    seen = spy.grad_norms[0]
+    # 1e-4 relative: clip_grad_norm_ scales by max_norm / (norm + 1e-6), plus fp32 rounding.
+    assert seen <= max_norm * (1 + 1e-4), (
+        f"when optimizer.step() ran, the total gradient norm was {seen:.4g} > max_grad_norm={max_norm}: "
+        f"clip with torch.nn.utils.clip_grad_norm_ after loss.backward() and BEFORE optimizer.step() — "
+        f"clipping after the step changes nothing the optimizer used"
+    )
+    want = reference_train_step(seed, max_norm)
+    assert_close(norm.detach().reshape(()).float(), want["norm"].float(), atol=1e-6, rtol=1e-5,
+                 what="the returned gradient norm",
+                 hint="return the total norm from before clipping (what clip_grad_norm_ returns), not the clipped one")
+    # fp32 on CPU, same operations in the same order: only rounding differs.
+    assert_close(loss.detach().reshape(()), want["loss"], atol=1e-6, rtol=1e-5, what="the returned loss",
+                 hint="return the loss of this batch, computed as model(input_ids, labels=input_ids)")
+    for name, p in model.state_dict().items():
+        assert_close(p, want["params"][name], atol=1e-6, rtol=1e-5, what=f"parameter {name} after one step",
+                     hint="order: zero_grad, forward, backward, clip_grad_norm_(max_grad_norm), optimizer.step()")
+
+
+def test_train_step_zeroes_old_gradients():
+    model = TinyLM(seed=1)
+    # lr 0: parameters never move, so both calls must see exactly the same gradients.
+    spy = SpyOptimizer(torch.optim.SGD(model.parameters(), lr=0.0), model)
+    x = batch(1)
+    _, n1 = call("train_step", model, x, spy, 1e9)
+    _, n2 = call("train_step", model, x, spy, 1e9)
+    assert spy.grad_norms[1] == pytest.approx(spy.grad_norms[0], rel=1e-5), (
+        f"the same batch on unchanged weights gave gradient norm {spy.grad_norms[0]:.4g} the first time and "
+        f"{spy.grad_norms[1]:.4g} the second: gradients accumulate unless you call optimizer.zero_grad() "
+        f"before backward() in every step"
+    )
+    assert float(n2) == pytest.approx(float(n1), rel=1e-5), "the returned norm changed between identical steps"
+
+
+def test_train_step_returns_detached_scalars_and_puts_the_model_in_train_mode():
+    model = TinyLM(seed=2, dropout=0.5).eval()
+    loss, norm = call("train_step", model, batch(2), torch.optim.SGD(model.parameters(), lr=0.0), 1.0)
+    assert model.training, "train_step must call model.train(): dropout is part of training"
+    for what, t in (("loss", loss), ("grad norm", norm)):
+        assert isinstance(t, torch.Tensor) and t.dim() == 0, f"the {what} should be a 0-dim tensor, got {t!r}"
+        assert not t.requires_grad, f"return the {what} detached (.detach()): a graph kept alive leaks memory"
+
+
+# --------------------------------------------------------------------- evaluate
+
+
+def full_loss(model: TinyLM, chunks: torch.Tensor) -> float:
+    """The mean over every chunk at once, in eval mode (all chunks have the same length)."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        _, loss = model(chunks, labels=chunks)
+    model.train(was)
+    return loss.item()
+
+
+@given(n=st.integers(1, 23), bs=st.integers(1, 8), seed=st.integers(0, 1000))
+def test_evaluate_is_the_token_weighted_mean_in_eval_mode(n, bs, seed):
+    model = TinyLM(seed=seed, dropout=0.5).train()
+    chunks = batch(seed, B=n)
+    out = call("evaluate", model, chunks, bs)
+    assert set(out) >= {"loss", "perplexity"}, f"evaluate should return a dict with 'loss' and 'perplexity', got {out!r}"
+    want = full_loss(model, chunks)
+    short = n % bs
+    # 1e-5 relative: fp32 losses of different batchings, averaged in float64.
+    assert out["loss"] == pytest.approx(want, rel=1e-5), (
+        f"evaluate over {n} chunks in batches of {bs} gave loss {out['loss']:.6f}, expected {want:.6f} "
+        f"(the mean over all chunks, dropout off). "
+        + (f"The last batch has only {short} rows: weight each batch's loss by its size (sum loss * len(batch), "
+           f"divide by the number of rows), a plain mean of batch losses over-counts it. " if short else "")
+        + "Also check model.eval() is called before the forward passes."
+    )
+    assert out["perplexity"] == pytest.approx(math.exp(out["loss"]), rel=1e-9), (
+        f"perplexity {out['perplexity']:.6g} should be exp(loss) = {math.exp(out['loss']):.6g}"
+    )
+    assert model.training, "evaluate left the model in eval mode: restore it with model.train(was_training)"
+
+
+def test_evaluate_turns_dropout_off_and_restores_eval_mode():
+    model = TinyLM(seed=3, dropout=0.5).train()
+    chunks = batch(3, B=8)
+    torch.manual_seed(0)
+    a = call("evaluate", model, chunks, 4)["loss"]
+    torch.manual_seed(1)
+    b = call("evaluate", model, chunks, 4)["loss"]
+    assert a == b, (
+        f"evaluating the same model on the same chunks gave {a:.6f} and {b:.6f}: dropout is still on — call "
+        f"model.eval() before evaluating"
+    )
+    model.eval()
+    call("evaluate", model, chunks, 4)
+    assert not model.training, "evaluate put a model that was in eval mode back into train mode: restore the mode it had"
+
+
+def test_evaluate_stops_after_max_batches():
+    model = TinyLM(seed=4)
+    chunks = batch(4, B=20)
+    out = call("evaluate", model, chunks, 4, max_batches=2)
+    want = full_loss(model, chunks[:8])
+    assert out["loss"] == pytest.approx(want, rel=1e-5), (
+        f"evaluate(..., batch_size=4, max_batches=2) gave {out['loss']:.6f}, expected the mean over the first "
+        f"8 chunks {want:.6f}: stop after max_batches batches"
+    )
+
+
+def test_evaluate_with_no_chunks_is_a_clear_error():
+    with pytest.raises(ValueError):
+        call("evaluate", TinyLM(), torch.zeros(0, 16, dtype=torch.long), 4)
