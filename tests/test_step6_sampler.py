@@ -1,0 +1,225 @@
+"""Step 6: sampling with temperature and top-k, a cropped context, generation.
+
+Statistical tests draw ~20k samples with a fixed seed and compare the frequencies
+with the distribution the sampler should have, by total variation distance (TV,
+half the L1 distance). For 20k draws over a handful of tokens the sampling noise
+in TV is about 0.005; the tolerance 0.02 is four times that, while the mistakes
+these tests look for (temperature multiplied, top-k off by one) move TV by > 0.1.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from _support import not_implemented_guard, student
+from _tiny_lm import TableLM
+
+MODULE = "step6_sampler"
+DRAWS = 20_000
+TV_TOL = 0.02
+LOGITS = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5, 1.5])
+
+
+def call(name: str, *args, **kwargs):
+    return not_implemented_guard(getattr(student(MODULE), name), *args, **kwargs)
+
+
+def draw(logits: torch.Tensor, n: int = DRAWS, seed: int = 0, **kw) -> torch.Tensor:
+    """n draws from one row of logits, as frequencies over the vocabulary."""
+    batch = logits.expand(n, -1).contiguous()
+    g = torch.Generator().manual_seed(seed)
+    out = call("sample_next", batch, generator=g, **kw)
+    assert out.shape == (n, 1) and out.dtype == torch.long, (
+        f"sample_next on ({n}, {logits.numel()}) logits should return ({n}, 1) int64 ids, got "
+        f"{tuple(out.shape)} {out.dtype}"
+    )
+    return torch.bincount(out.flatten(), minlength=logits.numel()).double() / n
+
+
+def tv(p: torch.Tensor, q: torch.Tensor) -> float:
+    return 0.5 * (p.double() - q.double()).abs().sum().item()
+
+
+# -------------------------------------------------------------------- temperature
+
+
+@given(temperature=st.floats(0.25, 4.0), seed=st.integers(0, 2**31 - 1))
+def test_temperature_divides_the_logits(temperature, seed):
+    freq = draw(LOGITS, seed=seed, temperature=temperature)
+    want = (LOGITS / temperature).softmax(-1)
+    d = tv(freq, want)
+    if d > TV_TOL:
+        multiplied = tv(freq, (LOGITS * temperature).softmax(-1))
+        hint = (
+            "they match softmax(logits * T): you multiplied by the temperature — divide instead, so T < 1 "
+            "sharpens the distribution" if multiplied < TV_TOL else
+            "check you divide the logits by the temperature before the softmax and draw with torch.multinomial"
+        )
+        pytest.fail(
+            f"at temperature {temperature:.3g} the sampled frequencies {freq.numpy().round(3)} are off "
+            f"softmax(logits / T) = {want.numpy().round(3)} by total variation {d:.3f} > {TV_TOL}: {hint}",
+            pytrace=False,
+        )
+
+
+def test_low_temperature_sharpens_and_high_temperature_flattens():
+    cold = draw(LOGITS, temperature=0.5)
+    hot = draw(LOGITS, temperature=2.0)
+    best = int(LOGITS.argmax())
+    assert cold[best] > hot[best] + 0.2, (
+        f"the most likely token was drawn {cold[best]:.2f} of the time at T=0.5 and {hot[best]:.2f} at T=2: a lower "
+        f"temperature must make it more likely (divide the logits by T; multiplying does the opposite)"
+    )
+
+
+@given(seed=st.integers(0, 10_000), V=st.integers(2, 300))
+def test_temperature_towards_zero_tends_to_argmax(seed, V):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(64, V, generator=g) * 3
+    best = logits.argmax(-1, keepdim=True)
+    greedy = call("sample_next", logits, temperature=0.0, generator=g)
+    assert torch.equal(greedy, best), (
+        "temperature=0 must be greedy: return logits.argmax(-1, keepdim=True) (and do not divide by zero)"
+    )
+    # Make the best logit clearly best, so T = 1e-3 puts all but ~e^-100 of the mass on it.
+    logits.scatter_(1, best, logits.max(-1, keepdim=True).values + 0.1)
+    cold = call("sample_next", logits, temperature=1e-3, generator=g)
+    assert torch.equal(cold, best), (
+        f"at temperature 1e-3 {int((cold != best).sum())} of 64 rows did not pick their argmax: dividing by a tiny "
+        f"temperature should leave all the probability on the largest logit"
+    )
+
+
+@pytest.mark.parametrize("kw", [dict(temperature=-0.5), dict(top_k=0), dict(top_k=-3)])
+def test_bad_temperature_or_top_k_is_a_value_error(kw):
+    with pytest.raises(ValueError):
+        call("sample_next", LOGITS[None], **kw)
+
+
+# -------------------------------------------------------------------------- top-k
+
+
+@given(seed=st.integers(0, 10_000), V=st.integers(2, 300), k=st.integers(1, 300), temperature=st.floats(0.5, 5.0))
+def test_top_k_never_samples_outside_the_k_best(seed, V, k, temperature):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(256, V, generator=g)
+    out = call("sample_next", logits, temperature=temperature, top_k=k, generator=g)
+    allowed = logits.topk(min(k, V), dim=-1).indices
+    ok = (allowed == out).any(-1)
+    if not bool(ok.all()):
+        row = int((~ok).nonzero()[0])
+        rank = int((logits[row] > logits[row, out[row, 0]]).sum())
+        pytest.fail(
+            f"with top_k={k} (V={V}), row {row} drew token {int(out[row, 0])}, which is number {rank + 1} by logit: "
+            f"only the {k} largest logits may be drawn. Set every logit below the k-th largest "
+            f"(torch.topk(logits, k).values[:, -1:]) to -inf before the softmax — and check you keep k, not k±1",
+            pytrace=False,
+        )
+
+
+def test_top_k_keeps_the_kth_token_and_renormalises():
+    logits = torch.tensor([3.0, 2.9, 2.8, 0.0, -1.0, 2.0])
+    freq = draw(logits, top_k=3)
+    want = torch.zeros(6, dtype=torch.float64)
+    want[:3] = logits[:3].double().softmax(-1)
+    d = tv(freq, want)
+    assert d <= TV_TOL, (
+        f"with top_k=3 the frequencies {freq.numpy().round(3)} should match the softmax over the 3 best logits "
+        f"{want.numpy().round(3)} (TV {d:.3f} > {TV_TOL}): the k-th best token must stay drawable (k, not k-1) "
+        f"and the others must be impossible (k, not k+1)"
+    )
+
+
+def test_top_k_of_one_is_greedy_and_top_k_above_vocab_keeps_all():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(128, 10, generator=g)
+    assert torch.equal(call("sample_next", logits, top_k=1, generator=g), logits.argmax(-1, keepdim=True)), (
+        "top_k=1 must always draw the argmax"
+    )
+    freq = draw(LOGITS, top_k=100)
+    d = tv(freq, LOGITS.softmax(-1))
+    assert d <= TV_TOL, f"top_k larger than the vocabulary must keep every token (TV {d:.3f} from softmax(logits))"
+
+
+# ------------------------------------------------------------------- crop_context
+
+
+@given(B=st.integers(1, 4), T=st.integers(1, 80), block=st.integers(1, 40))
+def test_crop_context_keeps_the_last_block_size_tokens(B, T, block):
+    idx = torch.arange(B * T).view(B, T)
+    out = call("crop_context", idx, block)
+    want = idx[:, -block:] if T > block else idx
+    assert out.shape == want.shape and torch.equal(out, want), (
+        f"crop_context of a (B={B}, T={T}) context with block_size={block} should be the LAST "
+        f"{min(T, block)} tokens, shape {tuple(want.shape)}; got shape {tuple(out.shape)}"
+        + (f", first ids {out[0, :3].tolist()} instead of {want[0, :3].tolist()}" if out.shape == want.shape else "")
+    )
+
+
+# ----------------------------------------------------------------------- generate
+
+
+def table(V: int, seed: int) -> torch.Tensor:
+    return torch.randn(V, V, generator=torch.Generator().manual_seed(seed)) * 2
+
+
+@given(B=st.integers(1, 3), T0=st.integers(1, 20), new=st.integers(0, 20), block=st.integers(1, 10),
+       seed=st.integers(0, 1000))
+def test_generate_keeps_the_prompt_adds_max_new_tokens_and_crops_the_context(B, T0, new, block, seed):
+    V = 37
+    model = TableLM(table(V, seed), block_size=block).train()
+    prompt = torch.randint(0, V, (B, T0), generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    out = call("generate", model, prompt.clone(), new, temperature=1.0, generator=g)
+    assert out.shape == (B, T0 + new), (
+        f"generate with a (B={B}, T0={T0}) prompt and max_new_tokens={new} should return (B, T0 + {new}) = "
+        f"{(B, T0 + new)}, got {tuple(out.shape)}: return the whole sequence, prompt included"
+        + (" (it looks cropped to block_size — crop only what you feed the model)" if out.size(1) == block else "")
+    )
+    assert torch.equal(out[:, :T0], prompt), "the returned ids do not start with the prompt: keep the full history"
+    assert len(model.calls) == new, f"the model was called {len(model.calls)} times for {new} new tokens, expected once per token"
+    longest = max((n for n, _ in model.calls), default=0)
+    assert longest <= block, f"the model was fed {longest} tokens, more than block_size={block}: use crop_context"
+    assert all(not training for _, training in model.calls), "generate must run the model in eval mode (model.eval())"
+    assert model.training, "generate must restore the model's train mode afterwards"
+
+
+def test_greedy_generate_samples_from_the_last_position():
+    V = 23
+    tab = table(V, 7)
+    model = TableLM(tab, block_size=4)
+    prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
+    out = call("generate", model, prompt, 8, temperature=0.0)
+    want = prompt[0].tolist()
+    for _ in range(8):
+        want.append(int(tab[want[-1]].argmax()))
+    assert out[0].tolist() == want, (
+        f"greedy generation should follow the logits of the LAST position each time (logits[:, -1, :]); "
+        f"expected {want}, got {out[0].tolist()}"
+    )
+
+
+def test_generate_is_reproducible_with_a_seeded_generator():
+    model = TableLM(table(41, 3), block_size=8)
+    prompt = torch.tensor([[1, 2, 3]])
+    runs = [call("generate", model, prompt, 30, temperature=1.0, top_k=10,
+                 generator=torch.Generator().manual_seed(s)) for s in (5, 5, 6)]
+    assert torch.equal(runs[0], runs[1]), "two generations with generators seeded alike differ: pass `generator` to sample_next"
+    assert not torch.equal(runs[0], runs[2]), "different seeds gave the same 30 tokens: is the generator used at all?"
+
+
+def test_generate_stops_once_every_row_has_produced_eos():
+    V, eos = 10, 9
+    tab = torch.full((V, V), -20.0)
+    tab[:, eos] = 20.0  # every token is followed by EOS (probability ~1 - e^-40)
+    model = TableLM(tab, block_size=8)
+    prompt = torch.tensor([[1, 2], [3, 4]])
+    out = call("generate", model, prompt, 10, eos_id=eos, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3) and (out[:, -1] == eos).all(), (
+        f"every row produced eos_id={eos} on the first new token, so generation should stop there: expected "
+        f"shape (2, 3) ending in {eos}, got {out.tolist()}"
+    )
+    out = call("generate", model, prompt, 5, eos_id=None, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 7), f"with eos_id=None generate must produce all 5 new tokens, got shape {tuple(out.shape)}"
