@@ -46,3 +46,17 @@ def smoke(session: nox.Session) -> None:
     """The smoke-tier pretraining run of the reference (about 2 minutes on 2 CPU cores)."""
     install(session)
     session.run("python", "-m", "reference.step8_pretrain", "--preset", "smoke", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def final(session: nox.Session) -> None:
+    """Step 8 graded: the lab tier on a CUDA machine (smoke tier elsewhere). `-- --solution reference`."""
+    install(session)
+    session.run("python", "-m", "kata.final", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Training speed of six set-ups side by side -> benchmarks/results/<machine>.md (`-- --quick`)."""
+    install(session)
+    session.run("python", "-m", "benchmarks", *session.posargs, env=OFFLINE)
