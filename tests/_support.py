@@ -71,11 +71,9 @@ def not_implemented_guard(fn, *args, **kwargs):
         code = tb.tb_frame.f_code if tb is not None else None
         where = getattr(code, "co_qualname", getattr(code, "co_name", "")) or getattr(fn, "__qualname__", repr(fn))
         file = code.co_filename.rsplit("/", 1)[-1] if code is not None else "?"
-        pytest.fail(
-            f"{where} still raises NotImplementedError: open {solution_name()}/{file} and implement it. "
-            f"{e}",
-            pytrace=False,
-        )
+        message = f"{where} still raises NotImplementedError: open {solution_name()}/{file} and implement it. {e}"
+    # Fail outside the `except`, so the report is the message, not a chained traceback.
+    pytest.fail(message, pytrace=False)
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, atol: float, rtol: float, what: str, hint: str = "") -> None:

@@ -87,3 +87,16 @@ def random_state(module: nn.Module, seed: int, std: float = 0.2) -> dict[str, to
         else:
             state[name] = std * noise
     return state
+
+
+def name_the_mistake(actual: torch.Tensor, candidates: dict[str, torch.Tensor], default: str,
+                     atol: float = 1e-5, rtol: float = 1e-4) -> str:
+    """The hint for the first known wrong answer `actual` matches, else `default`.
+
+    `candidates` maps a hint ("the position embedding is missing") to what a solution
+    with that mistake would return, computed by the test itself.
+    """
+    for hint, wrong in candidates.items():
+        if wrong.shape == actual.shape and torch.allclose(actual.double(), wrong.double(), atol=atol, rtol=rtol, equal_nan=True):
+            return f"Likely mistake: {hint}"
+    return default

@@ -1,0 +1,246 @@
+"""Step 1 — embeddings, GPT-2 init and weight tying. Run alone: `pytest -k step1`.
+
+Everything here uses step-1 code only: the init and tying tests build the model's
+parameter layout out of plain nn.Linear / nn.LayerNorm and the student's Embeddings,
+so an unfinished step 3 cannot fail step 1.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from _support import assert_close, not_implemented_guard as call, oracle, recorded, student
+from strategies import SEEDS, gpt_configs, name_the_mistake, random_state, token_batches
+
+S1 = "step1_embeddings"
+
+
+@recorded
+def reference_embeddings(cfg: dict, state: dict, idx: torch.Tensor) -> torch.Tensor:
+    """The reference Embeddings (eval mode) with the weights `state`, applied to `idx`."""
+    ref = oracle(S1)
+    emb = ref.Embeddings(ref.GPTConfig(**cfg))
+    emb.load_state_dict(state)
+    emb.eval()
+    with torch.no_grad():
+        return emb(idx)
+
+
+def gpt_skeleton(s1, config) -> nn.Module:
+    """TinyGPT's parameter layout and module names, built from step-1 parts only.
+
+    Same names as the real model (`blocks.0.attn.proj`, `lm_head`, ...), so
+    `init_weights` sees exactly what it sees inside TinyGPT, without step 3's code.
+    """
+    C, bias = config.n_embd, config.bias
+    root = nn.Module()
+    root.embed = s1.Embeddings(config)
+    root.blocks = nn.ModuleList()
+    for _ in range(config.n_layer):
+        block = nn.Module()
+        block.ln_1, block.ln_2 = nn.LayerNorm(C, bias=bias), nn.LayerNorm(C, bias=bias)
+        block.attn, block.mlp = nn.Module(), nn.Module()
+        block.attn.qkv, block.attn.proj = nn.Linear(C, 3 * C, bias=bias), nn.Linear(C, C, bias=bias)
+        block.mlp.fc, block.mlp.proj = nn.Linear(C, 4 * C, bias=bias), nn.Linear(4 * C, C, bias=bias)
+        root.blocks.append(block)
+    root.ln_f = nn.LayerNorm(C, bias=bias)
+    root.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+    return root
+
+
+# --- Embeddings.forward -----------------------------------------------------------
+
+
+@given(cfg=gpt_configs(), seed=SEEDS, data=st.data())
+def test_step1_embeddings_match_reference(cfg: dict, seed: int, data: st.DataObject) -> None:
+    s1 = student(S1)
+    idx = data.draw(token_batches(cfg["vocab_size"], cfg["block_size"]), label="idx")
+    emb = s1.Embeddings(s1.GPTConfig(**cfg))
+    state = random_state(emb, seed, std=1.0)
+    emb.load_state_dict(state)
+    emb.eval()  # dropout must be a no-op in eval mode
+    with torch.no_grad():
+        out = call(emb.forward, idx)
+    expected = reference_embeddings(cfg, state, idx)
+    tok, pos = state["token.weight"][idx], state["position.weight"][: idx.shape[1]]
+    hint = name_the_mistake(out, {
+        "the position embedding is missing: add self.position(torch.arange(T)) to the token vectors": tok,
+        "the token embedding is missing: add self.token(idx) to the position vectors": pos.expand_as(tok),
+        "positions are counted from the end or reversed: position t is row t of self.position":
+            tok + pos.flip(0),
+    }, default="Expected token(idx) + position(arange(T)) (added, not concatenated), with dropout "
+               "through self.drop so it is off in eval mode.")
+    # Exact same gather + add in fp32 on CPU: only summation order could differ.
+    assert_close(out, expected, atol=1e-6, rtol=1e-6,
+                 what=f"Embeddings({cfg}) on ids of shape {tuple(idx.shape)}", hint=hint)
+
+
+def test_step1_sequence_longer_than_block_size_raises_valueerror() -> None:
+    s1 = student(S1)
+    emb = s1.Embeddings(s1.GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.0))
+    idx = torch.zeros(2, 9, dtype=torch.long)
+    try:
+        call(emb.forward, idx)
+    except ValueError as e:
+        assert "block_size" in str(e) or "8" in str(e), (
+            f"the ValueError for 9 tokens with block_size=8 should say what is wrong (mention "
+            f"block_size, e.g. 'sequence of length 9 is longer than block_size=8; crop it'); got: {e}"
+        )
+    except Exception as e:  # noqa: BLE001 - the point is to report which error came instead
+        pytest.fail(
+            f"Embeddings.forward on 9 tokens with block_size=8 raised {type(e).__name__}: {e}. "
+            f"Check T > config.block_size first and raise ValueError with a message that says to crop "
+            f"the input: an IndexError from deep inside nn.Embedding tells a user nothing.",
+            pytrace=False,
+        )
+    else:
+        pytest.fail("Embeddings.forward accepted 9 tokens with block_size=8: raise ValueError when "
+                    "T > config.block_size (there is no position embedding past block_size - 1)", pytrace=False)
+
+
+@pytest.mark.parametrize(("n_embd", "n_head"), [(10, 3), (192, 5)])
+def test_step1_config_rejects_n_embd_not_divisible_by_n_head(n_embd: int, n_head: int) -> None:
+    s1 = student(S1)
+    with pytest.raises(ValueError, match="divisible") as info:
+        s1.GPTConfig(n_embd=n_embd, n_head=n_head)
+    assert str(n_embd) in str(info.value) and str(n_head) in str(info.value), (
+        f"the error should name both numbers so the user can fix them; got: {info.value}"
+    )
+
+
+# --- init_weights -----------------------------------------------------------------
+
+# Each std is estimated from >= 4096 samples: the estimate's relative standard error is
+# about 1/sqrt(2N) <= 1.1%, so a 10% tolerance is ~9 standard errors (never flaky),
+# while the mistakes it must catch are off by a factor >= 2.8.
+STD_RTOL = 0.10
+
+
+def _check_std(name: str, w: torch.Tensor, expected: float, n_layer: int) -> None:
+    got = w.detach().double().std().item()
+    mean = w.detach().double().mean().item()
+    if abs(got - expected) <= STD_RTOL * expected and abs(mean) <= 5 * expected / math.sqrt(w.numel()):
+        return
+    if abs(got - 1.0) < 0.1:
+        why = "this is PyTorch's default N(0, 1) nn.Embedding init: initialise Embeddings with std 0.02 too"
+    elif got < 1e-8:
+        why = "the tensor is constant: it was not re-initialised (every Linear and Embedding needs normal_)"
+    elif name.endswith(".proj.weight") and abs(got - 0.02) < 0.1 * 0.02:
+        why = (f"residual projections (names ending in '.proj') need the smaller std "
+               f"0.02 / sqrt(2 * n_layer) = {expected:.5f}; each block adds two of them to the residual stream")
+    elif not name.endswith(".proj.weight") and abs(got - 0.02 / math.sqrt(2 * n_layer)) < 0.1 * expected:
+        why = "only the residual projections (names ending in '.proj') get the scaled-down std"
+    else:
+        why = "GPT-2 init: normal_(mean=0, std=0.02), or 0.02 / sqrt(2 * n_layer) for '*.proj'"
+    pytest.fail(f"after init_weights, {name} has mean {mean:.4g} and std {got:.5f}; expected mean 0 and "
+                f"std {expected:.5f} (±{STD_RTOL:.0%}). {why}", pytrace=False)
+
+
+def test_step1_init_weights_follows_gpt2_statistics() -> None:
+    s1 = student(S1)
+    cfg = s1.GPTConfig(vocab_size=2000, block_size=128, n_layer=4, n_head=4, n_embd=64, dropout=0.0)
+    model = gpt_skeleton(s1, cfg)
+    with torch.no_grad():  # start from a state no correct init leaves behind
+        for p in model.parameters():
+            p.fill_(0.5)
+    call(s1.init_weights, model, cfg.n_layer)
+    resid_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            _check_std(f"{name}.weight", m.weight, resid_std if name.endswith(".proj") else 0.02, cfg.n_layer)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            assert torch.all(m.bias == 0), f"after init_weights, {name}.bias should be all zeros (GPT-2 init)"
+        if isinstance(m, nn.LayerNorm):
+            assert torch.all(m.weight == 1) and torch.all(m.bias == 0), (
+                f"after init_weights, LayerNorm {name} should have weight 1 and bias 0 (it starts as the identity "
+                f"up to normalisation); got weight mean {m.weight.mean().item():.3g}, bias mean {m.bias.mean().item():.3g}"
+            )
+
+
+# --- tie_weights ------------------------------------------------------------------
+
+
+def test_step1_tie_weights_shares_one_parameter() -> None:
+    s1 = student(S1)
+    emb, head = nn.Embedding(40, 8), nn.Linear(8, 40, bias=False)
+    call(s1.tie_weights, head, emb)
+    if head.weight is emb.weight:
+        return
+    if head.weight.data_ptr() == emb.weight.data_ptr():
+        why = ("they share memory but are two different nn.Parameter objects (did you wrap it in a new "
+               "nn.Parameter?): the optimizer updates it twice and count_parameters counts it twice. "
+               "Assign the Parameter itself: lm_head.weight = token_embedding.weight")
+    elif head.weight.shape == emb.weight.shape and torch.equal(head.weight, emb.weight):
+        why = ("the values were copied, not shared: the two matrices drift apart at the first optimizer "
+               "step. Assign the Parameter itself: lm_head.weight = token_embedding.weight")
+    else:
+        why = "they are not tied at all: assign lm_head.weight = token_embedding.weight"
+    pytest.fail(f"after tie_weights, lm_head.weight is not the token embedding's Parameter: {why}", pytrace=False)
+
+
+def test_step1_tied_weights_get_one_gradient_from_both_uses() -> None:
+    s1 = student(S1)
+    emb, head = nn.Embedding(40, 8), nn.Linear(8, 40, bias=False)
+    call(s1.tie_weights, head, emb)
+    idx = torch.tensor([[1, 2, 3]])
+    head(emb(idx)).sum().backward()
+    assert head.weight.grad is not None and emb.weight.grad is not None and head.weight.grad is emb.weight.grad, (
+        "the embedding and the output layer should have one shared .grad (it sums the gradients of both uses); "
+        "tie by assigning the Parameter object: lm_head.weight = token_embedding.weight"
+    )
+
+
+def test_step1_lab_model_has_12_4M_parameters_once_tied() -> None:
+    s1 = student(S1)
+    cfg = s1.GPTConfig()  # the lab's model: V=50257, T=256, 6 layers, 6 heads, C=192
+    model = gpt_skeleton(s1, cfg)
+    call(s1.init_weights, model, cfg.n_layer)
+    call(s1.tie_weights, model.lm_head, model.embed.token)
+    V, C, L = cfg.vocab_size, cfg.n_embd, cfg.n_layer
+    # token + position embeddings, per block 12C² weights + 13C biases/norms, final norm; head tied.
+    tied = V * C + cfg.block_size * C + L * (12 * C * C + 13 * C) + 2 * C
+    got = s1.count_parameters(model)
+    assert got == tied, (
+        f"the lab model should have {tied:,} distinct parameters once tied, got {got:,}"
+        + (f": that is {got - tied:,} = V*C too many — lm_head and the token embedding are still two "
+           f"matrices (untied or tied by copying)" if got - tied == V * C else "")
+    )
+
+
+# --- init + tying together: the first loss ----------------------------------------
+
+
+def test_step1_initial_loss_of_tied_head_is_about_ln_vocab() -> None:
+    """At init the loss must be ≈ ln V: the model is unsure about every word.
+
+    The logits are lm_head(ln_f(x)); ln_f's output has unit variance per feature
+    whatever the blocks added, so the logit scale (hence the first loss) is set by the
+    tied head's init alone. We skip the blocks (step 3) and score the embeddings
+    through ln_f and the tied head: std-0.02 weights give logits of std ~0.02*sqrt(C)
+    ≈ 0.3 and a loss ≈ ln V; N(0, 1) gives logits of std ~sqrt(C) ≈ 14 and a loss of 50-100.
+    """
+    s1 = student(S1)
+    cfg = s1.GPTConfig(dropout=0.0)  # the lab's model: this test is about V = 50257
+    torch.manual_seed(0)  # init_weights draws from the global RNG
+    model = gpt_skeleton(s1, cfg)
+    call(s1.init_weights, model, cfg.n_layer)
+    call(s1.tie_weights, model.lm_head, model.embed.token)
+    model.eval()
+    idx = torch.randint(0, cfg.vocab_size, (2, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model.lm_head(model.ln_f(call(model.embed.forward, idx)))
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, cfg.vocab_size), idx[:, 1:].reshape(-1)).item()
+    ln_v = math.log(cfg.vocab_size)
+    # 0.5 nats: a correct init gives ln V + ~0.05 (logit variance / 2); N(0, 1) gives 50+.
+    assert abs(loss - ln_v) < 0.5, (
+        f"the initial loss of the tied output layer is {loss:.2f}, expected ≈ ln({cfg.vocab_size}) = {ln_v:.2f} "
+        f"(±0.5): at init the model should spread its bets evenly. "
+        + ("A loss this high means huge logits: the tied token embedding kept PyTorch's N(0, 1) init — "
+           "use std 0.02." if loss > ln_v + 5 else "Check init_weights (std 0.02) and tie_weights.")
+    )
