@@ -1,0 +1,117 @@
+"""`python -m grader` (what `nox -s check` runs): grade, show the table, say what next.
+
+    python -m grader                      # grade exercises/
+    python -m grader --solution reference # grade the reference (all pass)
+    python -m grader --step 3             # one step
+    python -m grader --json results.json  # also write Gradescope's results.json
+    python -m grader --watch              # re-grade whenever a file in exercises/ is saved
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from . import gradescope, report
+from .manifest import MANIFEST, Step, load_manifest
+from .runner import DEFAULT_MEMORY_LIMIT, StepResult, grade
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pick(steps: list[Step], wanted: list[str]) -> list[Step]:
+    """`3`, `step3`, `bonus1`, `8_lab` -> manifest steps (a plain number also picks its tiers)."""
+    chosen: list[Step] = []
+    for w in wanted:
+        w = w.strip().lower()
+        hits = [s for s in steps if w in (s.id, s.id.replace("step", ""), s.test_group, s.test_group.replace("step", ""))
+                or (w.isdigit() and s.id == f"step{w}")]
+        if not hits:
+            known = ", ".join(s.id for s in steps)
+            raise SystemExit(f"--step {w}: no such step; the manifest has {known}")
+        chosen += [s for s in hits if s not in chosen]
+    return [s for s in steps if s in chosen]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m grader", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--solution", choices=("exercises", "reference"),
+                   default=os.environ.get("KATA_SOLUTION") or "exercises", help="whose code to grade")
+    p.add_argument("--step", action="append", default=[], metavar="N",
+                   help="grade only this step (3, step3, bonus1); repeatable")
+    p.add_argument("--json", metavar="PATH", help="write Gradescope-format results.json here")
+    p.add_argument("--watch", action="store_true", help="re-grade when a file in exercises/ changes")
+    p.add_argument("--no-bonus", action="store_true", help="skip the bonus steps")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="steps graded at once")
+    p.add_argument("--root", type=Path, default=ROOT, help="the kata's folder (default: this checkout)")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds per step (default: the manifest's)")
+    p.add_argument("--memory-gb", type=float, default=DEFAULT_MEMORY_LIMIT / 2**30,
+                   help="address-space limit of each step's test process")
+    p.add_argument("--strict", action="store_true", help="exit 1 unless every graded step passes")
+    return p.parse_args(argv)
+
+
+def _steps(args: argparse.Namespace) -> list[Step]:
+    manifest = args.root / "grader" / "steps.toml"
+    steps = load_manifest(manifest if manifest.exists() else MANIFEST)
+    if args.no_bonus:
+        steps = [s for s in steps if not s.bonus]
+    return _pick(steps, args.step) if args.step else steps
+
+
+def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | None = None,
+             previous: dict[str, StepResult] | None = None) -> list[StepResult]:
+    all_steps = _steps(args)
+    todo = steps if steps is not None else all_steps
+    start = time.monotonic()
+    with console.status(f"grading {len(todo)} step(s) of {args.solution}/ ...", spinner="dots"):
+        fresh = grade(todo, args.root, args.solution, jobs=args.jobs,
+                      time_limit=args.time_limit, memory=int(args.memory_gb * 2**30))
+    merged = {**(previous or {}), **{r.step.id: r for r in fresh}}
+    results = [merged[s.id] for s in all_steps if s.id in merged]
+    report.render(results, args.solution, args.root, console)
+    console.print(f"[dim]graded in {time.monotonic() - start:.1f} s[/]")
+    if args.json:
+        gradescope.write(results, args.solution, args.json)
+        console.print(f"[dim]wrote {args.json}[/]")
+    return results
+
+
+def watch(args: argparse.Namespace, console: Console) -> None:
+    from watchfiles import PythonFilter, watch as watch_changes
+
+    results = {r.step.id: r for r in run_once(args, console)}
+    folder = args.root / args.solution
+    console.print(f"[bold]watching {folder}/ — save a file to re-grade, Ctrl-C to stop[/]")
+    try:
+        for changes in watch_changes(folder, watch_filter=PythonFilter(), debounce=400):
+            names = {Path(p).stem for _, p in changes}
+            steps = _steps(args)
+            first = next((i for i, s in enumerate(steps) if s.module in names), None)
+            # A change to step k can only change steps k.. (later steps build on earlier ones).
+            todo = steps if first is None else steps[first:]
+            console.clear()
+            console.print(f"[dim]changed: {', '.join(sorted(names))}[/]")
+            results = {r.step.id: r for r in run_once(args, console, todo, results)}
+            console.print(f"[bold]watching {folder}/ — save a file to re-grade, Ctrl-C to stop[/]")
+    except KeyboardInterrupt:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.root = args.root.resolve()
+    console = Console(highlight=False)
+    if args.watch:
+        watch(args, console)
+        return 0
+    results = run_once(args, console)
+    if args.strict:
+        score, top, _, _ = report.totals(results)
+        return 0 if score >= top else 1
+    return 0

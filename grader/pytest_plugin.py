@@ -1,0 +1,245 @@
+"""The grader's pytest plugin: per-test results as JSON lines, written as they happen.
+
+Loaded in the child pytest that grades one step (`-p grader.pytest_plugin`), with the
+results file in `$KATA_GRADER_RESULTS`. One JSON object per line:
+
+    {"event": "collected", "nodeids": [...]}
+    {"event": "collect_error", "where": "...", "message": "..."}
+    {"event": "start", "nodeid": "..."}
+    {"event": "result", "nodeid": "...", "outcome": "passed|failed|skipped",
+     "message": "...", "stub": bool, "where": "exercises/x.py:12", "duration": 0.1}
+
+Each line is flushed at once, so when learner code kills the process (`os._exit`, a
+segfault, the grader's time limit) the grader still knows which tests finished and
+which one was running. Nothing here parses pytest's console text.
+
+It also guards the test process against learner code that monkeypatches torch or the
+kata's test helpers: the patched attribute is restored and the test fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+MAX_MESSAGE = 2000  # characters per failure message: a megabyte of output must not reach the table
+STUB_MARKER = "NotImplementedError"
+_LEARNER_DIRS = ("exercises", "reference")
+
+
+class _Log:
+    def __init__(self, path: str) -> None:
+        self._f = open(path, "a", encoding="utf-8")
+
+    def write(self, **event: object) -> None:
+        self._f.write(json.dumps(event) + "\n")
+        self._f.flush()
+
+
+def _truncate(text: str, limit: int = MAX_MESSAGE) -> str:
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    return text[: limit - 60].rstrip() + f"\n... ({len(text) - limit + 60} more characters cut)"
+
+
+def _chain(exc: BaseException | None):
+    """The exception, its causes/contexts and (for groups) their members."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend([e.__cause__, e.__context__])
+        todo.extend(getattr(e, "exceptions", ()) or ())
+
+
+def _is_stub(exc: BaseException) -> bool:
+    """True when the failure is a stub's `NotImplementedError` (directly or reported by the tests)."""
+    for e in _chain(exc):
+        if isinstance(e, NotImplementedError):
+            return True
+        if STUB_MARKER in str(e)[:500] and "still raises" in str(e)[:500]:
+            return True
+    return False
+
+
+def _message(exc: BaseException) -> str:
+    """A readable one-paragraph message: pytest.fail text as is, others as `Type: message`."""
+    groups = getattr(exc, "exceptions", None)
+    if groups:  # hypothesis can report several distinct failures: show the first real one
+        firsts = [e for e in groups if not getattr(e, "_kata_snapshot_miss", False)] or list(groups)
+        exc = firsts[0]
+    if isinstance(exc, pytest.fail.Exception):
+        return str(exc.msg if hasattr(exc, "msg") else exc)
+    if isinstance(exc, SystemExit):
+        return f"the code called sys.exit({exc.code!r}); a library function must return or raise, never exit"
+    name = type(exc).__name__
+    text = str(exc)
+    return f"{name}: {text}" if text else name
+
+
+def _learner_location(tb) -> str:
+    """`exercises/step3_blocks.py:42` for the deepest traceback frame in learner code."""
+    where = ""
+    while tb is not None:
+        path = Path(tb.tb_frame.f_code.co_filename)
+        if len(path.parts) >= 2 and path.parts[-2] in _LEARNER_DIRS:
+            where = f"{path.parts[-2]}/{path.name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+# --------------------------------------------------------------------------- patch guard
+
+def _guarded() -> dict[str, ModuleType]:
+    mods: dict[str, ModuleType] = {}
+    for name in ("torch", "torch.nn", "torch.nn.functional", "torch.testing", "_support", "pytest"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            mods[name] = mod
+    return mods
+
+
+def _snapshot() -> dict[tuple[str, str], object]:
+    snap: dict[tuple[str, str], object] = {}
+    for name, mod in _guarded().items():
+        for attr, value in list(vars(mod).items()):
+            if callable(value) and not attr.startswith("__"):
+                snap[(name, attr)] = value
+    import torch
+
+    for attr, value in list(vars(torch.Tensor).items()):
+        if callable(value) and not attr.startswith("__"):
+            snap[("torch.Tensor", attr)] = value
+    return snap
+
+
+def _learner_made(value: object) -> bool:
+    """True when `value` is a function written in the graded solution (or in exec'd text).
+
+    torch swaps some of its own attributes lazily (importing torch._dynamo wraps
+    torch.manual_seed), so only replacements that come from the learner count.
+    """
+    code = getattr(value, "__code__", None) or getattr(getattr(value, "__func__", None), "__code__", None)
+    if code is None:
+        return False
+    name = code.co_filename
+    if name.startswith("<") and not name.startswith("<frozen"):
+        return True
+    parts = Path(name).parts
+    return len(parts) >= 2 and parts[-2] in _LEARNER_DIRS
+
+
+def _changed(before: dict[tuple[str, str], object]) -> list[str]:
+    import torch
+
+    changed = []
+    for (name, attr), value in before.items():
+        owner = torch.Tensor if name == "torch.Tensor" else sys.modules.get(name)
+        if owner is None:
+            continue
+        now = vars(owner).get(attr, None)
+        if now is not value and (now is None or _learner_made(now)):
+            changed.append(f"{name}.{attr}")
+            try:
+                setattr(owner, attr, value)
+            except (AttributeError, TypeError):
+                pass
+        elif now is not value:
+            before[(name, attr)] = now  # torch's own lazy replacement: the new normal
+    return changed
+
+
+class GraderPlugin:
+    def __init__(self, path: str) -> None:
+        self.log = _Log(path)
+        self.snapshot: dict[tuple[str, str], object] = {}
+        self.patched: dict[str, list[str]] = {}
+
+    # collection -----------------------------------------------------------------
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.log.write(event="collected", nodeids=[i.nodeid for i in session.items])
+        self.snapshot = _snapshot()
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            text = str(report.longrepr)
+            self.log.write(event="collect_error", where=report.nodeid, message=_truncate(text))
+
+    # tests ----------------------------------------------------------------------
+    def pytest_runtest_logstart(self, nodeid: str, location) -> None:
+        self.log.write(event="start", nodeid=nodeid)
+        self._outcome = {"outcome": "passed", "message": "", "stub": False, "where": "", "duration": 0.0}
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        outcome = yield
+        report: pytest.TestReport = outcome.get_result()
+        state = self._outcome
+        state["duration"] += call.duration
+        if call.when == "teardown":  # after fixtures (pytest's monkeypatch) have undone their patches
+            patched = _changed(self.snapshot)
+            if patched:
+                report.outcome = "failed"
+                report.longrepr = (
+                    f"the code replaced {', '.join(patched[:5])} while the test ran; "
+                    "solutions must not monkeypatch torch, pytest or the kata's test helpers"
+                )
+                state.update(outcome="failed", message=report.longrepr)
+                return
+        if state["outcome"] == "failed" or call.excinfo is None:
+            return
+        exc = call.excinfo.value
+        where = _learner_location(call.excinfo.tb)
+        if report.skipped:
+            # A skip raised from the learner's own file is not a way to dodge a test.
+            if where:
+                report.outcome = "failed"
+                state.update(outcome="failed", where=where,
+                             message=f"the code in {where} skipped the test (pytest.skip); solutions must not skip tests")
+            elif state["outcome"] == "passed":
+                state.update(outcome="skipped", message=_truncate(_message(exc)))
+            return
+        if report.failed:
+            prefix = "" if call.when == "call" else f"(in test {call.when}) "
+            state.update(outcome="failed", message=_truncate(prefix + _message(exc)), stub=_is_stub(exc), where=where)
+
+    def pytest_runtest_logfinish(self, nodeid: str, location) -> None:
+        self.log.write(event="result", nodeid=nodeid, **self._outcome)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.log.write(event="finished", exitstatus=int(exitstatus))
+
+
+def _grading_profile() -> None:
+    """The conftest's `ci` profile without shrinking: the first failing example is
+    reported as found. Same grade every run, a faster verdict on a wrong solution, and
+    no inputs outside the stored reference answers when the handout replays them."""
+    try:
+        from hypothesis import Phase, settings
+    except ImportError:  # pragma: no cover
+        return
+    try:
+        parent = settings.get_profile("ci")
+    except Exception:
+        parent = settings.default
+    settings.register_profile("kata-grader", parent=parent, derandomize=True, database=None,
+                              phases=(Phase.explicit, Phase.reuse, Phase.generate))
+    settings.load_profile("kata-grader")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = os.environ.get("KATA_GRADER_RESULTS")
+    if path:
+        _grading_profile()
+        config.pluginmanager.register(GraderPlugin(path), "kata-grader")

@@ -1,0 +1,333 @@
+"""Grade steps: each step's tests run in their own pytest process, with limits.
+
+A child process per step means learner code that loops, exits, crashes, eats memory,
+prints megabytes or monkeypatches torch can only fail its own step. The child reports
+per-test results through `grader.pytest_plugin` (JSON lines, flushed as they happen);
+this module turns them into a `StepResult`.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .manifest import Step
+
+GRADER_PARENT = Path(__file__).resolve().parents[1]
+# Address space for a step's test process: torch itself needs ~2-3 GiB of mappings;
+# a learner's `torch.empty(10**12)` must fail inside the test, not swap the machine.
+DEFAULT_MEMORY_LIMIT = 12 * 2**30
+OUTPUT_LIMIT = 64 * 2**20  # bytes a step's process may write to its console log file
+PER_TEST_TIMEOUT = 120  # pytest-timeout per test, capped by the step's time limit
+
+# status values
+PASSED, FAILED, NOT_STARTED, WAITING, NEEDS_GPU, NO_TESTS = (
+    "passed", "failed", "not started", "waiting", "needs a GPU", "no tests")
+
+
+@dataclass
+class TestResult:
+    name: str
+    outcome: str  # passed | failed | skipped
+    message: str = ""
+    stub: bool = False
+    where: str = ""
+    duration: float = 0.0
+
+
+@dataclass
+class StepResult:
+    step: Step
+    status: str
+    tests: list[TestResult] = field(default_factory=list)
+    note: str = ""  # why a step did not run (waiting on step N, needs a GPU) or why it crashed
+    seconds: float = 0.0
+
+    @property
+    def graded(self) -> list[TestResult]:
+        return [t for t in self.tests if t.outcome != "skipped"]
+
+    @property
+    def passed(self) -> int:
+        return sum(t.outcome == "passed" for t in self.graded)
+
+    @property
+    def total(self) -> int:
+        return len(self.graded)
+
+    @property
+    def score(self) -> float:
+        # A step not started scores 0 even where tests of its given scaffolding pass.
+        if self.status in (WAITING, NEEDS_GPU, NO_TESTS, NOT_STARTED) or not self.total:
+            return 0.0
+        return round(self.step.points * self.passed / self.total, 2)
+
+    @property
+    def counts_toward_max(self) -> bool:
+        """A GPU-only step on a machine without one is neither passed nor failed."""
+        return not self.step.bonus and self.status != NEEDS_GPU
+
+    @property
+    def first_failure(self) -> TestResult | None:
+        return next((t for t in self.tests if t.outcome == "failed"), None)
+
+
+def cuda_available() -> bool:
+    if os.environ.get("KATA_GRADER_NO_GPU"):
+        return False
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def _is_stub_body(fn: ast.AST) -> bool:
+    body = [n for n in fn.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    if len(body) != 1 or not isinstance(body[0], ast.Raise) or body[0].exc is None:
+        return False
+    exc = body[0].exc
+    exc = exc.func if isinstance(exc, ast.Call) else exc
+    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+
+
+def untouched(root: Path, solution: str, step: Step) -> bool:
+    """True when every function the manifest's `open` names is still a bare
+    `raise NotImplementedError` stub in the graded file: the learner has not started."""
+    names = [n.strip() for n in step.functions.split(",") if n.strip()]
+    try:
+        tree = ast.parse((root / solution / f"{step.module}.py").read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return False
+    defs: dict[str, ast.AST] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                defs[prefix + child.name] = child
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".")
+
+    visit(tree, "")
+    if not names:
+        names = [n for n, fn in defs.items() if _is_stub_body(fn)]
+    return bool(names) and all(n in defs and _is_stub_body(defs[n]) for n in names)
+
+
+def test_files(root: Path, step: Step) -> list[Path]:
+    return sorted((root / "tests").glob(f"test_{step.test_group}_*.py"))
+
+
+def _limits(memory: int) -> None:  # runs in the child between fork and exec
+    import resource
+
+    os.setsid()
+    for what, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_FSIZE, OUTPUT_LIMIT * 4), (resource.RLIMIT_CORE, 0)):
+        try:
+            soft, hard = resource.getrlimit(what)
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(what, (value, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def _child_env(root: Path, solution: str, results: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(root)] + ([str(GRADER_PARENT)] if GRADER_PARENT != root else [])
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env.update(
+        PYTHONPATH=os.pathsep.join(paths),
+        KATA_SOLUTION=solution,
+        KATA_GRADER_RESULTS=str(results),
+        PYTHONHASHSEED="0",  # two runs on the same code give the same grade
+        PYTHONDONTWRITEBYTECODE="1",
+        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def _describe_exit(rc: int | None, timed_out: bool, limit: float) -> str:
+    if timed_out:
+        return (f"the step's tests were still running after its time limit of {limit:.0f} s "
+                "— is there an infinite loop (a `while` whose condition never changes)?")
+    if rc is not None and rc < 0:
+        sig = -rc
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+        if sig == signal.SIGKILL:
+            return "the test process was killed (SIGKILL) — usually it ran out of memory: is a tensor absurdly large?"
+        if sig == signal.SIGXFSZ:
+            return "the test process wrote too much output (over 256 MB) — is there a print inside a loop?"
+        return f"the test process crashed ({name})"
+    return (f"the test process exited with code {rc} in the middle of the test — "
+            "does the code call os._exit() or exit the interpreter?")
+
+
+def _tail(path: Path, limit: int = 1500) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            return f.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _short_name(nodeid: str) -> str:
+    return nodeid.split("::", 1)[1] if "::" in nodeid else nodeid
+
+
+def run_step(step: Step, root: Path, solution: str, *, memory: int = DEFAULT_MEMORY_LIMIT,
+             time_limit: float | None = None, python: str = sys.executable) -> StepResult:
+    """Run one step's tests in a fresh pytest process and collect its per-test results."""
+    files = test_files(root, step)
+    if not files:
+        return StepResult(step, NO_TESTS, note=f"no tests/test_{step.test_group}_*.py yet")
+    limit = float(time_limit or step.time_limit)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"kata-grade-{step.id}-") as tmp:
+        results, console = Path(tmp) / "results.jsonl", Path(tmp) / "console.txt"
+        cmd = [python, "-m", "pytest", *[str(f.relative_to(root)) for f in files],
+               "-p", "grader.pytest_plugin", "-p", "no:cacheprovider", "-o", "addopts=",
+               "-q", "--tb=no", "--no-header", "--show-capture=no", "--color=no",
+               f"--timeout={int(min(PER_TEST_TIMEOUT, max(5, limit - 5)))}",
+               "-W", "ignore::DeprecationWarning", "-W", "ignore::FutureWarning",
+               "--solution", solution]
+        if step.select:
+            cmd += ["-k", step.select]
+        timed_out = False
+        with open(console, "wb") as out:
+            proc = subprocess.Popen(cmd, cwd=root, env=_child_env(root, solution, results), stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT, preexec_fn=lambda: _limits(memory))
+            try:
+                rc = proc.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                rc = proc.wait()
+        events = []
+        if results.exists():
+            for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass  # a line cut off by a kill
+        result = _assemble(step, events, rc, timed_out, limit, _tail(console), untouched(root, solution, step))
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _assemble(step: Step, events: list[dict], rc: int | None, timed_out: bool, limit: float, console: str,
+              stubs_untouched: bool = False) -> StepResult:
+    collected: list[str] = []
+    errors: list[dict] = []
+    done: dict[str, TestResult] = {}
+    running: str | None = None
+    finished = False
+    for e in events:
+        kind = e.get("event")
+        if kind == "collected":
+            collected = list(e.get("nodeids", []))
+        elif kind == "collect_error":
+            errors.append(e)
+        elif kind == "start":
+            running = e["nodeid"]
+        elif kind == "result":
+            done[e["nodeid"]] = TestResult(_short_name(e["nodeid"]), e["outcome"], e.get("message", ""),
+                                           bool(e.get("stub")), e.get("where", ""), float(e.get("duration", 0.0)))
+            running = None
+        elif kind == "finished":
+            finished = True
+    crashed = not finished
+    why = _describe_exit(rc, timed_out, limit) if crashed else ""
+    tests: list[TestResult] = []
+    if errors:
+        msg = "\n".join(f"{e.get('where') or 'collection'}: {e.get('message', '')}" for e in errors)
+        tests.append(TestResult(f"collecting the tests of {step.id}", "failed",
+                                "the step's test file could not be loaded:\n" + msg[-1500:]))
+    if not collected and crashed and not errors:
+        detail = f"\n{console[-800:]}" if console else ""
+        tests.append(TestResult(f"collecting the tests of {step.id}", "failed", why + detail))
+    for nodeid in collected:
+        if nodeid in done:
+            tests.append(done[nodeid])
+        elif nodeid == running:
+            tests.append(TestResult(_short_name(nodeid), "failed", why))
+        else:
+            reason = why if crashed else "did not run"
+            tests.append(TestResult(_short_name(nodeid), "failed", f"not run: the step's test process stopped early ({reason})"))
+    if not tests:
+        return StepResult(step, NO_TESTS, note=f"no tests selected in tests/test_{step.test_group}_*.py")
+    graded = [t for t in tests if t.outcome != "skipped"]
+    if not graded:
+        return StepResult(step, NO_TESTS, tests, note="every test was skipped: " + tests[0].message[:200])
+    failures = [t for t in graded if t.outcome == "failed"]
+    if not failures:
+        status = PASSED
+    elif stubs_untouched and all(t.stub for t in failures):
+        status = NOT_STARTED
+    else:
+        status = FAILED
+    return StepResult(step, status, tests, note=why)
+
+
+def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: bool | None = None,
+          on_result=None, **kw) -> list[StepResult]:
+    """Grade steps in manifest order; a step whose `needs` have not all passed waits.
+
+    Steps without pending needs run `jobs` at a time; the result list is always in
+    manifest order, so the report does not depend on scheduling.
+    """
+    gpu = cuda_available() if gpu is None else gpu
+    by_id = {s.id: s for s in steps}
+    results: dict[str, StepResult] = {}
+    pending = list(steps)
+
+    def blocker(step: Step) -> str | None:
+        for need in step.needs:
+            r = results.get(need)
+            if need in by_id and (r is None or r.status != PASSED):
+                return need
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while pending:
+            ready, later = [], []
+            for s in pending:
+                missing = [n for n in s.needs if n in by_id and n not in results]
+                (later if missing else ready).append(s)
+            if not ready:  # a cycle in needs; treat as waiting rather than hang
+                ready, later = later, []
+            runs = []
+            for s in ready:
+                need = blocker(s)
+                if need is not None:
+                    r = by_id[need]
+                    results[s.id] = StepResult(s, WAITING, note=f"waiting on step {r.number}")
+                elif s.gpu and not gpu:
+                    results[s.id] = StepResult(s, NEEDS_GPU, note=f"needs a GPU — run `{s.gpu_command or 'nox -s final'}` on a GPU machine")
+                else:
+                    runs.append((s, pool.submit(run_step, s, root, solution, **kw)))
+                if s.id in results and on_result:
+                    on_result(results[s.id])
+            for s, fut in runs:
+                results[s.id] = fut.result()
+                if on_result:
+                    on_result(results[s.id])
+            pending = later
+    return [results[s.id] for s in steps]
