@@ -1,0 +1,216 @@
+"""Step 7: the same model in Hugging Face form, its collator, its TrainingArguments.
+
+The oracle for `hf_config` is the reference TinyGPT itself: its weights, copied into
+a GPT2LMHeadModel built from the learner's config, must give the same logits.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from _support import assert_close, not_implemented_guard, oracle, recorded, student
+
+MODULE = "step7_trainer"
+EOS = 50256
+
+
+def s7():
+    return student(MODULE)
+
+
+def call(fn, *args, **kwargs):
+    return not_implemented_guard(fn, *args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from kata.tokenizer import load_tokenizer
+
+    return load_tokenizer()  # the kata's offline GPT-2 tokenizer (no pad token set)
+
+
+def config(**kw):
+    base = dict(vocab_size=300, block_size=24, n_layer=2, n_head=2, n_embd=32, dropout=0.1)
+    return s7().GPTConfig(**{**base, **kw})
+
+
+# -------------------------------------------------------------------- hf_config
+
+
+def test_hf_config_has_the_tinygpt_shape():
+    cfg = config()
+    hf = call(s7().hf_config, cfg)
+    expected = dict(
+        vocab_size=300, n_positions=24, n_embd=32, n_layer=2, n_head=2,
+        activation_function="gelu_new", resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
+        layer_norm_epsilon=1e-5, tie_word_embeddings=True, eos_token_id=EOS, bos_token_id=EOS,
+    )
+    why = {
+        "n_positions": "the position table has block_size rows (n_positions=block_size), or TinyGPT's wpe does not fit",
+        "activation_function": "TinyGPT's MLP uses nn.GELU(approximate='tanh'), which HF calls 'gelu_new'",
+        "layer_norm_epsilon": "nn.LayerNorm's default eps is 1e-5 (GPT2Config's default is the same; keep it)",
+        "tie_word_embeddings": "TinyGPT's lm_head is the token embedding: tie them",
+    }
+    wrong = {k: (getattr(hf, k, None), v) for k, v in expected.items() if getattr(hf, k, None) != v}
+    assert not wrong, "hf_config does not match the GPTConfig:\n" + "\n".join(
+        f"  {k}: got {got!r}, expected {want!r}" + (f" — {why[k]}" if k in why else "")
+        for k, (got, want) in wrong.items()
+    )
+
+
+@recorded
+def reference_tinygpt(cfg: dict, seed: int, ids: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """A reference TinyGPT's weights and its eval-mode logits on `ids`."""
+    torch.manual_seed(seed)
+    model = oracle("step3_blocks").TinyGPT(oracle("step1_embeddings").GPTConfig(**cfg)).eval()
+    with torch.no_grad():
+        logits, _ = model(ids)
+    return dict(model.state_dict()), logits
+
+
+class Weights:
+    """Just enough of a TinyGPT for `copy_into_hf`: a state dict and the number of blocks."""
+
+    def __init__(self, sd: dict, n_layer: int) -> None:
+        self._sd, self.blocks = sd, range(n_layer)
+
+    def state_dict(self) -> dict:
+        return self._sd
+
+
+shapes = st.tuples(
+    st.integers(50, 300), st.integers(8, 32), st.integers(1, 2), st.sampled_from([(1, 16), (2, 16), (2, 32), (4, 32)]),
+    st.integers(0, 1000),
+)
+
+
+@settings(max_examples=8)  # each example builds two models; 8 shapes cover the fields
+@given(shapes)
+def test_tinygpt_weights_give_the_same_logits_in_gpt2lmheadmodel(shape):
+    from transformers import GPT2LMHeadModel
+
+    V, block, n_layer, (n_head, n_embd), seed = shape
+    cfg = dict(vocab_size=V, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=0.0)
+    ids = torch.randint(0, V, (2, block), generator=torch.Generator().manual_seed(seed))
+    sd, want = reference_tinygpt(cfg, seed, ids)
+    hf_cfg = call(s7().hf_config, s7().GPTConfig(**cfg))
+    try:
+        hf = s7().copy_into_hf(Weights(sd, n_layer), GPT2LMHeadModel(hf_cfg)).eval()
+    except RuntimeError as e:
+        pytest.fail(
+            f"TinyGPT's weights do not fit a GPT2LMHeadModel built from hf_config ({str(e).splitlines()[0][:300]}): "
+            f"check n_positions=block_size, n_embd, n_layer and vocab_size", pytrace=False,
+        )
+    with torch.no_grad():
+        got = hf(ids).logits
+    # fp32 on CPU; HF's Conv1D (addmm) and nn.Linear round differently: ~1e-6.
+    assert_close(got, want, atol=1e-4, rtol=1e-4, what="GPT2LMHeadModel's logits with TinyGPT's weights",
+                 hint="the architectures must match exactly: activation_function='gelu_new' (tanh GELU), "
+                 "layer_norm_epsilon=1e-5, tied embeddings")
+
+
+# --------------------------------------------------------------------- collator
+
+
+def collate(tokenizer, rows: list[list[int]]) -> dict:
+    collator = s7().CausalLMCollator(tokenizer)
+    return call(collator.torch_call, [{"input_ids": torch.tensor(r)} for r in rows])
+
+
+def test_collator_keeps_real_eos_labels_even_when_pad_is_eos(tokenizer):
+    tok = copy.deepcopy(tokenizer)
+    tok.pad_token = tok.eos_token  # the usual set-up, which hides EOS in the stock collator
+    rows = [[5, EOS, 7, 8, EOS], [EOS, 1, 2, EOS, 3]]
+    batch = collate(tok, rows)
+    labels = batch["labels"]
+    assert torch.equal(labels, torch.tensor(rows)), (
+        f"equal-length chunks have no padding, so the labels should be the input ids unchanged {rows}; got "
+        f"{labels.tolist()}. The stock DataCollatorForLanguageModeling sets every label equal to pad_token_id to "
+        f"-100, and with pad_token = eos_token that hides every real <|endoftext|>: build the labels from the "
+        f"attention mask instead"
+    )
+
+
+@pytest.mark.parametrize("pad_is_eos", [True, False])
+def test_collator_masks_only_real_padding(tokenizer, pad_is_eos):
+    tok = copy.deepcopy(tokenizer)
+    if pad_is_eos:
+        tok.pad_token = tok.eos_token
+    batch = collate(tok, [[5, EOS, 7, 8], [EOS, 1]])
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]], (
+        f"the attention mask should mark the padding of the short row: got {batch['attention_mask'].tolist()}; "
+        f"keep what super().torch_call builds"
+    )
+    want = [[5, EOS, 7, 8], [EOS, 1, -100, -100]]
+    assert batch["labels"].tolist() == want, (
+        f"labels should be the input ids with -100 exactly where attention_mask is 0 (padding) — real EOS "
+        f"tokens included: expected {want}, got {batch['labels'].tolist()}"
+    )
+
+
+# ------------------------------------------------------------ training_arguments
+
+
+def test_training_arguments_carry_the_lab_hyperparameters(tmp_path):
+    args = call(s7().training_arguments, str(tmp_path))
+    expected = dict(
+        learning_rate=3e-4, weight_decay=0.01, max_grad_norm=1.0, per_device_train_batch_size=16,
+        num_train_epochs=2, adam_beta1=0.9, adam_beta2=0.95, warmup_steps=100, gradient_accumulation_steps=1,
+        seed=0, dataloader_drop_last=True,
+    )
+    wrong = {k: (getattr(args, k), v) for k, v in expected.items() if getattr(args, k) != pytest.approx(v)}
+    sched = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+    if sched != "cosine":
+        wrong["lr_scheduler_type"] = (sched, "cosine")
+    if args.report_to not in ([], "none", ["none"]):
+        wrong["report_to"] = (args.report_to, "none (no wandb/tensorboard)")
+    save = getattr(args.save_strategy, "value", args.save_strategy)
+    if save != "no":
+        wrong["save_strategy"] = (save, "no")
+    assert not wrong, "TrainingArguments differ from the lab's settings:\n" + "\n".join(
+        f"  {k}: got {got!r}, expected {want!r}" for k, (got, want) in wrong.items()
+    )
+    assert str(args.output_dir) == str(tmp_path), f"output_dir is {args.output_dir!r}, expected the one passed in"
+
+
+def test_training_arguments_overrides_win(tmp_path):
+    args = call(s7().training_arguments, str(tmp_path), learning_rate=1e-3, max_steps=7, use_cpu=True, logging_steps=3)
+    got = (args.learning_rate, args.max_steps, args.use_cpu, args.logging_steps)
+    assert got == (1e-3, 7, True, 3), (
+        f"(learning_rate, max_steps, use_cpu, logging_steps) = {got}, expected (0.001, 7, True, 3): pass the "
+        f"named arguments through and let **overrides replace any default"
+    )
+
+
+# ---------------------------------------------------------------- a few steps
+
+
+def test_a_few_trainer_steps_reduce_the_loss(tmp_path, tokenizer):
+    V, T = 64, 16
+    cfg = s7().GPTConfig(vocab_size=V, block_size=T, n_layer=1, n_head=2, n_embd=32, dropout=0.0)
+    model = call(s7().build_hf_model, cfg, 0)
+    starts = torch.randint(0, V, (64, 1), generator=torch.Generator().manual_seed(0))
+    chunks = (starts + torch.arange(T)) % V  # next token = previous + 1: learnable in a few steps
+
+    def loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            return model(input_ids=chunks, labels=chunks).loss.item()
+
+    before = loss()
+    args = call(s7().training_arguments, str(tmp_path), per_device_train_batch_size=16, max_steps=15,
+                learning_rate=1e-2, warmup_steps=0, use_cpu=True, logging_steps=10, disable_tqdm=True)
+    trainer = s7().build_trainer(model, args, chunks, tokenizer)
+    trainer.train()
+    after = loss()
+    # ln 64 = 4.16 at the start; 15 steps at lr 1e-2 reach 2.35 with the reference (a 0.8-nat margin).
+    assert after < before - 1.0, (
+        f"15 Trainer steps moved the loss from {before:.3f} to {after:.3f} (ln V = {math.log(V):.3f}); it should "
+        f"fall by more than 1 nat. Check the labels the collator builds (not all -100) and the TrainingArguments "
+        f"(learning_rate, max_steps and the other overrides must reach TrainingArguments)"
+    )
