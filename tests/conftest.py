@@ -46,11 +46,19 @@ _STEP_FILE = re.compile(r"test_(step\d+|bonus\d+)_")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test in `test_stepN_*.py` with `stepN`, so `-m stepN` works too."""
+    """Mark every test in `test_stepN_*.py` with `stepN`, so `-m stepN` works too.
+
+    In the learner handout (no reference/), tests marked `needs_reference` are skipped.
+    """
+    import importlib.util
+
+    no_reference = importlib.util.find_spec("reference") is None
     for item in items:
         m = _STEP_FILE.match(item.path.name)
         if m:
             item.add_marker(getattr(pytest.mark, m.group(1)))
+        if no_reference and item.get_closest_marker("needs_reference"):
+            item.add_marker(pytest.mark.skip(reason="needs the reference solution, which the learner handout does not ship"))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
