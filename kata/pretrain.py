@@ -148,6 +148,27 @@ class Run:
         self._t_last = time.time()  # evaluation time is not training throughput
         return val["loss"]
 
+    def validation_loss(self, model) -> dict[str, float]:
+        """{"loss", "perplexity"} on the first `eval_batches` validation batches, the same on every rank.
+
+        Under torchrun each rank scores a contiguous share of those chunks with the
+        plain model (no DDP forward) and the (loss x chunks) sums are all-reduced, so
+        N ranks give the 1-rank number up to float rounding, N times faster.
+        """
+        evaluate = self._steps.step5.evaluate
+        if self.world_size == 1:
+            return evaluate(model, self.val_chunks, self.cfg.batch_size, self.cfg.eval_batches, self.autocast_dtype)
+        n = len(self.val_chunks)
+        if self.cfg.eval_batches is not None:
+            n = min(n, self.cfg.eval_batches * self.cfg.batch_size)
+        mine = self.val_chunks[:n].tensor_split(self.world_size)[self.rank]
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # (sum of chunk losses, chunks)
+        if len(mine):
+            val = evaluate(distributed.unwrap(model), mine, self.cfg.batch_size // self.world_size, None, self.autocast_dtype)
+            sums += torch.tensor([val["loss"] * len(mine), len(mine)], dtype=torch.float64, device=self.device)
+        total, count = distributed.all_reduce_sum(sums).tolist()
+        return {"loss": total / count, "perplexity": math.exp(min(total / count, 700.0))}
+
     def save(self, model, optimizer, step: int) -> None:
         """Checkpoint *after* `step` updates (a resumed run continues with step `step`)."""
         if self.rank == 0:
@@ -158,15 +179,17 @@ def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -
     """Train, evaluate, plot and sample; returns the summary also written to summary.json."""
     steps = solution_steps(solution)
     torch.manual_seed(run.seed)
-    device = resolve_device(run.device)
+    info = distributed.setup(run.device)  # under torchrun: join the group, this rank's GPU
+    device = info.device
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    say = (lambda *a: None) if quiet or not info.is_main else (lambda *a: print(*a, flush=True))
 
     tokenizer = load_tokenizer(run.tokenizer)
     t0 = time.time()
-    train_chunks, val_chunks = prepare_data(run, tokenizer, steps)
+    with distributed.main_first():  # rank 0 fills the token cache, the others read it
+        train_chunks, val_chunks = prepare_data(run, tokenizer, steps)
     say(f"data: {run.corpus}: {train_chunks.numel():,} train / {val_chunks.numel():,} validation tokens "
         f"in blocks of {run.block_size} ({time.time() - t0:.1f}s)")
 
@@ -187,28 +210,38 @@ def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -
         restore_rng(state)
         start_step = state["step"]
         say(f"resumed from {ckpt_path} at step {start_step}")
-    log = RunLog(run.out_dir, resume_step=start_step if run.resume else None)
+    log = RunLog(run.out_dir, resume_step=start_step if run.resume else None) if info.is_main else None
+    if info.rank > 0:  # each rank its own dropout masks, as rows of one batch have theirs
+        torch.manual_seed(run.seed + 1_000_003 * info.rank + start_step)
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model: {n_params / 1e6:.2f}M parameters ({run.n_layer} layers, {run.n_head} heads, {run.n_embd} dims) "
         f"on {device}{' with bf16 autocast' if device.type == 'cuda' and run.bf16 else ''}; {total} steps")
 
-    train_model = torch.compile(model) if run.compile else model
+    train_model = distributed.wrap_ddp(model, info)  # the model itself on a single process
+    train_model = torch.compile(train_model) if run.compile else train_model
     ctx = Run(run, asdict(config), device, total, log, train_chunks, val_chunks, steps)
+    if info.world_size > 1:
+        say(f"data parallel: {info.world_size} ranks x {run.batch_size // info.world_size} rows "
+            f"= global batch {run.batch_size}; logs, plots and checkpoints from rank 0")
     if start_step == 0:
-        init = steps.step5.evaluate(model, val_chunks, run.batch_size, run.eval_batches, ctx.autocast_dtype)
-        log.log(0, 0, "validation", init["loss"])
+        init = ctx.validation_loss(model)
+        if log is not None:
+            log.log(0, 0, "validation", init["loss"])
         say(f"initial validation loss {init['loss']:.3f} (ln V = {math.log(config.vocab_size):.3f})")
     t1 = time.time()
     steps.step8.run_training(train_model, optimizer, ctx, start_step)
     train_time = time.time() - t1
 
-    final = steps.step5.evaluate(model, val_chunks, run.batch_size, run.eval_batches, ctx.autocast_dtype)
+    final = ctx.validation_loss(model)
     # The verdict uses the kata's own next-token loss on the same batches, not the
     # learner's step 4: an unshifted loss would otherwise grade itself near 0.
     from kata.final import heldout_loss
 
     graded = heldout_loss(model, val_chunks, run.batch_size, run.eval_batches, ctx.autocast_dtype)
     last_step = ctx.end_step
+    passed = None if run.threshold is None else graded < run.threshold
+    if not info.is_main:  # rank 0 alone writes the log, plot, samples and summary
+        return {"val_loss": final["loss"], "graded_val_loss": graded, "steps": last_step, "passed": passed}
     log.log(last_step, last_step * run.batch_size * run.block_size, "validation", final["loss"])
     png = log.plot(threshold=run.threshold)
     samples = {
@@ -225,7 +258,7 @@ def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -
         "device": str(device),
         "threshold": run.threshold,
         "graded_val_loss": graded,
-        "passed": None if run.threshold is None else graded < run.threshold,
+        "passed": passed,
         "samples": samples,
         "config": asdict(run),
     }
@@ -249,5 +282,7 @@ def main(argv: list[str] | None = None, solution: str | None = None) -> int:
         summary = pretrain(run, solution)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
+        distributed.teardown(wait_for_all=False)  # the other ranks may never arrive
         return 2
+    distributed.teardown()  # under torchrun: wait until every rank is done, then leave
     return 0 if summary["passed"] in (None, True) else 1

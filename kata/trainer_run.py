@@ -1,0 +1,117 @@
+"""Step 7 as a run: the Hugging Face Trainer on the lab's data, launched any way you like.
+
+    python -m kata.trainer_run --preset smoke --solution reference
+    torchrun --nproc_per_node 4 -m kata.trainer_run --preset lab --solution reference
+    accelerate launch --num_processes 4 -m kata.trainer_run --preset lab --solution reference
+
+The same file runs unchanged on one process or many: the Trainer reads the launcher's
+environment (RANK, WORLD_SIZE, LOCAL_RANK), wraps the model in DDP and gives every
+rank its own shard of each batch itself. It takes step 8's flags (`--preset`, and
+`--n-layer 4` etc. for any field of `kata.presets.RunConfig`) so the two runs are
+comparable; as in step 8, `--batch-size` is the *global* batch, split evenly over the
+ranks (`per_device_train_batch_size = batch_size / world_size`). `--device cpu` (or no
+GPU) sets `use_cpu=True`, and the ranks talk over gloo instead of NCCL.
+Rank 0 writes `<out_dir>/trainer_summary.json` (train losses, final validation loss).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from kata.presets import RunConfig, parse_args
+from kata.solution import SOLUTIONS, load
+from kata.tokenizer import load_tokenizer
+
+
+def world_size() -> int:
+    """The number of processes the launcher started (torchrun and accelerate both set it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def train_with_trainer(run: RunConfig, solution: str | None = None) -> dict:
+    """Train step 7's GPT2LMHeadModel with step 7's Trainer on `run`'s data; rank 0's summary."""
+    from kata.pretrain import prepare_data, solution_steps
+
+    steps = solution_steps(solution)
+    step1, step7 = steps.step1, load("step7_trainer", solution)
+    n = world_size()
+    if run.batch_size % n:
+        raise ValueError(f"batch_size {run.batch_size} is the global batch: use a multiple of the {n} processes")
+    use_cpu = run.device == "cpu" or not torch.cuda.is_available()
+
+    tokenizer = load_tokenizer(run.tokenizer)
+    # Every rank tokenises; only a cold cache is written, atomically, so the worst case
+    # is the same file written twice. Run step 8 or this once on one process to warm it.
+    train_chunks, val_chunks = prepare_data(run, tokenizer, steps)
+    if run.eval_batches is not None:
+        val_chunks = val_chunks[: run.eval_batches * run.batch_size]
+    config = step1.GPTConfig(
+        vocab_size=len(tokenizer), block_size=run.block_size, n_layer=run.n_layer, n_head=run.n_head,
+        n_embd=run.n_embd, dropout=run.dropout, attn_impl=run.attn_impl,
+    )
+    model = step7.build_hf_model(config, seed=run.seed)
+    args = step7.training_arguments(
+        run.out_dir,
+        num_train_epochs=run.epochs,
+        per_device_train_batch_size=run.batch_size // n,
+        learning_rate=run.lr,
+        weight_decay=run.weight_decay,
+        max_grad_norm=run.max_grad_norm,
+        warmup_steps=run.warmup_steps,
+        max_steps=run.max_steps if run.max_steps is not None else -1,
+        seed=run.seed,
+        logging_steps=run.log_interval,
+        use_cpu=use_cpu,
+        bf16=run.bf16 and not use_cpu,
+        disable_tqdm=True,
+    )
+    trainer = step7.build_trainer(model, args, train_chunks, tokenizer, val_chunks)
+    t0 = time.time()
+    result = trainer.train()
+    seconds = time.time() - t0
+    val = trainer.evaluate()  # every rank scores its shard; the Trainer gathers the mean
+    summary = {
+        "world_size": n,
+        "per_device_batch_size": run.batch_size // n,
+        "steps": result.global_step,
+        "train_seconds": round(seconds, 2),
+        "tokens_per_s": round(result.global_step * run.batch_size * run.block_size / max(seconds, 1e-9), 1),
+        "train_loss": [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h],
+        "val_loss": val["eval_loss"],
+        "val_perplexity": math.exp(min(val["eval_loss"], 700.0)),
+    }
+    if trainer.is_world_process_zero():
+        Path(run.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(run.out_dir) / "trainer_summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"trainer: {n} process(es) x {run.batch_size // n} rows, {result.global_step} steps, "
+              f"validation loss {val['eval_loss']:.4f}, {summary['tokens_per_s']:,.0f} tokens/s", flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--solution", choices=SOLUTIONS, default=None,
+                     help="whose step 7 runs: exercises (default, or $KATA_SOLUTION) or reference")
+    known, rest = pre.parse_known_args(argv)
+    _, run = parse_args(rest)
+    try:
+        train_with_trainer(run, known.solution)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_initialized():  # the Trainer joined the group; leave it cleanly
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
