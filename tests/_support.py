@@ -82,14 +82,19 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, atol: float, r
         pytest.fail(f"{what}: expected shape {tuple(expected.shape)}, got {tuple(actual.shape)}. {hint}", pytrace=False)
     try:
         torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
+        return
     except AssertionError as e:
-        diff = (actual.double() - expected.double()).abs()
-        where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0]) if diff.numel() else ()
-        pytest.fail(
-            f"{what} differs from the reference: max abs difference {diff.max().item():.3g} at index {where} "
-            f"(tolerance atol={atol}, rtol={rtol}). {hint}\n{str(e).splitlines()[0]}",
-            pytrace=False,
-        )
+        first_line = str(e).splitlines()[0]
+    # Fail outside the `except`, so the report is the message, not a chained traceback.
+    a, b = actual.detach().double(), expected.detach().double()
+    # Equal infinities match (masked scores are -inf); a NaN counts as the worst mismatch.
+    diff = torch.where(a == b, 0.0, (a - b).abs()).nan_to_num(nan=float("inf"))
+    where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0]) if diff.numel() else ()
+    pytest.fail(
+        f"{what} differs from the reference: max abs difference {diff.max().item():.3g} at index {where} "
+        f"(tolerance atol={atol}, rtol={rtol}). {hint}\n{first_line}",
+        pytrace=False,
+    )
 
 
 def recorded(fn):
