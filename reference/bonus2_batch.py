@@ -1,0 +1,86 @@
+"""Bonus 2 — `Batch`: one object with everything a training step of the encoder-decoder needs.
+
+A target sentence is stored as `[BOS, y1, ..., yn, EOS, PAD, ...]`. The decoder reads
+it shifted right (`tgt_in`, starts with BOS) and is scored against it shifted left
+(`tgt_out`, ends with EOS), so position t learns to predict token t+1 — the same shift
+as step 4, done once here instead of inside the loss.
+"""
+from __future__ import annotations
+
+import torch
+
+from .step2_causal_mask import causal_mask
+
+PAD_ID = 0
+
+
+def src_padding_mask(src: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
+    """(B, S) int64 source ids -> (B, 1, S) bool, True where the token is real (not `pad_id`).
+
+    The middle dimension of size 1 broadcasts over the queries: every query position
+    ignores the same padded keys, in the encoder's self-attention and in the
+    decoder's cross-attention.
+    """
+    if src.dim() != 2:
+        raise ValueError(f"src must be (B, S) token ids, got shape {tuple(src.shape)}")
+    return (src != pad_id).unsqueeze(-2)
+
+
+def target_mask(tgt_in: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
+    """(B, T) int64 decoder input -> (B, T, T) bool: query t may attend to key s iff s <= t AND key s is real.
+
+    The causal part stops the decoder from reading the token it must predict; the
+    padding part stops it from attending to padding. It is the AND of both: OR would
+    let every query see the whole future as soon as one of the two allowed it.
+    """
+    if tgt_in.dim() != 2:
+        raise ValueError(f"tgt_in must be (B, T) token ids, got shape {tuple(tgt_in.shape)}")
+    T = tgt_in.size(1)
+    keys_real = (tgt_in != pad_id).unsqueeze(-2)  # (B, 1, T)
+    return keys_real & causal_mask(T, device=tgt_in.device)  # (B, 1, T) & (T, T) -> (B, T, T)
+
+
+class Batch:
+    """A batch of source and (optionally) target sentences, with their masks.
+
+    src: (B, S) int64; tgt: (B, T+1) int64 `[BOS, ..., EOS, PAD...]` or None at
+    inference. Attributes:
+      src       (B, S)        the source ids, unchanged
+      src_mask  (B, 1, S)     bool, `src_padding_mask(src)`
+      tgt_in    (B, T)        tgt without its last column: the decoder's input
+      tgt_out   (B, T)        tgt without its first column: what each position predicts
+      tgt_mask  (B, T, T)     bool, `target_mask(tgt_in)`
+      ntokens   int           number of real (non-pad) tokens in tgt_out: the loss's divisor
+    """
+
+    def __init__(self, src: torch.Tensor, tgt: torch.Tensor | None = None, pad_id: int = PAD_ID) -> None:
+        if src.dim() != 2:
+            raise ValueError(f"src must be (B, S) token ids, got shape {tuple(src.shape)}")
+        if bool((src == pad_id).all(dim=1).any()):
+            raise ValueError(
+                "a source row is all padding: attention over it would have no key to attend to "
+                "(softmax of all -inf is NaN); drop empty sentences before batching"
+            )
+        self.pad_id = pad_id
+        self.src = src
+        self.src_mask = src_padding_mask(src, pad_id)
+        self.tgt_in = self.tgt_out = self.tgt_mask = None
+        self.ntokens = 0
+        if tgt is not None:
+            if tgt.dim() != 2 or tgt.size(0) != src.size(0) or tgt.size(1) < 2:
+                raise ValueError(
+                    f"tgt must be (B, T+1) ids with the same B as src ({src.size(0)}) and at least "
+                    f"[BOS, EOS]; got shape {tuple(tgt.shape)}"
+                )
+            self.tgt_in = tgt[:, :-1]
+            self.tgt_out = tgt[:, 1:]
+            self.tgt_mask = target_mask(self.tgt_in, pad_id)
+            self.ntokens = int((self.tgt_out != pad_id).sum())
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """Move every tensor to `device` (returns self, like nn.Module.to)."""
+        for name in ("src", "src_mask", "tgt_in", "tgt_out", "tgt_mask"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.to(device))
+        return self

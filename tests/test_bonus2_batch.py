@@ -1,0 +1,165 @@
+"""Bonus 2: `Batch` — shifted target, source padding mask, target mask (causal AND padding), ntokens.
+
+Masks are boolean and compared exactly: there is no tolerance to give.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from _support import not_implemented_guard, student
+
+MODULE = "bonus2_batch"
+PAD = 0
+
+# Hand-made batch: two targets of different lengths, [BOS=1, ..., EOS=2, PAD...].
+SRC = torch.tensor([[5, 6, 7, 2, 0], [8, 2, 0, 0, 0]])
+TGT = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 2, 0, 0, 0]])
+# tgt_in = TGT[:, :-1] = [[1, 5, 6, 7, 2], [1, 8, 2, 0, 0]]: row 1 has padded keys 3, 4.
+TGT_MASK = torch.tensor(
+    [
+        [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]],
+        [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0]],
+    ],
+    dtype=torch.bool,
+)
+
+
+def call(name: str, *args, **kwargs):
+    return not_implemented_guard(getattr(student(MODULE), name), *args, **kwargs)
+
+
+def make_batch(src: torch.Tensor, tgt: torch.Tensor | None = None):
+    return not_implemented_guard(student(MODULE).Batch, src, tgt, pad_id=PAD)
+
+
+def describe_mask_mistake(got: torch.Tensor, tgt_in: torch.Tensor) -> str:
+    """Name the likely mistake by comparing with the usual wrong masks."""
+    T = tgt_in.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    keys = (tgt_in != PAD).unsqueeze(-2)
+    wrong = {
+        "the OR of the causal and padding masks — use AND (&): a query may attend only where BOTH allow it":
+            keys | causal,
+        "only the causal mask: padded keys are still attended to — AND it with (tgt_in != pad)": causal.expand_as(got),
+        "only the padding mask: every query sees the future — AND it with the causal lower triangle":
+            keys.expand_as(got),
+        "the upper triangle (each query sees the future, not the past): use tril, not triu":
+            keys & torch.ones(T, T, dtype=torch.bool).triu(),
+        "padding applied to the queries (rows) instead of the keys (columns): mask = (tgt_in != pad).unsqueeze(-2)":
+            (tgt_in != PAD).unsqueeze(-1) & causal,
+    }
+    for text, m in wrong.items():
+        if got.shape == m.shape and torch.equal(got, m):
+            return f"it equals {text}"
+    return "query t may attend to key s iff s <= t AND tgt_in[b, s] != pad"
+
+
+def test_src_padding_mask_marks_real_tokens_with_a_query_axis_of_one():
+    got = call("src_padding_mask", SRC, PAD)
+    want = torch.tensor([[[1, 1, 1, 1, 0]], [[1, 1, 0, 0, 0]]], dtype=torch.bool)
+    assert got.dtype == torch.bool and got.shape == want.shape, (
+        f"src_padding_mask of a (2, 5) source should be a (2, 1, 5) bool tensor (the 1 broadcasts over the "
+        f"queries); got {tuple(got.shape)} {got.dtype}"
+    )
+    if torch.equal(got, ~want):
+        pytest.fail("src_padding_mask is inverted: True must mean 'a real token, attend to it' (src != pad)",
+                    pytrace=False)
+    assert torch.equal(got, want), f"src_padding_mask of {SRC.tolist()}: expected {want.int().tolist()}, got {got.int().tolist()}"
+
+
+def test_target_mask_is_the_and_of_causal_and_padding():
+    tgt_in = TGT[:, :-1]
+    got = call("target_mask", tgt_in, PAD)
+    assert got.dtype == torch.bool and got.shape == TGT_MASK.shape, (
+        f"target_mask of a (2, 5) decoder input should be (2, 5, 5) bool (batch, query, key); "
+        f"got {tuple(got.shape)} {got.dtype}"
+    )
+    if not torch.equal(got, TGT_MASK):
+        pytest.fail(
+            f"target_mask of tgt_in={tgt_in.tolist()}:\nexpected {TGT_MASK.int().tolist()}\n"
+            f"got      {got.int().tolist()}\n{describe_mask_mistake(got, tgt_in)}",
+            pytrace=False,
+        )
+
+
+@given(B=st.integers(1, 4), T=st.integers(1, 9), seed=st.integers(0, 10_000))
+def test_target_mask_matches_its_definition_on_random_padded_batches(B, T, seed):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    tgt_in = torch.randint(3, 20, (B, T), generator=g)
+    tgt_in[:, 0] = 1  # BOS first: never padding
+    tgt_in[torch.arange(T).unsqueeze(0) >= lengths.unsqueeze(1)] = PAD
+    got = call("target_mask", tgt_in, PAD)
+    want = torch.tensor(
+        [[[s <= t and int(tgt_in[b, s]) != PAD for s in range(T)] for t in range(T)] for b in range(B)],
+        dtype=torch.bool,
+    )
+    if got.shape != want.shape or not torch.equal(got, want):
+        pytest.fail(
+            f"target_mask of tgt_in={tgt_in.tolist()} is wrong: {describe_mask_mistake(got, tgt_in)}"
+            if got.shape == want.shape else
+            f"target_mask of a ({B}, {T}) input must be ({B}, {T}, {T}); got {tuple(got.shape)}",
+            pytrace=False,
+        )
+
+
+def test_batch_shifts_the_target_right_for_the_input_and_left_for_the_output():
+    b = make_batch(SRC, TGT)
+    assert torch.equal(b.src, SRC), "Batch.src must be the source ids unchanged"
+    assert b.tgt_in is not None and b.tgt_out is not None, "Batch(src, tgt) must set tgt_in and tgt_out"
+    if b.tgt_in.shape == TGT.shape or b.tgt_out.shape == TGT.shape:
+        pytest.fail(
+            f"tgt_in / tgt_out have the full target's shape {tuple(TGT.shape)}: the target is not shifted. "
+            f"tgt_in = tgt[:, :-1] (starts with BOS), tgt_out = tgt[:, 1:] (what each position must predict); "
+            f"without the shift the decoder learns to copy its input",
+            pytrace=False,
+        )
+    if torch.equal(b.tgt_out, TGT[:, :-1]):
+        pytest.fail("tgt_out equals tgt[:, :-1], the decoder's own input: position t would be trained to output "
+                    "the token it reads. tgt_out = tgt[:, 1:]", pytrace=False)
+    assert torch.equal(b.tgt_in, TGT[:, :-1]), (
+        f"tgt_in should be tgt[:, :-1] = {TGT[:, :-1].tolist()} (BOS first, last column dropped); got {b.tgt_in.tolist()}"
+    )
+    assert torch.equal(b.tgt_out, TGT[:, 1:]), (
+        f"tgt_out should be tgt[:, 1:] = {TGT[:, 1:].tolist()} (shifted left: token t+1 for position t); "
+        f"got {b.tgt_out.tolist()}"
+    )
+
+
+def test_batch_masks_are_the_padding_and_target_masks():
+    b = make_batch(SRC, TGT)
+    want_src = (SRC != PAD).unsqueeze(-2)
+    assert b.src_mask.shape == want_src.shape and torch.equal(b.src_mask, want_src), (
+        f"Batch.src_mask should be src_padding_mask(src): {want_src.int().tolist()}, got {b.src_mask.int().tolist()}"
+    )
+    assert b.tgt_mask.shape == TGT_MASK.shape and torch.equal(b.tgt_mask, TGT_MASK), (
+        f"Batch.tgt_mask should be target_mask(tgt_in) — of the decoder INPUT, (2, 5, 5): "
+        f"{TGT_MASK.int().tolist()}; got {b.tgt_mask.int().tolist()}"
+    )
+
+
+def test_ntokens_counts_the_real_tokens_the_loss_is_taken_on():
+    b = make_batch(SRC, TGT)
+    # tgt_out = [[5, 6, 7, 2, 0], [8, 2, 0, 0, 0]]: 4 + 2 real tokens.
+    want = 6
+    got = int(b.ntokens)
+    hints = {
+        8: "that counts tgt_in or the unshifted target (BOS included) — count the non-pad tokens of tgt_out",
+        10: "that counts every position, padding included — count only tgt_out != pad",
+        12: "that counts the whole unshifted target — count tgt_out != pad",
+    }
+    assert got == want, (
+        f"ntokens should be the number of real tokens of tgt_out = {TGT[:, 1:].tolist()}, i.e. {want}; got {got}. "
+        + hints.get(got, "the loss is divided by it, so it must count what the loss is summed over")
+    )
+
+
+def test_inference_batch_has_masks_but_no_target():
+    b = make_batch(SRC)
+    assert b.tgt_in is None and b.tgt_out is None and b.tgt_mask is None, (
+        "Batch(src) with no target (inference) must leave tgt_in, tgt_out and tgt_mask as None"
+    )
+    assert torch.equal(b.src_mask, (SRC != PAD).unsqueeze(-2)), "Batch(src).src_mask must still be set"
