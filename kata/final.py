@@ -25,9 +25,7 @@ import importlib.util
 import json
 import os
 import re
-import sys
 import time
-import traceback
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -132,6 +130,19 @@ def _probe_calls(solution: str) -> list[tuple[int, object]]:
     return [(1, step1), (2, step2), (3, step3), (4, step4), (5, step5), (6, step6)]
 
 
+def _stub_location(exc: BaseException, solution: str) -> tuple[int, str] | None:
+    """(step, "exercises/stepN_x.py: Class.method") of the innermost solution frame that raised."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        m = _STEP_FILE.search(code.co_filename)
+        if m and f"{os.sep}{solution}{os.sep}" in code.co_filename:
+            found = int(m.group(1)), f"{solution}/{Path(code.co_filename).name}: {getattr(code, 'co_qualname', code.co_name)}"
+        tb = tb.tb_next
+    return found
+
+
 def first_unfinished_step(solution: str | None = None) -> tuple[int, str] | None:
     """(N, what) for the first of steps 1-6 that still raises NotImplementedError, else None.
 
@@ -144,13 +155,9 @@ def first_unfinished_step(solution: str | None = None) -> tuple[int, str] | None
     for step, call in _probe_calls(solution):
         try:
             call()
-        except NotImplementedError:
-            frames = traceback.extract_tb(sys.exc_info()[2])
-            for fr in reversed(frames):
-                m = _STEP_FILE.search(fr.filename)
-                if m and f"{os.sep}{solution}{os.sep}" in fr.filename:
-                    return int(m.group(1)), f"{solution}/{Path(fr.filename).name}: {fr.name}"
-            return step, f"step {step}"
+        except NotImplementedError as e:
+            where = _stub_location(e, solution)
+            return (where[0], where[1]) if where else (step, f"step {step}")
         except Exception:  # noqa: BLE001 - a wrong step is its own tests' business
             continue
     return None
@@ -262,10 +269,10 @@ def grade_final(
     try:
         summary = pretrain(run, solution, quiet=quiet)
     except NotImplementedError as e:
-        frames = traceback.extract_tb(e.__traceback__)
-        where = next((f"{Path(f.filename).name}: {f.name}" for f in reversed(frames) if _STEP_FILE.search(f.filename)), "?")
+        where = _stub_location(e, solution)
         return {**base, "status": "failed", "seconds": round(time.time() - t0, 1),
-                "message": f"{solution}/{where} still raises NotImplementedError: implement it (step 8: run_training)"}
+                "message": f"{where[1] if where else solution} still raises NotImplementedError: "
+                           f"implement it (step 8 is run_training in {solution}/step8_pretrain.py)"}
     except Exception as e:  # noqa: BLE001 - reported, not hidden: the message carries the error
         return {**base, "status": "error", "seconds": round(time.time() - t0, 1),
                 "message": f"the final run raised {type(e).__name__}: {e}"}
@@ -282,6 +289,43 @@ def grade_final(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2))
     return _verdict({**base, **result})
+
+
+def trainer_loss(solution: str | None = None, tier: str = "smoke", **overrides) -> dict:
+    """Step 7's Trainer on the tier's data, model shape, hyper-parameters and seed.
+
+    Returns {"loss", "seconds"}: the validation loss measured exactly as `grade_final`
+    measures the manual loop's (same batches, the kata's own next-token loss), so the
+    two can be compared. The Trainer's cosine schedule ends at 0 rather than `min_lr`,
+    and it draws its own batch order and initial weights: the margin in the step 8
+    test allows for that (benchmarks/CALIBRATION.md).
+    """
+    import tempfile
+
+    from kata.pretrain import prepare_data, solution_steps
+    from kata.tokenizer import load_tokenizer
+
+    solution = solution_name(solution)
+    run = tier_config(tier, **overrides)
+    s7 = load("step7_trainer", solution)
+    steps = solution_steps(solution)
+    tokenizer = load_tokenizer(run.tokenizer)
+    train_chunks, val_chunks = prepare_data(run, tokenizer, steps)
+    config = steps.step1.GPTConfig(
+        vocab_size=len(tokenizer), block_size=run.block_size, n_layer=run.n_layer, n_head=run.n_head,
+        n_embd=run.n_embd, dropout=run.dropout,
+    )
+    model = s7.build_hf_model(config, seed=run.seed)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = s7.training_arguments(
+            tmp, max_steps=run.max_steps, per_device_train_batch_size=run.batch_size, learning_rate=run.lr,
+            weight_decay=run.weight_decay, max_grad_norm=run.max_grad_norm, warmup_steps=run.warmup_steps,
+            seed=run.seed, logging_steps=run.log_interval, disable_tqdm=True,
+        )
+        s7.build_trainer(model, args, train_chunks, tokenizer).train()
+    loss = heldout_loss(model, val_chunks, run.batch_size, run.eval_batches)
+    return {"loss": loss, "seconds": round(time.time() - t0, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:

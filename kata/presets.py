@@ -46,16 +46,19 @@ class RunConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # The seed lab's run, plus warmup + cosine decay.
-    "lab": dict(out_dir="runs/lab", threshold=None),
+    # The seed lab's run, plus warmup + cosine decay. Step 8's GPU tier. PROVISIONAL
+    # threshold: no GPU run has calibrated it yet (benchmarks/CALIBRATION.md says how).
+    "lab": dict(out_dir="runs/lab", threshold=5.5),
     # The seed's stretch goal: twice the depth, twice the width.
     "lab-large": dict(n_layer=12, n_head=6, n_embd=384, out_dir="runs/lab-large"),
-    # A few hundred steps of a tiny model on the offline corpus, ~2 min on 2 CPU cores.
+    # Step 8's CI tier: 100 steps of a 3.3M-parameter model on the offline corpus, about
+    # 2 min on 2 CPU cores. A fixed step count (not seconds) so the loss does not depend
+    # on the machine's speed. Threshold: see benchmarks/CALIBRATION.md.
     "smoke": dict(
         n_layer=2, n_head=2, n_embd=64, block_size=128, dropout=0.0, batch_size=16,
-        lr=3e-3, min_lr=3e-4, warmup_steps=20, max_steps=150, log_interval=10,
-        eval_interval=50, eval_batches=20, checkpoint_interval=50, out_dir="runs/smoke",
-        sample_tokens=30,
+        lr=3e-3, min_lr=3e-4, warmup_steps=20, max_steps=100, log_interval=10,
+        eval_interval=50, eval_batches=10, checkpoint_interval=100, out_dir="runs/smoke",
+        sample_tokens=30, threshold=7.0,
     ),
 }
 
@@ -89,12 +92,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, RunConfig]:
         t = str(f.type).replace(" | None", "")
         parse = types[t] if "None" not in str(f.type) else _parse_optional(types[t])
         if f.type == "bool":
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=_parse_bool, nargs="?", const=True, default=None)
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=_parse_bool, nargs="?", const=True, default=argparse.SUPPRESS)
         else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=parse, default=None)
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=parse, default=argparse.SUPPRESS)
     ns = vars(p.parse_args(argv))
     name = ns.pop("preset")
-    overrides = {k: v for k, v in ns.items() if v is not None}
+    # Only flags given on the command line are in `ns` (SUPPRESS), so `--threshold none`
+    # really overrides a preset's threshold with None.
+    overrides = ns
     try:
         return name, preset(name, **overrides)
     except ValueError as e:
