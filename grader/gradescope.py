@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from .report import totals
-from .runner import NEEDS_GPU, NO_TESTS, PASSED, WAITING, StepResult
+from .runner import NEEDS_GPU, NO_TESTS, NOT_STARTED, PASSED, WAITING, StepResult
 
 
 def results_json(results: list[StepResult], solution: str) -> dict:
@@ -29,7 +29,7 @@ def results_json(results: list[StepResult], solution: str) -> dict:
             continue
         each = s.points / r.total
         for t in r.graded:
-            ok = t.outcome == PASSED
+            ok = t.outcome == PASSED and r.status != NOT_STARTED  # a step not started scores 0
             tests.append({
                 "name": f"{label} · {t.name}", "number": s.id,
                 "score": round(each if ok else 0.0, 4),

@@ -110,6 +110,11 @@ def _guarded() -> dict[str, ModuleType]:
 
 
 def _snapshot() -> dict[tuple[str, str], object]:
+    if "torch" not in sys.modules:  # the tests do not use torch (the kata's conftest always does)
+        return {}
+    import torch.nn.functional  # noqa: F401
+    import torch.testing  # noqa: F401
+
     snap: dict[tuple[str, str], object] = {}
     for name, mod in _guarded().items():
         for attr, value in list(vars(mod).items()):
@@ -140,8 +145,7 @@ def _learner_made(value: object) -> bool:
 
 
 def _changed(before: dict[tuple[str, str], object]) -> list[str]:
-    import torch
-
+    torch = sys.modules.get("torch")
     changed = []
     for (name, attr), value in before.items():
         owner = torch.Tensor if name == "torch.Tensor" else sys.modules.get(name)
@@ -236,6 +240,21 @@ def _grading_profile() -> None:
     settings.register_profile("kata-grader", parent=parent, derandomize=True, database=None,
                               phases=(Phase.explicit, Phase.reuse, Phase.generate))
     settings.load_profile("kata-grader")
+
+
+class _NoReference:
+    """Meta-path finder that hides `reference` when the graded tree has none (a handout),
+    even where an editable install of the full kata would find one elsewhere."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "reference" or name.startswith("reference."):
+            raise ModuleNotFoundError(f"No module named {name!r} (the learner handout has no reference/)", name=name)
+        return None
+
+
+_root = os.environ.get("KATA_GRADER_ROOT")
+if _root and not (Path(_root) / "reference").is_dir() and not any(isinstance(f, _NoReference) for f in sys.meta_path):
+    sys.meta_path.insert(0, _NoReference())
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -27,6 +27,7 @@ GRADER_PARENT = Path(__file__).resolve().parents[1]
 DEFAULT_MEMORY_LIMIT = 12 * 2**30
 OUTPUT_LIMIT = 64 * 2**20  # bytes a step's process may write to its console log file
 PER_TEST_TIMEOUT = 120  # pytest-timeout per test, capped by the step's time limit
+MAX_RESTARTS = 3  # a test that kills the process fails; the step's other tests run again, this often
 
 # status values
 PASSED, FAILED, NOT_STARTED, WAITING, NEEDS_GPU, NO_TESTS = (
@@ -123,7 +124,7 @@ def untouched(root: Path, solution: str, step: Step) -> bool:
     return bool(names) and all(n in defs and _is_stub_body(defs[n]) for n in names)
 
 
-def test_files(root: Path, step: Step) -> list[Path]:
+def step_test_files(root: Path, step: Step) -> list[Path]:
     return sorted((root / "tests").glob(f"test_{step.test_group}_*.py"))
 
 
@@ -142,13 +143,15 @@ def _limits(memory: int) -> None:  # runs in the child between fork and exec
 
 def _child_env(root: Path, solution: str, results: Path) -> dict[str, str]:
     env = dict(os.environ)
-    paths = [str(root)] + ([str(GRADER_PARENT)] if GRADER_PARENT != root else [])
+    # The grader comes from the graded tree itself when it has one (a handout does).
+    paths = [str(root)] + ([str(GRADER_PARENT)] if not (root / "grader").is_dir() else [])
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env.update(
         PYTHONPATH=os.pathsep.join(paths),
         KATA_SOLUTION=solution,
         KATA_GRADER_RESULTS=str(results),
+        KATA_GRADER_ROOT=str(root),
         PYTHONHASHSEED="0",  # two runs on the same code give the same grade
         PYTHONDONTWRITEBYTECODE="1",
         HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
@@ -192,44 +195,75 @@ def _short_name(nodeid: str) -> str:
 def run_step(step: Step, root: Path, solution: str, *, memory: int = DEFAULT_MEMORY_LIMIT,
              time_limit: float | None = None, python: str = sys.executable) -> StepResult:
     """Run one step's tests in a fresh pytest process and collect its per-test results."""
-    files = test_files(root, step)
+    files = step_test_files(root, step)
     if not files:
         return StepResult(step, NO_TESTS, note=f"no tests/test_{step.test_group}_*.py yet")
     limit = float(time_limit or step.time_limit)
     start = time.monotonic()
+    base = [python, "-m", "pytest", "-p", "grader.pytest_plugin", "-p", "no:cacheprovider", "-o", "addopts=",
+            "-q", "--tb=no", "--no-header", "--show-capture=no", "--color=no",
+            f"--timeout={int(min(PER_TEST_TIMEOUT, max(5, limit - 5)))}",
+            "-W", "ignore::DeprecationWarning", "-W", "ignore::FutureWarning",  # KATA_SOLUTION picks the code
+            # Tests of the kata's machinery that use the live reference are not the learner's
+            # grade (and the handout skips them): the repo and the handout grade alike.
+            "-m", "not needs_reference and not infra"]
+    if step.select:
+        base += ["-k", step.select]
+    targets = [str(f.relative_to(root)) for f in files]
+    events: list[dict] = []
     with tempfile.TemporaryDirectory(prefix=f"kata-grade-{step.id}-") as tmp:
-        results, console = Path(tmp) / "results.jsonl", Path(tmp) / "console.txt"
-        cmd = [python, "-m", "pytest", *[str(f.relative_to(root)) for f in files],
-               "-p", "grader.pytest_plugin", "-p", "no:cacheprovider", "-o", "addopts=",
-               "-q", "--tb=no", "--no-header", "--show-capture=no", "--color=no",
-               f"--timeout={int(min(PER_TEST_TIMEOUT, max(5, limit - 5)))}",
-               "-W", "ignore::DeprecationWarning", "-W", "ignore::FutureWarning",
-               "--solution", solution]
-        if step.select:
-            cmd += ["-k", step.select]
-        timed_out = False
-        with open(console, "wb") as out:
-            proc = subprocess.Popen(cmd, cwd=root, env=_child_env(root, solution, results), stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, preexec_fn=lambda: _limits(memory))
-            try:
-                rc = proc.wait(timeout=limit)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                rc = proc.wait()
-        events = []
-        if results.exists():
-            for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    events.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass  # a line cut off by a kill
+        for attempt in range(MAX_RESTARTS + 1):
+            results, console = Path(tmp) / f"results{attempt}.jsonl", Path(tmp) / f"console{attempt}.txt"
+            left = limit - (time.monotonic() - start)
+            rc, timed_out = _run_child(base + targets, root, _child_env(root, solution, results), console, memory, left)
+            new = _read_events(results)
+            if attempt:  # keep the first run's list of tests
+                new = [e for e in new if e.get("event") != "collected"]
+            events += new
+            if timed_out or any(e.get("event") == "finished" for e in new):
+                break
+            # The process died in a test (os._exit, a crash): that test fails, the rest run again.
+            collected = next((e["nodeids"] for e in events if e.get("event") == "collected"), [])
+            done = {e["nodeid"] for e in events if e.get("event") == "result"}
+            running = next((e["nodeid"] for e in reversed(new) if e.get("event") == "start"), None)
+            if running is not None and running not in done:
+                events.append({"event": "result", "nodeid": running, "outcome": "failed",
+                               "message": _describe_exit(rc, False, limit)})
+                done.add(running)
+            targets = [n for n in collected if n not in done]
+            if not targets or running is None or attempt == MAX_RESTARTS:
+                break
         result = _assemble(step, events, rc, timed_out, limit, _tail(console), untouched(root, solution, step))
     result.seconds = time.monotonic() - start
     return result
+
+
+def _run_child(cmd: list[str], root: Path, env: dict, console: Path, memory: int, limit: float) -> tuple[int, bool]:
+    timed_out = False
+    with open(console, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, preexec_fn=lambda: _limits(memory))
+        try:
+            rc = proc.wait(timeout=max(1.0, limit))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            rc = proc.wait()
+    return rc, timed_out
+
+
+def _read_events(path: Path) -> list[dict]:
+    events = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass  # a line cut off by a kill
+    return events
 
 
 def _assemble(step: Step, events: list[dict], rc: int | None, timed_out: bool, limit: float, console: str,
@@ -287,7 +321,7 @@ def _assemble(step: Step, events: list[dict], rc: int | None, timed_out: bool, l
 
 
 def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: bool | None = None,
-          on_result=None, **kw) -> list[StepResult]:
+          on_result=None, ignore_needs: bool = False, **kw) -> list[StepResult]:
     """Grade steps in manifest order; a step whose `needs` have not all passed waits.
 
     Steps without pending needs run `jobs` at a time; the result list is always in
@@ -315,7 +349,7 @@ def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: b
                 ready, later = later, []
             runs = []
             for s in ready:
-                need = blocker(s)
+                need = None if ignore_needs else blocker(s)
                 if need is not None:
                     r = by_id[need]
                     results[s.id] = StepResult(s, WAITING, note=f"waiting on step {r.number}")

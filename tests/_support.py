@@ -8,8 +8,15 @@ Tests never import `exercises` or `reference` directly:
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import hashlib
 import importlib
+import importlib.util
+import math
+import os
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -97,13 +104,162 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, atol: float, r
     )
 
 
+# --------------------------------------------------------------------------- recorded answers
+
+SNAPSHOT_DIR = Path(__file__).with_name("_snapshots")
+SNAPSHOT_MODES = ("auto", "live", "record", "replay", "verify")
+# Stale-snapshot check in live runs: a stored answer must match the live reference up
+# to float noise between CPUs / BLAS builds (fp32), far below any test's tolerance.
+_STALE_RTOL, _STALE_ATOL = 1e-4, 1e-5
+_store: dict[Path, dict[str, object]] = {}
+_dirty: set[Path] = set()
+
+
+def snapshot_mode() -> str:
+    """`$KATA_SNAPSHOTS`: auto (default: live where reference/ exists, else replay),
+    live, record (live, and store every answer), replay, verify (live, must equal the store)."""
+    mode = os.environ.get("KATA_SNAPSHOTS", "auto") or "auto"
+    if mode not in SNAPSHOT_MODES:
+        raise ValueError(f"KATA_SNAPSHOTS={mode!r}: use one of {', '.join(SNAPSHOT_MODES)}")
+    if mode == "auto":
+        return "live" if reference_available() else "replay"
+    return mode
+
+
+def reference_available() -> bool:
+    """Is the reference solution importable here (not in the learner handout)?"""
+    try:
+        return importlib.util.find_spec("reference") is not None
+    except ImportError:
+        return False
+
+
+def _feed(h, x: object) -> None:
+    """Hash `x` by value: tensors by dtype, shape and bytes; containers recursively."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu().contiguous()
+        h.update(f"T|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif x is None or isinstance(x, (bool, int, float, complex, str, bytes, torch.dtype, torch.device)):
+        h.update(f"{type(x).__name__}|{x!r}|".encode())
+    elif isinstance(x, (tuple, list)):
+        h.update(f"{type(x).__name__}[{len(x)}|".encode())
+        for item in x:
+            _feed(h, item)
+        h.update(b"]")
+    elif isinstance(x, dict):
+        h.update(f"dict[{len(x)}|".encode())
+        for k in sorted(x, key=repr):
+            _feed(h, k)
+            _feed(h, x[k])
+        h.update(b"]")
+    elif type(x).__module__ == "numpy":
+        _feed(h, torch.from_numpy(__import__("numpy").ascontiguousarray(x)))
+    else:
+        raise TypeError(
+            f"@recorded arguments must be tensors, numbers, strings, None or tuples/lists/dicts of them; "
+            f"got {type(x).__name__}. Pass a config as a dict and build objects inside the recorded function."
+        )
+
+
+def snapshot_key(fn, args: tuple, kwargs: dict) -> tuple[Path, str]:
+    """(file, key) of one call: the file per test function, the key a hash of its arguments."""
+    h = hashlib.sha256()
+    _feed(h, [list(args), dict(kwargs)])
+    module = fn.__module__.rsplit(".", 1)[-1]
+    return SNAPSHOT_DIR / module / f"{fn.__qualname__.replace('<locals>.', '')}.pt", h.hexdigest()[:24]
+
+
+def _load(path: Path) -> dict[str, object]:
+    if path not in _store:
+        _store[path] = torch.load(path, weights_only=True) if path.exists() else {}
+    return _store[path]
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.is_floating_point() or a.is_complex():
+            return torch.allclose(a.detach().cpu(), b.detach().cpu(), rtol=_STALE_RTOL, atol=_STALE_ATOL, equal_nan=True)
+        return torch.equal(a.cpu(), b.cpu())
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=_STALE_RTOL, abs_tol=_STALE_ATOL) or (math.isnan(a) and math.isnan(b))
+    return type(a) is type(b) and a == b
+
+
+def _plain(x: object) -> object:
+    """The answer as it will be stored: detached CPU tensors (what a replay returns)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().clone()
+    if isinstance(x, tuple):
+        return tuple(_plain(i) for i in x)
+    if isinstance(x, list):
+        return [_plain(i) for i in x]
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    raise TypeError(f"@recorded functions must return tensors, numbers, strings, None or tuples/lists/dicts of them; got {type(x).__name__}")
+
+
+@atexit.register
+def _flush() -> None:
+    for path in sorted(_dirty):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(dict(sorted(_store[path].items())), path)
+    _dirty.clear()
+
+
+class SnapshotMiss(AssertionError):
+    """No stored reference answer for these arguments."""
+
+    _kata_snapshot_miss = True
+
+
 def recorded(fn):
-    """Mark a function that computes the reference's answer for a test.
+    """Mark a function that computes the reference's answer for a test; record / replay it.
 
     Rules, so the grader's learner handout (which has no reference/ source) can replay
     stored answers: the function calls `oracle(...)` itself, is deterministic, and takes
     and returns only tensors, numbers, strings, None and tuples/lists/dicts of them.
-    (Today this is the identity; the grader turns it into record / replay.)
+    Answers live in `tests/_snapshots/<test module>/<function>.pt`, keyed by a hash of
+    the arguments (tensors by dtype, shape and bytes); `nox -s snapshots` records them
+    from the reference, and `$KATA_SNAPSHOTS` (see `snapshot_mode`) picks live / record /
+    replay / verify. In a live run a stored answer that disagrees with the reference
+    fails the test: the snapshots are stale.
     Tests that use the reference in any other way carry `@pytest.mark.needs_reference`.
     """
-    return fn
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        path, key = snapshot_key(fn, args, kwargs)
+        mode = snapshot_mode()
+        if mode == "replay":
+            stored = _load(path)
+            if key not in stored:
+                raise SnapshotMiss(
+                    f"no stored reference answer for {fn.__qualname__} with these arguments ({path.name}, key {key}). "
+                    "If your code failed an earlier check, fix that first; otherwise the snapshots are out of date "
+                    "(instructors: run `nox -s snapshots`)."
+                )
+            return stored[key]
+        answer = fn(*args, **kwargs)
+        stored = _load(path)
+        if mode == "record":
+            stored[key] = _plain(answer)
+            _dirty.add(path)
+        elif key in stored and not _same(_plain(answer), stored[key]):
+            pytest.fail(f"the stored answer of {fn.__qualname__} in {path} no longer matches the reference: "
+                        "the snapshots are stale — run `nox -s snapshots`", pytrace=False)
+        elif mode == "verify" and key not in stored:
+            pytest.fail(f"{path} has no stored answer for this call of {fn.__qualname__}: run `nox -s snapshots`",
+                        pytrace=False)
+        return answer
+
+    wrapper.__recorded__ = True
+    return wrapper

@@ -50,9 +50,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     In the learner handout (no reference/), tests marked `needs_reference` are skipped.
     """
-    import importlib.util
+    from _support import reference_available
 
-    no_reference = importlib.util.find_spec("reference") is None
+    no_reference = not reference_available()
     for item in items:
         m = _STEP_FILE.match(item.path.name)
         if m:

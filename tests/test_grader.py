@@ -1,0 +1,279 @@
+"""The grader grades what it should, however the learner's code misbehaves.
+
+A fake kata in a temp folder (one tiny step per kind of misbehaviour) checks the
+robustness rules fast; the real kata's handout checks zero marks for the stubs, full
+marks for the reference's files, and no reference source in the handout.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from grader import gradescope, handout, report
+from grader.manifest import load_manifest
+from grader.runner import FAILED, NEEDS_GPU, NOT_STARTED, PASSED, WAITING, grade, step_test_files
+
+pytestmark = pytest.mark.infra
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ----------------------------------------------------------------------- a fake kata
+
+# Each fake step: (learner module source, extra manifest keys). Its test checks f() == 42.
+FAKE_STEPS: dict[str, tuple[str, str]] = {
+    "step1": ("def f():\n    return 42\n", ""),
+    "step2": ('def f():\n    """Return 42."""\n    raise NotImplementedError("write f")\n', ""),
+    "step3": ("def f(:\n    return 42\n", ""),
+    "step4": ('raise RuntimeError("boom while importing")\n', ""),
+    "step5": ("while True:\n    pass\n", "time_limit = 12"),
+    "step6": ("import os\n\ndef f():\n    os._exit(3)\n", ""),
+    "step7": ("import sys\n\ndef f():\n    sys.exit(0)\n", ""),
+    "step8": ("def f():\n    block = bytearray(200 * 2**30)\n    return len(block)\n", ""),
+    "step9": ('def f():\n    for _ in range(64):\n        print("x" * 2**20)\n    return 41\n', ""),
+    "step10": ("import torch\n\ndef f():\n    torch.allclose = lambda *a, **k: True\n    return 42\n", ""),
+    "step11": ("def f():\n    return 42\n", 'needs = ["step3"]'),
+    "step12": ("def f():\n    return 42\n", "gpu = true"),
+    "bonus1": ("def f():\n    return 42\n", "bonus = true"),
+}
+
+FAKE_TEST = '''
+import importlib
+import os
+{imports}
+
+
+def _f():
+    return importlib.import_module(os.environ.get("KATA_SOLUTION", "exercises") + ".{module}").f
+
+
+def test_{id}_returns_42():
+    assert _f()() == 42, "f() should return 42"
+
+
+def test_{id}_is_callable():
+    assert callable(_f())
+'''
+
+
+def make_fake_kata(root: Path, steps: dict[str, tuple[str, str]] = FAKE_STEPS) -> Path:
+    (root / "exercises").mkdir(parents=True)
+    (root / "tests").mkdir()
+    shutil.copytree(ROOT / "grader", root / "grader", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "exercises" / "__init__.py").write_text("")
+    (root / "tests" / "conftest.py").write_text("")
+    manifest = []
+    for sid, (source, extra) in steps.items():
+        module = f"{sid}_fake"
+        (root / "exercises" / f"{module}.py").write_text(source)
+        # Only the torch step pays for importing torch (the kata's own conftest always does).
+        imports = "import torch  # noqa: F401" if "torch" in source else ""
+        (root / "tests" / f"test_{sid}_fake.py").write_text(FAKE_TEST.format(module=module, id=sid, imports=imports))
+        manifest.append(textwrap.dedent(f'''
+            [[step]]
+            id = "{sid}"
+            module = "{module}"
+            title = "fake {sid}"
+            points = 10
+            open = "exercises/{module}.py: f"
+            hint = "make f return 42"
+            ''') + extra + "\n")
+    (root / "grader" / "steps.toml").write_text("".join(manifest))
+    return root
+
+
+@pytest.fixture(scope="module")
+def fake_results(tmp_path_factory) -> tuple[Path, list]:
+    root = make_fake_kata(tmp_path_factory.mktemp("fake") / "kata")
+    steps = load_manifest(root / "grader" / "steps.toml")
+    return root, grade(steps, root, "exercises", jobs=2, gpu=False)
+
+
+def _by_id(results) -> dict:
+    return {r.step.id: r for r in results}
+
+
+def test_fake_kata_statuses_follow_the_rules(fake_results):
+    root, results = fake_results
+    got = {r.step.id: (r.status, r.passed, r.total) for r in results}
+    assert got == {
+        "step1": (PASSED, 2, 2),
+        "step2": (NOT_STARTED, 1, 2),
+        "step3": (FAILED, 0, 2), "step4": (FAILED, 0, 2), "step5": (FAILED, 0, 2),
+        "step6": (FAILED, 1, 2), "step7": (FAILED, 1, 2), "step8": (FAILED, 1, 2),
+        "step9": (FAILED, 1, 2), "step10": (FAILED, 1, 2),
+        "step11": (WAITING, 0, 0), "step12": (NEEDS_GPU, 0, 0), "bonus1": (PASSED, 2, 2),
+    }, got
+
+
+@pytest.mark.parametrize("sid, needle", [
+    ("step3", "syntax"),                 # names the syntax error
+    ("step4", "boom while importing"),   # the learner's own exception at import
+    ("step5", "time limit"),             # an endless loop: the step's time limit
+    ("step6", "os._exit"),               # the process vanished mid-test
+    ("step7", "sys.exit"),
+    ("step8", "MemoryError"),            # RLIMIT_AS turns 200 GiB into a MemoryError
+    ("step10", "torch.allclose"),        # monkeypatching torch fails the test
+])
+def test_misbehaving_code_fails_its_step_with_a_readable_message(fake_results, sid, needle):
+    r = _by_id(fake_results[1])[sid]
+    fail = r.first_failure
+    assert fail is not None and needle.lower() in fail.message.lower(), (sid, fail)
+
+
+def test_megabytes_of_output_stay_out_of_the_report(fake_results):
+    r = _by_id(fake_results[1])["step9"]
+    assert all(len(t.message) < 3000 for t in r.tests), [len(t.message) for t in r.tests]
+    assert "41" in r.first_failure.message
+
+
+def test_scores_totals_and_what_next(fake_results):
+    root, results = fake_results
+    by = _by_id(results)
+    assert by["step1"].score == 10 and by["step2"].score == 0  # not started scores 0 though a test passes
+    assert by["step6"].score == 5
+    score, top, bscore, btop = report.totals(results)
+    assert top == 110 and btop == 10 and bscore == 10  # the GPU-only step is out of the maximum
+    assert score == pytest.approx(10 + 5 * 5)  # step 1, and half of steps 6-10
+    assert report.next_line(results, root) == "next: open exercises/step2_fake.py and implement f"
+    assert "waiting on step 3" in by["step11"].note
+    assert "nox -s final" in by["step12"].note
+
+
+def test_report_renders_the_table_the_first_failure_and_the_hint(fake_results):
+    from rich.console import Console
+
+    root, results = fake_results
+    console = Console(record=True, width=120)
+    report.render(results, "exercises", root, console)
+    text = console.export_text()
+    for needle in ("fake step1", "✔ passed", "not started", "waiting on step 3", "needs a GPU", "hint: make f return 42",
+                   "first failing test: test_step2_returns_42", "next: open exercises/step2_fake.py"):
+        assert needle in text, f"{needle!r} missing from:\n{text}"
+
+
+def test_results_json_has_gradescope_shape(fake_results, tmp_path):
+    root, results = fake_results
+    data = gradescope.write(results, "exercises", tmp_path / "results.json")
+    assert json.loads((tmp_path / "results.json").read_text()) == data
+    assert isinstance(data["score"], float) and isinstance(data["max_score"], float)
+    assert data["max_score"] == 110 and data["visibility"] in ("visible", "hidden", "after_due_date", "after_published")
+    for t in data["tests"]:
+        assert set(t) >= {"name", "score", "max_score", "output", "visibility"}, t
+        assert isinstance(t["name"], str) and isinstance(t["output"], str)
+        assert 0 <= t["score"] <= max(t["max_score"], 10), t
+    main = [t for t in data["tests"] if not t["number"].startswith("bonus")]
+    assert sum(t["max_score"] for t in main) == pytest.approx(data["max_score"], abs=0.01)
+    assert sum(t["score"] for t in data["tests"]) == pytest.approx(data["score"], abs=0.01)
+
+
+def test_two_runs_grade_alike(tmp_path):
+    steps = {k: FAKE_STEPS[k] for k in ("step2", "step6")}
+    root = make_fake_kata(tmp_path / "kata", steps)
+    manifest = load_manifest(root / "grader" / "steps.toml")
+    runs = [gradescope.results_json(grade(manifest, root, "exercises", jobs=2, gpu=False), "exercises") for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_manifest_takes_appended_bonus_steps_and_rejects_broken_ones(tmp_path):
+    text = (ROOT / "grader" / "steps.toml").read_text() + textwrap.dedent('''
+        [[step]]
+        id = "bonus9"
+        module = "bonus9_extra"
+        title = "an appended bonus"
+        points = 5
+        open = "exercises/bonus9_extra.py: g"
+        hint = "h"
+        bonus = true
+        ''')
+    (tmp_path / "steps.toml").write_text(text)
+    steps = load_manifest(tmp_path / "steps.toml")
+    assert steps[-1].id == "bonus9" and steps[-1].bonus and steps[-1].number == "bonus 9"
+    assert [s.id for s in steps if not s.bonus][0] == "step1"
+    (tmp_path / "bad.toml").write_text('[[step]]\nid = "x"\n')
+    with pytest.raises(ValueError, match="lacks module"):
+        load_manifest(tmp_path / "bad.toml")
+
+
+# ----------------------------------------------------------------------- the real handout
+
+# Steps whose tests take seconds (5 and 7 take longer): the handout tests grade these.
+QUICK = ("step1", "step2", "step4", "step6", "step3")
+
+
+def _steps_with_tests(prefer=QUICK) -> list:
+    steps = [s for s in load_manifest() if not s.bonus and not s.needs and not s.gpu and step_test_files(ROOT, s)]
+    return sorted(steps, key=lambda s: prefer.index(s.id) if s.id in prefer else len(prefer))
+
+
+def _quick_steps() -> list:
+    """Two steps with tests and stored answers that do not wait on others (keeps this fast)."""
+    steps = _steps_with_tests()
+    if len(steps) < 2:
+        pytest.skip("fewer than two steps have tests yet")
+    return steps[:2]
+
+
+@pytest.fixture(scope="module")
+def built_handout(tmp_path_factory) -> Path:
+    folder, archive = handout.build(ROOT, tmp_path_factory.mktemp("handout") / "handout")
+    assert archive is not None and archive.exists()
+    return folder
+
+
+def test_handout_has_no_reference_source(built_handout, tmp_path):
+    assert not (built_handout / "reference").exists()
+    assert not any("reference" in p.parts[:1] for p in built_handout.rglob("*")), "a reference/ folder in the handout"
+    secret = handout.secrets(ROOT)
+    assert secret, "no reference function bodies found to check against"
+    assert handout.leaks(built_handout, secret) == []
+    assert (built_handout / "tests" / "_snapshots").is_dir(), "the stored reference answers are missing"
+    for must in ("exercises", "grader/steps.toml", "kata", "noxfile.py", "pyproject.toml", "README.md", "tests/conftest.py"):
+        assert (built_handout / must).exists(), must
+    # The check itself can fail: a copied reference step is caught.
+    shutil.copytree(built_handout, tmp_path / "leaky")
+    shutil.copy(ROOT / "reference" / "step2_causal_mask.py", tmp_path / "leaky" / "tests" / "helper.py")
+    assert any("step2_causal_mask" in x for x in handout.leaks(tmp_path / "leaky", secret))
+
+
+def test_handout_grades_zero_untouched_and_full_marks_with_the_reference_files(built_handout, tmp_path):
+    steps = _quick_steps()
+    untouched = grade(steps, built_handout, "exercises", jobs=2, gpu=False)
+    assert [(r.status, r.score) for r in untouched] == [(NOT_STARTED, 0.0)] * len(steps), \
+        [(r.step.id, r.status, r.first_failure) for r in untouched]
+
+    solved = tmp_path / "solved"
+    shutil.copytree(built_handout, solved)
+    for f in (ROOT / "reference").glob("*.py"):
+        if f.name != "__init__.py":
+            shutil.copy(f, solved / "exercises" / f.name)
+    full = grade(steps, solved, "exercises", jobs=2, gpu=False)
+    assert [(r.status, r.score) for r in full] == [(PASSED, r.step.points) for r in full], \
+        [(r.step.id, r.status, r.passed, r.total, r.first_failure) for r in full]
+
+
+def test_handout_grades_a_mixed_tree(built_handout, tmp_path):
+    """One step solved, one with a syntax error, one looping at import: each graded alone."""
+    steps = _steps_with_tests()
+    if len(steps) < 3:
+        pytest.skip("fewer than three steps have tests yet")
+    solved, looping, broken = steps[0], steps[1], steps[-1]
+    tree = tmp_path / "mixed"
+    shutil.copytree(built_handout, tree)
+    for f in (ROOT / "reference").glob("step*.py"):
+        if f.stem not in (broken.module, looping.module):
+            shutil.copy(f, tree / "exercises" / f.name)
+    (tree / "exercises" / f"{broken.module}.py").write_text("def oops(:\n    pass\n")
+    stub = (tree / "exercises" / f"{looping.module}.py").read_text()
+    (tree / "exercises" / f"{looping.module}.py").write_text("while True:\n    pass\n" + stub)
+    results = grade([solved, broken], tree, "exercises", jobs=2, gpu=False)
+    results += grade([looping], tree, "exercises", gpu=False, time_limit=15)
+    by = _by_id(results)
+    assert by[solved.id].status == PASSED and by[solved.id].score == solved.points, by[solved.id].first_failure
+    assert by[broken.id].status == FAILED and "syntax error" in by[broken.id].first_failure.message
+    assert by[looping.id].status == FAILED and by[looping.id].score == 0
+    assert any(w in by[looping.id].first_failure.message.lower() for w in ("time limit", "timeout")), \
+        by[looping.id].first_failure
