@@ -46,4 +46,5 @@ def load_checkpoint(path: str | Path, model_config: dict) -> dict:
 def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["rng_cpu"])
     if state.get("rng_cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
+        # A checkpoint from a machine with more GPUs (a torchrun run) has more states.
+        torch.cuda.set_rng_state_all(state["rng_cuda"][: torch.cuda.device_count()])

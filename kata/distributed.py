@@ -135,19 +135,31 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def broadcast_object(obj):
+    """Rank 0's `obj` on every rank (any picklable object; tensors arrive on the CPU)."""
+    if not is_initialized():
+        return obj
+    box = [obj]
+    # NCCL moves the pickled bytes through this rank's GPU (set by setup()); gloo through memory.
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 @contextlib.contextmanager
 def main_first():
-    """Rank 0 runs the block first, then the others: for work that writes a shared cache.
+    """Each machine's first process runs the block first, then the others.
 
-    Every rank tokenising the corpus at once would race on the same cache file; with
-    this, rank 0 writes it and the others read it.
+    For work that fills a cache on local disk: every process tokenising the corpus at
+    once would race on the same cache file; with this, one process per machine
+    (LOCAL_RANK 0) writes it and the others read it.
     """
-    if not is_main():
+    first = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if not first:
         barrier()
     try:
         yield
     finally:
-        if is_main():
+        if first:
             barrier()
 
 

@@ -204,7 +204,9 @@ def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -
     start_step = 0
     ckpt_path = Path(run.out_dir) / "checkpoint.pt"
     if run.resume:
-        state = load_checkpoint(ckpt_path, asdict(config))
+        # Rank 0 reads the file and sends it to the others: on several machines only
+        # rank 0's machine has it (rank 0 wrote it). Any world size may have written it.
+        state = distributed.broadcast_object(load_checkpoint(ckpt_path, asdict(config)) if info.is_main else None)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng(state)
