@@ -120,3 +120,10 @@ def snapshots(session: nox.Session) -> None:
     """Instructors: record the reference's answers the handout replays (`-- --check`: verify)."""
     install(session)
     session.run("python", "-m", "grader.snapshots", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """The kata's self-check: reference passes, stubs fail, every mutant in tests/mutants/ is caught."""
+    install(session)
+    session.run("python", "tests/mutants/run.py", *session.posargs, env=OFFLINE)
