@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from _support import assert_close, not_implemented_guard as call, oracle, recorded, student
-from strategies import SEEDS, gpt_configs, name_the_mistake, random_state, token_batches
+from strategies import SEEDS, expect, gpt_configs, name_the_mistake, random_state, token_batches
 
 S1 = "step1_embeddings"
 
@@ -88,10 +88,10 @@ def test_step1_sequence_longer_than_block_size_raises_valueerror() -> None:
     try:
         call(emb.forward, idx)
     except ValueError as e:
-        assert "block_size" in str(e) or "8" in str(e), (
+        expect("block_size" in str(e) or "8" in str(e), (
             f"the ValueError for 9 tokens with block_size=8 should say what is wrong (mention "
             f"block_size, e.g. 'sequence of length 9 is longer than block_size=8; crop it'); got: {e}"
-        )
+        ))
     except Exception as e:  # noqa: BLE001 - the point is to report which error came instead
         pytest.fail(
             f"Embeddings.forward on 9 tokens with block_size=8 raised {type(e).__name__}: {e}. "
@@ -109,9 +109,9 @@ def test_step1_config_rejects_n_embd_not_divisible_by_n_head(n_embd: int, n_head
     s1 = student(S1)
     with pytest.raises(ValueError, match="divisible") as info:
         s1.GPTConfig(n_embd=n_embd, n_head=n_head)
-    assert str(n_embd) in str(info.value) and str(n_head) in str(info.value), (
+    expect(str(n_embd) in str(info.value) and str(n_head) in str(info.value), (
         f"the error should name both numbers so the user can fix them; got: {info.value}"
-    )
+    ))
 
 
 # --- init_weights -----------------------------------------------------------------
@@ -129,6 +129,8 @@ def _check_std(name: str, w: torch.Tensor, expected: float, n_layer: int) -> Non
         return
     if abs(got - 1.0) < 0.1:
         why = "this is PyTorch's default N(0, 1) nn.Embedding init: initialise Embeddings with std 0.02 too"
+    elif w.dim() == 2 and abs(got - 1 / math.sqrt(3 * w.shape[1])) < 0.1 * got:
+        why = "this is PyTorch's default nn.Linear init (uniform, std 1/sqrt(3*fan_in)): re-initialise every Linear"
     elif got < 1e-8:
         why = "the tensor is constant: it was not re-initialised (every Linear and Embedding needs normal_)"
     elif name.endswith(".proj.weight") and abs(got - 0.02) < 0.1 * 0.02:
@@ -146,21 +148,24 @@ def test_step1_init_weights_follows_gpt2_statistics() -> None:
     s1 = student(S1)
     cfg = s1.GPTConfig(vocab_size=2000, block_size=128, n_layer=4, n_head=4, n_embd=64, dropout=0.0)
     model = gpt_skeleton(s1, cfg)
-    with torch.no_grad():  # start from a state no correct init leaves behind
-        for p in model.parameters():
-            p.fill_(0.5)
+    with torch.no_grad():  # LayerNorms start elsewhere, so leaving them alone shows
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.fill_(0.5)
+                m.bias.fill_(0.5)
     call(s1.init_weights, model, cfg.n_layer)
     resid_std = 0.02 / math.sqrt(2 * cfg.n_layer)
     for name, m in model.named_modules():
         if isinstance(m, (nn.Linear, nn.Embedding)):
             _check_std(f"{name}.weight", m.weight, resid_std if name.endswith(".proj") else 0.02, cfg.n_layer)
         if isinstance(m, nn.Linear) and m.bias is not None:
-            assert torch.all(m.bias == 0), f"after init_weights, {name}.bias should be all zeros (GPT-2 init)"
+            expect(bool(torch.all(m.bias == 0)), f"after init_weights, {name}.bias should be all zeros (GPT-2 "
+                   f"init), got values up to {m.bias.abs().max().item():.3g}: zero every Linear bias")
         if isinstance(m, nn.LayerNorm):
-            assert torch.all(m.weight == 1) and torch.all(m.bias == 0), (
+            expect(bool(torch.all(m.weight == 1) and torch.all(m.bias == 0)), (
                 f"after init_weights, LayerNorm {name} should have weight 1 and bias 0 (it starts as the identity "
                 f"up to normalisation); got weight mean {m.weight.mean().item():.3g}, bias mean {m.bias.mean().item():.3g}"
-            )
+            ))
 
 
 # --- tie_weights ------------------------------------------------------------------
@@ -190,10 +195,10 @@ def test_step1_tied_weights_get_one_gradient_from_both_uses() -> None:
     call(s1.tie_weights, head, emb)
     idx = torch.tensor([[1, 2, 3]])
     head(emb(idx)).sum().backward()
-    assert head.weight.grad is not None and emb.weight.grad is not None and head.weight.grad is emb.weight.grad, (
+    expect(head.weight.grad is not None and head.weight.grad is emb.weight.grad, (
         "the embedding and the output layer should have one shared .grad (it sums the gradients of both uses); "
         "tie by assigning the Parameter object: lm_head.weight = token_embedding.weight"
-    )
+    ))
 
 
 def test_step1_lab_model_has_12_4M_parameters_once_tied() -> None:
@@ -206,11 +211,11 @@ def test_step1_lab_model_has_12_4M_parameters_once_tied() -> None:
     # token + position embeddings, per block 12C² weights + 13C biases/norms, final norm; head tied.
     tied = V * C + cfg.block_size * C + L * (12 * C * C + 13 * C) + 2 * C
     got = s1.count_parameters(model)
-    assert got == tied, (
+    expect(got == tied, (
         f"the lab model should have {tied:,} distinct parameters once tied, got {got:,}"
         + (f": that is {got - tied:,} = V*C too many — lm_head and the token embedding are still two "
            f"matrices (untied or tied by copying)" if got - tied == V * C else "")
-    )
+    ))
 
 
 # --- init + tying together: the first loss ----------------------------------------
@@ -238,9 +243,9 @@ def test_step1_initial_loss_of_tied_head_is_about_ln_vocab() -> None:
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, cfg.vocab_size), idx[:, 1:].reshape(-1)).item()
     ln_v = math.log(cfg.vocab_size)
     # 0.5 nats: a correct init gives ln V + ~0.05 (logit variance / 2); N(0, 1) gives 50+.
-    assert abs(loss - ln_v) < 0.5, (
+    expect(abs(loss - ln_v) < 0.5, (
         f"the initial loss of the tied output layer is {loss:.2f}, expected ≈ ln({cfg.vocab_size}) = {ln_v:.2f} "
         f"(±0.5): at init the model should spread its bets evenly. "
         + ("A loss this high means huge logits: the tied token embedding kept PyTorch's N(0, 1) init — "
            "use std 0.02." if loss > ln_v + 5 else "Check init_weights (std 0.02) and tie_weights.")
-    )
+    ))
