@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from kata.paths import REPO_ROOT
-from tests._support import oracle
+from _support import oracle
 
 pytestmark = [pytest.mark.infra, pytest.mark.needs_reference]
 
