@@ -268,7 +268,7 @@ def test_handout_grades_a_mixed_tree(built_handout, tmp_path):
             shutil.copy(f, tree / "exercises" / f.name)
     (tree / "exercises" / f"{broken.module}.py").write_text("def oops(:\n    pass\n")
     stub = (tree / "exercises" / f"{looping.module}.py").read_text()
-    (tree / "exercises" / f"{looping.module}.py").write_text("while True:\n    pass\n" + stub)
+    (tree / "exercises" / f"{looping.module}.py").write_text(stub + "\n\nwhile True:  # loops at import\n    pass\n")
     results = grade([solved, broken], tree, "exercises", jobs=2, gpu=False)
     results += grade([looping], tree, "exercises", gpu=False, time_limit=15)
     by = _by_id(results)
