@@ -98,7 +98,8 @@ def write_results(meta: dict, rows: list[dict], name: str) -> tuple[Path, Path]:
         f"# Training speed on {meta['device_name']}",
         "",
         f"Measured {meta['date']} with `{meta['command']}`: torch {meta['torch']}, transformers {meta['transformers']}, "
-        f"Python {meta['python']}, {meta['cpus']} CPU threads, {meta['machine']}.",
+        f"Python {meta['python']}, {meta['cpus']} CPU threads, {meta['machine']}; 1-minute load average "
+        f"{meta['load_before']:.1f} before and {meta['load_after']:.1f} after (other jobs on the machine).",
         f"Model: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} dims, block {s['block_size']}, batch "
         f"{s['batch_size']}, dropout {s['dropout']}, GPT-2 vocabulary ({meta['matmul_params']:,} matmul parameters; "
         f"{meta['flops_per_token'] / 1e6:.1f} MFLOP per token = 6N + 12·L·T·C). Corpus {meta['corpus']}; "
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": torch.cuda.get_device_name(device) if cuda else f"CPU ({os.cpu_count()} threads, {platform.machine()})",
         "machine": f"{platform.system()} {platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": os.cpu_count(),
+        "load_before": os.getloadavg()[0],  # a shared machine's other jobs slow every variant alike
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
@@ -189,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({r['wall_s']}s incl. start-up)", flush=True)
         else:
             print(f"{TITLES[v]}: ERROR {r.get('error')}", flush=True)
+    meta["load_after"] = os.getloadavg()[0]
     md, js = write_results(meta, rows, args.name or machine_name(device))
     print(f"wrote {md} and {js}")
     print(md.read_text())

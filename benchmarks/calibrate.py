@@ -83,7 +83,7 @@ def child(spec: dict) -> None:
 def run_one(spec: dict, pythonpath: str) -> dict:
     env = {**os.environ, "PYTHONPATH": pythonpath, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.calibrate", "--child", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-P", "-m", "benchmarks.calibrate", "--child", json.dumps(spec)],
                           env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
