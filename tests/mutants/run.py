@@ -1,0 +1,235 @@
+"""The kata's proof that its tests can fail for the right reason.
+
+    python tests/mutants/run.py [--step step5] [--jobs 2] [--subset] [--mutant NAME] [--no-baseline]
+
+1. Baseline, per step: the reference passes `pytest -k <step>`, and the untouched
+   stubs in exercises/ fail it (pytest exit 1; exit 2/3/4/5 means a broken suite).
+2. Mutants (`tests/mutants/step*.toml`): each is the reference with one text
+   replacement; the step it names must fail (pytest exit 1).
+
+Every run copies reference/ to a temporary folder as a package named `exercises`
+(the mutant applied, or not for the baseline) and runs
+`python -P -m pytest -q -x -m "<step> and not slow" -p no:cacheprovider tests/`
+with `PYTHONPATH=<tmp>:<repo>` and `KATA_SOLUTION=exercises`. (`-P` keeps the repo's
+own exercises/ off the front of sys.path; `-m <step>` selects exactly the step's
+test files, which conftest marks; `not slow` leaves out step 8's graded
+2-minute training runs, which `nox -s final` covers.) Exit status 0 only if the
+baseline holds and every mutant is caught.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MUTANTS_DIR = Path(__file__).resolve().parent
+FIELDS = ("name", "step", "module", "find", "replace", "why")
+RUN_TIMEOUT_S = 900  # one pytest run; pytest-timeout already bounds each test
+
+
+@dataclass
+class Mutant:
+    name: str
+    step: str
+    module: str
+    find: str
+    replace: str
+    why: str
+    source: str = ""
+
+    def apply(self, reference: str) -> str:
+        return reference.replace(self.find, self.replace, 1)
+
+
+@dataclass
+class Result:
+    label: str  # mutant name, or "reference" / "stubs"
+    step: str
+    expect: str  # "pass" (reference), "fail" (stubs, mutants)
+    rc: int
+    seconds: float
+    first_failure: str = ""
+    why: str = ""
+    tail: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 if self.expect == "pass" else self.rc == 1
+
+
+def load_steps() -> list[str]:
+    manifest = tomllib.loads((ROOT / "grader" / "steps.toml").read_text())
+    return [s["id"] for s in manifest["step"]]
+
+
+def load_mutants() -> list[Mutant]:
+    """Every mutant of every `step*.toml`, checked: fields present, `find` occurs exactly once."""
+    mutants, problems, names = [], [], set()
+    for path in sorted(MUTANTS_DIR.glob("*.toml")):
+        for i, entry in enumerate(tomllib.loads(path.read_text()).get("mutant", [])):
+            where = f"{path.name} mutant #{i + 1} ({entry.get('name', '?')})"
+            missing = [f for f in FIELDS if not isinstance(entry.get(f), str)]
+            if missing:
+                problems.append(f"{where}: missing or non-string field(s) {missing}")
+                continue
+            m = Mutant(**{f: entry[f] for f in FIELDS}, source=path.name)
+            ref = ROOT / "reference" / f"{m.module}.py"
+            if not ref.exists():
+                problems.append(f"{where}: no reference/{m.module}.py")
+                continue
+            count = ref.read_text().count(m.find)
+            if count != 1:
+                problems.append(f"{where}: `find` occurs {count} times in reference/{m.module}.py (must be exactly once)")
+                continue
+            try:
+                compile(m.apply(ref.read_text()), str(ref), "exec")
+            except SyntaxError as e:
+                problems.append(f"{where}: the mutated module does not compile (line {e.lineno}: {e.msg}); check the indentation of `replace`")
+                continue
+            if m.name in names:
+                problems.append(f"{where}: duplicate mutant name")
+            names.add(m.name)
+            mutants.append(m)
+    if problems:
+        raise SystemExit("invalid mutant files:\n  " + "\n  ".join(problems))
+    return mutants
+
+
+def make_solution(tmp: Path, mutant: Mutant | None) -> Path:
+    """reference/ copied to `<tmp>/exercises`, with the mutant's replacement applied."""
+    pkg = tmp / "exercises"
+    shutil.copytree(ROOT / "reference", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    if mutant is not None:
+        target = pkg / f"{mutant.module}.py"
+        target.write_text(mutant.apply(target.read_text()))
+    return tmp
+
+
+_SUMMARY = re.compile(r"^(FAILED|ERROR) (\S+)")
+
+
+def run_pytest(step: str, solution_path: Path | None) -> tuple[int, float, str, list[str]]:
+    """(exit code, seconds, first failing test, last output lines) of `pytest -k step` on a solution."""
+    env = dict(os.environ)
+    paths = [str(solution_path)] if solution_path is not None else []
+    env["PYTHONPATH"] = os.pathsep.join([*paths, str(ROOT)])
+    env["KATA_SOLUTION"] = "exercises"
+    env.setdefault("HYPOTHESIS_PROFILE", "ci")
+    # -m, not -k: conftest marks every test of tests/test_<step>_*.py with <step>, while -k
+    # would also match other tests whose ids merely mention the step (parametrized infra tests).
+    cmd = [sys.executable, "-P", "-m", "pytest", "-q", "-x", "-m", f"{step} and not slow",
+           "-p", "no:cacheprovider", "tests/"]
+    t0 = time.time()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        rc, out = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, out = 124, (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+    first = next((m.group(2) for line in out.splitlines() if (m := _SUMMARY.match(line))), "")
+    return rc, time.time() - t0, first, out.strip().splitlines()[-15:]
+
+
+def check(label: str, step: str, expect: str, mutant: Mutant | None, stubs: bool = False) -> Result:
+    if stubs:
+        rc, secs, first, tail = run_pytest(step, None)
+    else:
+        with tempfile.TemporaryDirectory(prefix="kata-mutant-") as tmp:
+            rc, secs, first, tail = run_pytest(step, make_solution(Path(tmp), mutant))
+    return Result(label, step, expect, rc, secs, first, mutant.why if mutant else "", tail)
+
+
+def select(mutants: list[Mutant], steps: list[str] | None, names: list[str] | None, subset: bool) -> list[Mutant]:
+    chosen = [m for m in mutants if (not steps or m.step in steps) and (not names or m.name in names)]
+    if subset:  # the first mutant listed for each step
+        seen: set[str] = set()
+        chosen = [m for m in chosen if not (m.step in seen or seen.add(m.step))]
+    return chosen
+
+
+def describe(r: Result) -> str:
+    if r.expect == "pass":
+        return "passes" if r.ok else f"FAILS (pytest exit {r.rc})"
+    if r.ok:
+        return "caught"
+    return {0: "SURVIVED (all tests passed)", 5: "no tests selected (exit 5)", 124: "timed out"}.get(
+        r.rc, f"broken suite (pytest exit {r.rc})")
+
+
+def report(results: list[Result]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # plain text is enough
+        for r in results:
+            print(f"{r.label:40} {r.step:6} {describe(r):28} {r.seconds:6.1f}s  {r.first_failure}")
+        return
+    table = Table(title="kata self-check: baseline and mutants")
+    for col in ("solution / mutant", "step", "result", "time", "first failing test"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        style = "green" if r.ok else "bold red"
+        table.add_row(r.label, r.step, f"[{style}]{describe(r)}[/]", f"{r.seconds:.1f}s", r.first_failure)
+    Console(width=200).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--step", action="append", help="only this step (repeatable), e.g. --step step5")
+    p.add_argument("--mutant", action="append", help="only this mutant (repeatable)")
+    p.add_argument("--jobs", type=int, default=2, help="pytest runs in parallel (default 2)")
+    p.add_argument("--subset", action="store_true", help="only the first mutant of each step")
+    p.add_argument("--no-baseline", action="store_true", help="skip the reference-passes / stubs-fail check")
+    p.add_argument("--no-mutants", action="store_true", help="only the baseline")
+    args = p.parse_args(argv)
+
+    mutants = load_mutants()
+    all_steps = load_steps()
+    steps = args.step or all_steps
+    unknown = [s for s in steps if s not in all_steps]
+    if unknown:
+        p.error(f"unknown step(s) {unknown}; the steps are {', '.join(all_steps)}")
+    jobs: list[tuple] = []
+    if not args.no_baseline and not args.mutant:
+        for s in steps:
+            jobs.append(("reference", s, "pass", None, False))
+            jobs.append(("stubs (exercises/)", s, "fail", None, True))
+    if not args.no_mutants:
+        chosen = select(mutants, steps, args.mutant, args.subset)
+        jobs += [(m.name, m.step, "fail", m, False) for m in chosen]
+        without = [s for s in steps if not any(m.step == s for m in mutants)]
+        if without and not args.mutant:
+            print(f"note: no mutants yet for {', '.join(without)}", flush=True)
+
+    t0 = time.time()
+    print(f"running {len(jobs)} pytest runs, {args.jobs} at a time ...", flush=True)
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(check, *j) for j in jobs]
+        results = []
+        for f in futures:
+            r = f.result()
+            results.append(r)
+            print(f"  {r.label} [{r.step}]: {describe(r)} ({r.seconds:.0f}s)", flush=True)
+    report(results)
+    bad = [r for r in results if not r.ok]
+    for r in bad:
+        print(f"\n--- {r.label} [{r.step}]: {describe(r)}" + (f" — mutant: {r.why}" if r.why else ""))
+        print("\n".join(r.tail))
+    caught = sum(1 for r in results if r.expect == "fail" and r.label in {m.name for m in mutants} and r.ok)
+    n_mut = sum(1 for r in results if r.label in {m.name for m in mutants})
+    print(f"\n{caught}/{n_mut} mutants caught; baseline {'ok' if all(r.ok for r in results if r.label in ('reference', 'stubs (exercises/)')) else 'BROKEN'}; "
+          f"{time.time() - t0:.0f}s")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
