@@ -1,0 +1,156 @@
+"""Step 2 — the causal mask and masked, scaled attention scores. Run alone: `pytest -k step2`."""
+from __future__ import annotations
+
+import math
+
+import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from _support import assert_close, not_implemented_guard as call, oracle, recorded, student
+from strategies import SEEDS, expect, name_the_mistake, randn
+
+S2 = "step2_causal_mask"
+# A masked score must give exactly zero softmax weight. -inf is the contract; any
+# value this negative (-1e9, torch.finfo(dtype).min) underflows to the same 0 in fp32
+# next to scores of size ~1, so we accept it too.
+MASKED = -1e4
+
+
+@recorded
+def reference_scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The reference's masked, scaled scores for (B, H, T, D) q, k and a (T, T) bool mask."""
+    return oracle(S2).masked_attention_scores(q, k, mask)
+
+
+def lower_triangle(T: int) -> torch.Tensor:
+    """(T, T) bool, True where j <= i: the causal mask, built independently of any solution."""
+    i = torch.arange(T)
+    return i[None, :] <= i[:, None]
+
+
+# --- causal_mask --------------------------------------------------------------------
+
+
+@given(T=st.integers(1, 64))
+@example(T=5)
+def test_step2_causal_mask_is_lower_triangular_bool(T: int) -> None:
+    s2 = student(S2)
+    m = call(s2.causal_mask, T)
+    expect(isinstance(m, torch.Tensor), f"causal_mask({T}) should return a torch.Tensor, got {type(m).__name__}")
+    expect(tuple(m.shape) == (T, T), f"causal_mask({T}) should have shape ({T}, {T}), got {tuple(m.shape)}")
+    expect(m.dtype == torch.bool, f"causal_mask({T}) should be a bool tensor (True = may attend), got {m.dtype}: "
+                                  f"masked_fill and indexing need bool, and 0/1 floats are easy to invert by accident")
+    expected = lower_triangle(T)
+    if torch.equal(m, expected):
+        return
+    if torch.equal(m, expected.T):
+        why = ("it is the upper triangle: the mask is transposed. Row i is the query, column j the key; "
+               "query i may see keys j <= i — use tril, not triu")
+    elif torch.equal(m, expected & ~torch.eye(T, dtype=torch.bool)):
+        why = "the diagonal is False: position i must be able to attend to itself (use tril(), not tril(-1))"
+    elif torch.equal(m, ~expected):
+        why = "it is inverted: True must mean 'may attend' (j <= i), not 'masked'"
+    else:
+        why = "expected True exactly where column j <= row i (the lower triangle, diagonal included)"
+    bad = tuple(int(x) for x in torch.nonzero(m != expected)[0])
+    expect(False, f"causal_mask({T}) is wrong at (query, key) = {bad}: {why}")
+
+
+def test_step2_causal_mask_is_made_on_the_requested_device() -> None:
+    s2 = student(S2)
+    # The "meta" device exists on every machine, so a mask that ignores `device` shows
+    # here too (on a GPU it would fail inside attention with a device mismatch).
+    m = call(s2.causal_mask, 4, device="meta")
+    expect(m.device.type == "meta", f"causal_mask(4, device='meta') returned a tensor on {m.device}: create it "
+                                    f"with device=device so it lands next to q and k (e.g. on the GPU)")
+
+
+# --- masked_attention_scores ----------------------------------------------------------
+
+
+qk_shapes = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 12), st.integers(1, 16))
+
+
+@given(shape=qk_shapes, seed=SEEDS)
+@example(shape=(2, 2, 5, 8), seed=0)
+def test_step2_scores_match_reference(shape: tuple[int, int, int, int], seed: int) -> None:
+    s2 = student(S2)
+    B, H, T, D = shape
+    q, k = randn(B, H, T, D, seed=seed), randn(B, H, T, D, seed=seed + 1)
+    mask = lower_triangle(T)
+    out = call(s2.masked_attention_scores, q, k, mask)
+    expected = reference_scores(q, k, mask)
+    expect(isinstance(out, torch.Tensor) and tuple(out.shape) == (B, H, T, T),
+           f"masked_attention_scores on q, k of shape {shape} should return (B, H, T, T) = {(B, H, T, T)}, got "
+           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}: q @ k.transpose(-2, -1)")
+    raw = q @ k.transpose(-2, -1)
+    allowed = mask.expand(B, H, T, T)
+    expect(not torch.isinf(out[allowed]).any(),
+           "some allowed positions (key j <= query i) are -inf: you filled where the mask is True. "
+           "Fill where it is False: scores.masked_fill(~mask, float('-inf'))")
+    hint = name_the_mistake(out[allowed], {
+        "the scores are not scaled: divide q @ k^T by sqrt(D), D = q.size(-1) (the head size)": raw[allowed],
+        "the scores are divided by D; divide by sqrt(D)": (raw / D)[allowed],
+        "the scores are divided by sqrt(T) (sequence length); divide by sqrt(D), the head size": (raw / math.sqrt(T))[allowed],
+    }, default="expected q @ k.transpose(-2, -1) / sqrt(D) at every allowed position.")
+    # fp32 matmuls of <= 16 terms on CPU: differences are rounding, ~1e-6.
+    assert_close(out[allowed], expected[allowed], atol=1e-5, rtol=1e-5,
+                 what=f"the allowed (j <= i) scores for q, k of shape {shape}", hint=hint)
+    masked = out[~allowed]
+    worst = masked.max().item() if masked.numel() else float("-inf")
+    expect(bool((masked <= MASKED).all()),
+           f"positions with key j > query i (the future) should be -inf, got values up to {worst:.3g}: "
+           f"scores.masked_fill(~mask, float('-inf')) so the softmax gives them exactly zero weight")
+
+
+@given(T=st.integers(2, 10), seed=SEEDS)
+def test_step2_scores_use_the_mask_they_are_given(T: int, seed: int) -> None:
+    s2 = student(S2)
+    g = torch.Generator().manual_seed(seed)
+    # Any pattern (diagonal kept): the function must apply *its argument*, e.g. a padding mask.
+    mask = (torch.rand(T, T, generator=g) < 0.5) | torch.eye(T, dtype=torch.bool)
+    q, k = randn(1, 2, T, 4, seed=seed), randn(1, 2, T, 4, seed=seed + 1)
+    out = call(s2.masked_attention_scores, q, k, mask)
+    blocked = out[..., ~mask]
+    open_ = out[..., mask]
+    expect(bool((blocked <= MASKED).all()) and not torch.isinf(open_).any(),
+           "masked_attention_scores must fill exactly where the given `mask` is False: with a non-causal mask "
+           "your scores were -inf in the wrong places. Use the `mask` argument; do not build your own inside")
+
+
+@given(D=st.sampled_from([4, 16, 64]), T=st.integers(1, 6))
+def test_step2_scores_are_scaled_by_one_over_sqrt_head_size(D: int, T: int) -> None:
+    s2 = student(S2)
+    q = k = torch.ones(1, 1, T, D)
+    out = call(s2.masked_attention_scores, q, k, lower_triangle(T))
+    got = out[0, 0, 0, 0].item()
+    want = D / math.sqrt(D)
+    why = {float(D): "not scaled at all", 1.0: "divided by D instead of sqrt(D)",
+           D / math.sqrt(T): "divided by sqrt(T) instead of sqrt(D)"}
+    guess = next((w for v, w in why.items() if abs(got - v) < 1e-4 and abs(v - want) > 1e-4), "")
+    if math.isinf(got):
+        guess = "query 0 may attend to key 0, yet its score is -inf: you filled where the mask is True (use ~mask)"
+    # exact arithmetic on small integers in fp32.
+    expect(abs(got - want) < 1e-4,
+           f"with q = k = all-ones of head size D={D}, every allowed score is D / sqrt(D) = {want:g}, got {got:g}"
+           + (f": {guess}" if guess else "") + ". Dividing by sqrt(D) keeps the scores' variance ~1 at init, so the "
+           "softmax does not saturate")
+
+
+@given(shape=qk_shapes, seed=SEEDS)
+def test_step2_softmax_gives_the_future_exactly_zero_weight(shape: tuple[int, int, int, int], seed: int) -> None:
+    s2 = student(S2)
+    B, H, T, D = shape
+    q, k = randn(B, H, T, D, seed=seed, std=3.0), randn(B, H, T, D, seed=seed + 1, std=3.0)
+    w = call(s2.masked_attention_scores, q, k, call(s2.causal_mask, T)).softmax(dim=-1)
+    expect(not torch.isnan(w).any(),
+           "softmax of your scores has NaN: some query has no allowed key (a row all -inf). The diagonal must "
+           "be allowed: position i attends to itself")
+    future = w[..., ~lower_triangle(T)]
+    worst = future.max().item() if future.numel() else 0.0
+    expect(bool((future == 0).all()),
+           f"after the softmax, a query gives weight {worst:.3g} to a key in its future (j > i): "
+           f"the model could read the token it is asked to predict. Mask the upper triangle with -inf")
+    # each row is a probability distribution; fp32 sum of <= 12 terms.
+    assert_close(w.sum(-1), torch.ones(B, H, T), atol=1e-5, rtol=0, what="the attention weights' row sums")
