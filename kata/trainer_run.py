@@ -2,7 +2,7 @@
 
     python -m kata.trainer_run --preset smoke --solution reference
     torchrun --nproc_per_node 4 -m kata.trainer_run --preset lab --solution reference
-    accelerate launch --num_processes 4 -m kata.trainer_run --preset lab --solution reference
+    accelerate launch --multi_gpu --num_processes 4 -m kata.trainer_run --preset lab --solution reference
 
 The same file runs unchanged on one process or many: the Trainer reads the launcher's
 environment (RANK, WORLD_SIZE, LOCAL_RANK), wraps the model in DDP and gives every
@@ -10,7 +10,8 @@ rank its own shard of each batch itself. It takes step 8's flags (`--preset`, an
 `--n-layer 4` etc. for any field of `kata.presets.RunConfig`) so the two runs are
 comparable; as in step 8, `--batch-size` is the *global* batch, split evenly over the
 ranks (`per_device_train_batch_size = batch_size / world_size`). `--device cpu` (or no
-GPU) sets `use_cpu=True`, and the ranks talk over gloo instead of NCCL.
+GPU) sets `use_cpu=True`, and the ranks talk over gloo instead of NCCL. Commands for
+several machines: docs/scale-out.md.
 Rank 0 writes `<out_dir>/trainer_summary.json` (train losses, final validation loss).
 """
 from __future__ import annotations
@@ -46,17 +47,7 @@ def train_with_trainer(run: RunConfig, solution: str | None = None) -> dict:
         raise ValueError(f"batch_size {run.batch_size} is the global batch: use a multiple of the {n} processes")
     use_cpu = run.device == "cpu" or not torch.cuda.is_available()
 
-    tokenizer = load_tokenizer(run.tokenizer)
-    # Every rank tokenises; only a cold cache is written, atomically, so the worst case
-    # is the same file written twice. Run step 8 or this once on one process to warm it.
-    train_chunks, val_chunks = prepare_data(run, tokenizer, steps)
-    if run.eval_batches is not None:
-        val_chunks = val_chunks[: run.eval_batches * run.batch_size]
-    config = step1.GPTConfig(
-        vocab_size=len(tokenizer), block_size=run.block_size, n_layer=run.n_layer, n_head=run.n_head,
-        n_embd=run.n_embd, dropout=run.dropout, attn_impl=run.attn_impl,
-    )
-    model = step7.build_hf_model(config, seed=run.seed)
+    # TrainingArguments joins the launcher's process group, so it comes first.
     args = step7.training_arguments(
         run.out_dir,
         num_train_epochs=run.epochs,
@@ -72,6 +63,16 @@ def train_with_trainer(run: RunConfig, solution: str | None = None) -> dict:
         bf16=run.bf16 and not use_cpu,
         disable_tqdm=True,
     )
+    tokenizer = load_tokenizer(run.tokenizer)
+    with args.main_process_first(local=True, desc="tokenising"):  # one writer per machine's token cache
+        train_chunks, val_chunks = prepare_data(run, tokenizer, steps)
+    if run.eval_batches is not None:
+        val_chunks = val_chunks[: run.eval_batches * run.batch_size]
+    config = step1.GPTConfig(
+        vocab_size=len(tokenizer), block_size=run.block_size, n_layer=run.n_layer, n_head=run.n_head,
+        n_embd=run.n_embd, dropout=run.dropout, attn_impl=run.attn_impl,
+    )
+    model = step7.build_hf_model(config, seed=run.seed)
     trainer = step7.build_trainer(model, args, train_chunks, tokenizer, val_chunks)
     t0 = time.time()
     result = trainer.train()
