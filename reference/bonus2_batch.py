@@ -40,6 +40,22 @@ def target_mask(tgt_in: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
     return keys_real & causal_mask(T, device=tgt_in.device)  # (B, 1, T) & (T, T) -> (B, T, T)
 
 
+def check_batch_inputs(src: torch.Tensor, tgt: torch.Tensor | None, pad_id: int) -> None:
+    """Raise a ValueError that names the problem for sources / targets a Batch cannot hold."""
+    if src.dim() != 2:
+        raise ValueError(f"src must be (B, S) token ids, got shape {tuple(src.shape)}")
+    if bool((src == pad_id).all(dim=1).any()):
+        raise ValueError(
+            "a source row is all padding: attention over it would have no key to attend to "
+            "(softmax of all -inf is NaN); drop empty sentences before batching"
+        )
+    if tgt is not None and (tgt.dim() != 2 or tgt.size(0) != src.size(0) or tgt.size(1) < 2):
+        raise ValueError(
+            f"tgt must be (B, T+1) ids with the same B as src ({src.size(0)}) and at least "
+            f"[BOS, EOS]; got shape {tuple(tgt.shape)}"
+        )
+
+
 class Batch:
     """A batch of source and (optionally) target sentences, with their masks.
 
@@ -54,24 +70,18 @@ class Batch:
     """
 
     def __init__(self, src: torch.Tensor, tgt: torch.Tensor | None = None, pad_id: int = PAD_ID) -> None:
-        if src.dim() != 2:
-            raise ValueError(f"src must be (B, S) token ids, got shape {tuple(src.shape)}")
-        if bool((src == pad_id).all(dim=1).any()):
-            raise ValueError(
-                "a source row is all padding: attention over it would have no key to attend to "
-                "(softmax of all -inf is NaN); drop empty sentences before batching"
-            )
+        """Set every attribute above; tgt=None (inference) leaves the target ones None and ntokens 0.
+
+        Call `check_batch_inputs(src, tgt, pad_id)` first (given). Shift with slicing,
+        not a copy: tgt_in = tgt[:, :-1], tgt_out = tgt[:, 1:].
+        """
+        check_batch_inputs(src, tgt, pad_id)
         self.pad_id = pad_id
         self.src = src
         self.src_mask = src_padding_mask(src, pad_id)
         self.tgt_in = self.tgt_out = self.tgt_mask = None
         self.ntokens = 0
         if tgt is not None:
-            if tgt.dim() != 2 or tgt.size(0) != src.size(0) or tgt.size(1) < 2:
-                raise ValueError(
-                    f"tgt must be (B, T+1) ids with the same B as src ({src.size(0)}) and at least "
-                    f"[BOS, EOS]; got shape {tuple(tgt.shape)}"
-                )
             self.tgt_in = tgt[:, :-1]
             self.tgt_out = tgt[:, 1:]
             self.tgt_mask = target_mask(self.tgt_in, pad_id)

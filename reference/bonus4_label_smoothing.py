@@ -32,6 +32,16 @@ class LabelSmoothingLoss(nn.Module):
         self.smoothing = smoothing
         self.confidence = 1.0 - smoothing
 
+    def check_inputs(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Raise a ValueError naming the problem for shapes the loss cannot take, or no real token."""
+        if logits.shape[:-1] != target.shape or logits.size(-1) != self.vocab_size:
+            raise ValueError(
+                f"expected logits (..., {self.vocab_size}) and target (...) with the same leading "
+                f"dims; got {tuple(logits.shape)} and {tuple(target.shape)}"
+            )
+        if not bool((target != self.pad_id).any()):
+            raise ValueError("every target is padding: there is no token to compute a loss on")
+
     def smoothed_targets(self, target: torch.Tensor) -> torch.Tensor:
         """(N,) int64 target ids -> (N, V) float32 target distribution.
 
@@ -54,16 +64,11 @@ class LabelSmoothingLoss(nn.Module):
         divided by the number of such positions, so batches with more padding are not
         weighted less. KL differs from the cross-entropy by the entropy of q, a
         constant: the same gradients, but 0 when the model matches q exactly.
+        Call `self.check_inputs(logits, target)` first (given); compute in float32.
         """
-        if logits.shape[:-1] != target.shape or logits.size(-1) != self.vocab_size:
-            raise ValueError(
-                f"expected logits (..., {self.vocab_size}) and target (...) with the same leading "
-                f"dims; got {tuple(logits.shape)} and {tuple(target.shape)}"
-            )
+        self.check_inputs(logits, target)
         target = target.reshape(-1)
         ntokens = int((target != self.pad_id).sum())
-        if ntokens == 0:
-            raise ValueError("every target is padding: there is no token to compute a loss on")
         log_probs = F.log_softmax(logits.reshape(-1, self.vocab_size).float(), dim=-1)
         # kl_div takes log-probabilities and probabilities, and treats 0 * log 0 as 0.
         return F.kl_div(log_probs, self.smoothed_targets(target), reduction="sum") / ntokens

@@ -1,0 +1,210 @@
+"""Bonus 1 — the encoder-decoder Transformer (Harvard NLP's Annotated Transformer).
+
+The decoder-only TinyGPT reads one stream and predicts its next token. A translation
+model reads a *source* sentence with an encoder that may look both ways, and a
+decoder that writes the *target* one token at a time: causal self-attention over what
+it has written so far, plus cross-attention into the encoder's output ("memory").
+
+Built from your own pieces: step 2's `masked_attention_scores` does the maths of
+every attention here (a (T, S) mask broadcasts as well as the causal (T, T) one), and
+step 3's `MLP` is the feed-forward sub-layer. Layers are pre-norm like step 3's
+`Block`, with a final LayerNorm after each stack, so the model matches
+`torch.nn.Transformer(norm_first=True)` weight for weight (the tests' oracle).
+
+Fill in `MultiHeadAttention.forward`, `EncoderLayer.forward`, `DecoderLayer.forward`,
+`EncoderDecoder.encode` and `EncoderDecoder.decode`; `pytest -k bonus1` checks them.
+The config, the embeddings (token * sqrt(C) + sinusoidal positions), every
+`__init__` and `forward` of the whole model are given.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .step2_causal_mask import masked_attention_scores
+from .step3_blocks import MLP
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Shape of an encoder-decoder. Field names match GPTConfig where step 3's MLP reads them."""
+
+    src_vocab_size: int = 13
+    tgt_vocab_size: int = 13
+    max_len: int = 64  # longest source or target the positional encoding covers
+    n_layer: int = 2  # layers in the encoder, and again in the decoder
+    n_head: int = 4
+    n_embd: int = 64  # d_model
+    dropout: float = 0.1
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head gets "
+                f"n_embd // n_head dimensions; pick n_embd a multiple of n_head"
+            )
+        for name in ("src_vocab_size", "tgt_vocab_size", "max_len", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class MultiHeadAttention(nn.Module):
+    """Queries from one sequence, keys and values from another (or the same).
+
+    Self-attention: `attn(x, x, mask)`; cross-attention: `attn(y, memory, src_mask)`.
+    """
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__()
+        C = config.n_embd
+        self.n_head = config.n_head
+        self.q = nn.Linear(C, C, bias=config.bias)
+        self.k = nn.Linear(C, C, bias=config.bias)
+        self.v = nn.Linear(C, C, bias=config.bias)
+        self.proj = nn.Linear(C, C, bias=config.bias)
+        self.attn_drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C) queries, context (B, S, C) keys/values -> (B, T, C).
+
+        mask: bool, True where query t may attend to key s, shaped (B, 1, S) (padding
+        only: the same for every query), (B, T, S) (padding AND causal) or (T, S) (the
+        same for the whole batch, e.g. causal while decoding); None = attend to all.
+        A 3-D mask gains a head dimension, (B, 1, 1|T, S), to broadcast over the heads.
+        """
+        raise NotImplementedError(
+            "MultiHeadAttention.forward: project q from x and k, v from context, split into "
+            "heads (B, H, L, D), give a 3-D mask a head axis (mask.unsqueeze(1)), masked_attention_scores, "
+            "softmax over the keys, attn_drop, @ v, re-join the heads, proj"
+        )
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm: x + self_attn(ln(x)) over the whole source (no causal mask), then x + mlp(ln(x))."""
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.self_attn = MultiHeadAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """x (B, S, C), src_mask (B, 1, S) bool (True = real token) -> (B, S, C)."""
+        raise NotImplementedError(
+            "EncoderLayer.forward: h = ln_1(x); x = x + drop(self_attn(h, h, src_mask)); x = x + mlp(ln_2(x))"
+        )
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm: causal self-attention, then cross-attention into the memory, then the MLP."""
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.self_attn = MultiHeadAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.cross_attn = MultiHeadAttention(config)
+        self.ln_3 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(
+        self, y: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, tgt_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """y (B, T, C) target states, memory (B, S, C) encoder output -> (B, T, C).
+
+        tgt_mask (B, T, T) (or (T, T)) keeps the decoder from reading future targets;
+        src_mask (B, 1, S) keeps the cross-attention off padded source positions. The
+        memory is used as it comes: the encoder's final LayerNorm already normalised it.
+        """
+        raise NotImplementedError(
+            "DecoderLayer.forward: causal self-attention (tgt_mask), cross-attention into memory "
+            "(src_mask), then the MLP — each pre-norm (ln_1, ln_2, ln_3) with a residual add"
+        )
+
+
+def sinusoidal_positions(max_len: int, n_embd: int) -> torch.Tensor:
+    """(max_len, n_embd) float: the paper's fixed sin/cos position encoding."""
+    pos = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, n_embd, 2, dtype=torch.float32) * (-math.log(10000.0) / n_embd))
+    pe = torch.zeros(max_len, n_embd)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)[:, : n_embd // 2]
+    return pe
+
+
+class Seq2SeqEmbedding(nn.Module):
+    """(B, L) int64 ids -> (B, L, C): token embedding * sqrt(C) + sinusoidal positions.
+
+    Scaling by sqrt(C) puts the token vectors on the same scale as the positions,
+    which are in [-1, 1] (the Annotated Transformer's recipe).
+    """
+
+    def __init__(self, vocab_size: int, config: Seq2SeqConfig) -> None:
+        super().__init__()
+        self.token = nn.Embedding(vocab_size, config.n_embd)
+        self.register_buffer("positions", sinusoidal_positions(config.max_len, config.n_embd), persistent=False)
+        self.scale = math.sqrt(config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        L = ids.size(1)
+        if L > self.positions.size(0):
+            raise ValueError(
+                f"sequence of length {L} is longer than max_len={self.positions.size(0)}: "
+                f"raise Seq2SeqConfig.max_len or shorten the input"
+            )
+        return self.drop(self.token(ids) * self.scale + self.positions[:L])
+
+
+class EncoderDecoder(nn.Module):
+    """Source ids + shifted target ids -> next-target-token logits (B, T, tgt_vocab_size)."""
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.src_embed = Seq2SeqEmbedding(config.src_vocab_size, config)
+        self.tgt_embed = Seq2SeqEmbedding(config.tgt_vocab_size, config)
+        self.encoder = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_layer))
+        self.ln_enc = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.decoder = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_layer))
+        self.ln_dec = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.generator = nn.Linear(config.n_embd, config.tgt_vocab_size, bias=config.bias)
+        # The Annotated Transformer's init: Glorot / fan-avg for every matrix.
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """src (B, S) int64, src_mask (B, 1, S) bool -> memory (B, S, C), after ln_enc."""
+        raise NotImplementedError(
+            "EncoderDecoder.encode: src_embed, every encoder layer with src_mask, then ln_enc"
+        )
+
+    def decode(
+        self, memory: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor, tgt_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """memory (B, S, C), tgt_in (B, T) int64 -> logits (B, T, tgt_vocab_size), after ln_dec.
+
+        Position t's logits predict target token t+1 (tgt_in is the target shifted right).
+        """
+        raise NotImplementedError(
+            "EncoderDecoder.decode: tgt_embed, every decoder layer, then ln_dec and generator"
+        )
+
+    def forward(
+        self, src: torch.Tensor, tgt_in: torch.Tensor, src_mask: torch.Tensor, tgt_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, S) source, (B, T) decoder input -> (B, T, tgt_vocab_size) logits."""
+        return self.decode(self.encode(src, src_mask), src_mask, tgt_in, tgt_mask)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

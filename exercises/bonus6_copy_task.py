@@ -1,0 +1,151 @@
+"""Bonus 6 — end to end: the Annotated Transformer's copy task, trained on CPU in under a minute.
+
+The source is a random sequence of symbols; the target is the same sequence. Easy for
+a Transformer (the decoder learns to attend to source position t at target step t)
+and a strong check of everything before: masks, shift, Noam schedule, label
+smoothing and decoding all have to be right for greedy decoding to copy held-out
+sequences exactly.
+
+Fill in `train_step` and `exact_match`; `pytest -k bonus6` checks them and then trains
+your bonus 1-5 pieces on the copy task (graded: >= 95% exact match). The data, the
+config and `train_copy_task` are given. Try it yourself:
+
+    python -m exercises.bonus6_copy_task
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+
+from .bonus1_encoder_decoder import EncoderDecoder, Seq2SeqConfig
+from .bonus2_batch import Batch
+from .bonus3_noam import noam_optimizer
+from .bonus4_label_smoothing import LabelSmoothingLoss
+from .bonus5_decoding import greedy_decode
+
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+FIRST_SYMBOL = 3  # symbols are FIRST_SYMBOL .. vocab_size - 1
+
+
+@dataclass
+class CopyTaskConfig:
+    """Everything a copy-task run depends on. The defaults are the calibrated graded run."""
+
+    vocab_size: int = 13  # pad, bos, eos + 10 symbols
+    min_len: int = 4
+    max_len: int = 10
+    model: Seq2SeqConfig = field(
+        default_factory=lambda: Seq2SeqConfig(
+            src_vocab_size=13, tgt_vocab_size=13, max_len=16, n_layer=2, n_head=4, n_embd=64, dropout=0.0
+        )
+    )
+    batch_size: int = 64
+    steps: int = 600
+    warmup: int = 100
+    factor: float = 1.0
+    smoothing: float = 0.1
+    n_eval: int = 500
+    seed: int = 0
+
+
+def make_copy_data(n: int, cfg: CopyTaskConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random copy pairs -> src (n, max_len + 1) and tgt (n, max_len + 2), int64.
+
+    src = [x1 .. xL, EOS, PAD...], tgt = [BOS, x1 .. xL, EOS, PAD...], with L drawn
+    uniformly in [min_len, max_len] and every x a symbol (never pad, bos or eos).
+    """
+    lengths = torch.randint(cfg.min_len, cfg.max_len + 1, (n,), generator=generator)
+    symbols = torch.randint(FIRST_SYMBOL, cfg.vocab_size, (n, cfg.max_len), generator=generator)
+    pos = torch.arange(cfg.max_len + 1).unsqueeze(0)
+    src = torch.full((n, cfg.max_len + 1), PAD_ID, dtype=torch.long)
+    src[:, : cfg.max_len] = symbols
+    src = src.masked_fill(pos > lengths.unsqueeze(1), PAD_ID)
+    src = src.masked_fill(pos == lengths.unsqueeze(1), EOS_ID)
+    tgt = torch.cat([torch.full((n, 1), BOS_ID, dtype=torch.long), src, torch.full((n, 1), PAD_ID)], dim=1)
+    return src, tgt
+
+
+def train_step(
+    model: nn.Module,
+    batch: Batch,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> float:
+    """One update on a `Batch`; returns the loss per real target token as a Python float.
+
+    zero_grad, logits = model(src, tgt_in, src_mask, tgt_mask), loss against tgt_out
+    (the criterion already divides by the real tokens), backward, optimizer.step(),
+    then scheduler.step() — after the optimizer, so update k used noam_lr(k).
+    """
+    raise NotImplementedError(
+        "train_step: model.train(), zero_grad, logits = model(batch.src, batch.tgt_in, batch.src_mask, "
+        "batch.tgt_mask), loss = criterion(logits, batch.tgt_out), backward, optimizer.step(), "
+        "scheduler.step(), return loss.item()"
+    )
+
+
+def exact_match(predicted: torch.Tensor, expected: torch.Tensor, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> float:
+    """Fraction of rows where the prediction equals the expectation up to and including EOS.
+
+    predicted (B, L1) and expected (B, L2) int64 may have different widths: compare
+    each row's tokens up to its first EOS (or all of its non-pad tokens if it has
+    none); what follows the first EOS does not count. A prediction that stops early,
+    never stops, or differs in any one token is wrong. Returns a float in [0, 1].
+    """
+    raise NotImplementedError(
+        "exact_match: per row, cut predicted and expected after their first EOS (or drop pads "
+        "if there is none), count equal rows, divide by the number of rows"
+    )
+
+
+def train_copy_task(cfg: CopyTaskConfig | None = None, log_every: int = 0) -> dict:
+    """Train an EncoderDecoder on fresh random batches, then greedy-decode held-out sources.
+
+    Returns {"model", "accuracy" (exact match on cfg.n_eval held-out sequences),
+    "losses", "seconds"}. Held-out sequences never appear in a training batch.
+    """
+    cfg = cfg or CopyTaskConfig()
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    eval_src, eval_tgt = make_copy_data(cfg.n_eval, cfg, g)
+    held_out = {tuple(r) for r in eval_src.tolist()}
+    model = EncoderDecoder(cfg.model)
+    criterion = LabelSmoothingLoss(cfg.vocab_size, pad_id=PAD_ID, smoothing=cfg.smoothing)
+    optimizer, scheduler = noam_optimizer(model.parameters(), cfg.model.n_embd, cfg.warmup, cfg.factor)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        src, tgt = make_copy_data(cfg.batch_size, cfg, g)
+        fresh = torch.tensor([tuple(r) not in held_out for r in src.tolist()])
+        batch = Batch(src[fresh], tgt[fresh], pad_id=PAD_ID)
+        losses.append(train_step(model, batch, criterion, optimizer, scheduler))
+        if log_every and step % log_every == 0:
+            print(f"step {step:5d}  loss {losses[-1]:.4f}  lr {scheduler.get_last_lr()[0]:.2e}", flush=True)
+    eval_batch = Batch(eval_src, pad_id=PAD_ID)
+    predicted = greedy_decode(model, eval_batch.src, eval_batch.src_mask, cfg.max_len + 1, BOS_ID, EOS_ID, PAD_ID)
+    accuracy = exact_match(predicted, eval_tgt[:, 1:])
+    return {"model": model, "accuracy": accuracy, "losses": losses, "seconds": time.perf_counter() - t0}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Train the encoder-decoder on the copy task and report exact match.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--log-every", type=int, default=100)
+    args = p.parse_args(argv)
+    cfg = CopyTaskConfig(seed=args.seed)
+    if args.steps:
+        cfg.steps = args.steps
+    out = train_copy_task(cfg, log_every=args.log_every)
+    print(f"exact match {out['accuracy']:.3f} on {cfg.n_eval} held-out sequences "
+          f"after {cfg.steps} steps in {out['seconds']:.1f} s "
+          f"({out['model'].num_parameters():,} parameters; config {asdict(cfg)})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Bonus 4: label smoothing, against an oracle built only from `F.cross_entropy`.
+
+The oracle. The smoothed target q puts 1 - eps on the target t, eps / (V - 2) on every
+other token except padding, and 0 on padding. Its cross-entropy with p = softmax(z) is
+  CE(q, p) = (1 - eps) * CE_t + eps / (V - 2) * (sum_i CE_i - CE_t - CE_pad)
+where CE_i = F.cross_entropy(z, i) and sum_i CE_i = V * F.cross_entropy(z, t,
+label_smoothing=1.0) (smoothing 1 is the uniform target). The loss asked for is the KL
+divergence KL(q || p) = CE(q, p) - H(q), H(q) = -(1 - eps) log(1 - eps) - eps log(eps / (V - 2)),
+summed over real (non-pad) rows and divided by their number.
+
+Tolerance: atol 1e-5, rtol 1e-4. Both sides are float32 sums of V log-probabilities
+(V <= 60, values < ~10); re-association moves them by ~1e-6. The mistakes looked for
+(mass on padding, eps / (V - 1), CE instead of KL, the wrong divisor) move the loss by
+> 1e-3 for the vocabularies and smoothing values drawn.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from _support import assert_close, not_implemented_guard, student
+
+MODULE = "bonus4_label_smoothing"
+ATOL, RTOL = 1e-5, 1e-4
+
+
+def make_loss(V: int, pad_id: int, eps: float):
+    return not_implemented_guard(student(MODULE).LabelSmoothingLoss, V, pad_id=pad_id, smoothing=eps)
+
+
+def loss_of(crit, logits, target) -> torch.Tensor:
+    return not_implemented_guard(crit, logits, target)
+
+
+def oracle_loss(logits: torch.Tensor, target: torch.Tensor, pad_id: int, eps: float) -> torch.Tensor:
+    """The KL label-smoothing loss per real token, from F.cross_entropy only (see the module docstring)."""
+    V = logits.size(-1)
+    z, t = logits.reshape(-1, V).double(), target.reshape(-1)
+    real = t != pad_id
+    z, t = z[real], t[real]
+    ce_t = F.cross_entropy(z, t, reduction="none")
+    ce_pad = F.cross_entropy(z, torch.full_like(t, pad_id), reduction="none")
+    ce_sum = V * F.cross_entropy(z, t, label_smoothing=1.0, reduction="none")
+    ce = (1 - eps) * ce_t + eps / (V - 2) * (ce_sum - ce_t - ce_pad)
+    entropy = -(1 - eps) * math.log(1 - eps) - (eps * math.log(eps / (V - 2)) if eps > 0 else 0.0)
+    return ((ce - entropy).sum() / real.sum()).float()
+
+
+def test_smoothed_targets_on_a_hand_example():
+    crit = make_loss(5, 0, 0.3)
+    target = torch.tensor([2, 0, 4, 1])
+    got = not_implemented_guard(crit.smoothed_targets, target)
+    want = torch.tensor(
+        [
+            [0.0, 0.1, 0.7, 0.1, 0.1],  # 1 - 0.3 on the target, 0.3 / (5 - 2) elsewhere, 0 on padding
+            [0.0, 0.0, 0.0, 0.0, 0.0],  # target is padding: the row is ignored
+            [0.0, 0.1, 0.1, 0.1, 0.7],
+            [0.0, 0.7, 0.1, 0.1, 0.1],
+        ]
+    )
+    hint = ("row n: 1 - smoothing at target[n], smoothing / (V - 2) on the other tokens, 0 in the padding column, "
+            "and an all-zero row where target[n] is padding")
+    if got.shape == want.shape:
+        if float(got[0, 0]) > 0:
+            hint = "the padding column must get 0 mass: the model must never be taught to produce padding"
+        elif float(got[1].sum()) > 0:
+            hint = "a row whose target is padding must be all zeros: it is not a token to learn"
+        elif math.isclose(float(got[0, 1]), 0.3 / 4, rel_tol=1e-4):
+            hint = "smoothing / (V - 1) spreads mass as if only the target were excluded; exclude padding too: V - 2"
+    assert_close(got.float(), want, atol=1e-6, rtol=0, what="smoothed_targets([2, 0, 4, 1]) with V=5, pad 0, smoothing 0.3",
+                 hint=hint)
+
+
+@given(V=st.integers(3, 60), eps=st.sampled_from([0.0, 0.05, 0.1, 0.3, 0.7]), pad_id=st.integers(0, 59),
+       B=st.integers(1, 3), T=st.integers(1, 6), seed=st.integers(0, 10_000))
+def test_loss_matches_the_cross_entropy_oracle(V, eps, pad_id, B, T, seed):
+    pad_id = pad_id % V
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, T, V, generator=g) * 2
+    target = torch.randint(0, V, (B, T), generator=g)
+    target[0, 0] = (pad_id + 1) % V  # at least one real token
+    crit = make_loss(V, pad_id, eps)
+    got = loss_of(crit, logits, target)
+    want = oracle_loss(logits, target, pad_id, eps)
+    hint = "sum KL(q || softmax(logits)) over the real (non-pad) targets, divide by their count"
+    if got.shape == want.shape and eps > 0:
+        real = int((target != pad_id).sum())
+        h = -(1 - eps) * math.log(1 - eps) - eps * math.log(eps / (V - 2))  # CE(q, p) = KL + H(q)
+        if math.isclose(float(got), float(want) + h, rel_tol=1e-4, abs_tol=1e-5):
+            hint = "it is the cross-entropy, off by the entropy of q: return the KL divergence (F.kl_div(log_probs, q))"
+        elif math.isclose(float(got), float(want) * real / target.numel(), rel_tol=1e-4, abs_tol=1e-5):
+            hint = "it is divided by every position; divide by the number of real (non-pad) targets"
+        elif math.isclose(float(got), float(want) * real, rel_tol=1e-4, abs_tol=1e-5):
+            hint = "it is the sum: divide by the number of real (non-pad) targets"
+    assert_close(got.float().reshape(()), want, atol=ATOL, rtol=RTOL,
+                 what=f"label-smoothing loss (V={V}, pad_id={pad_id}, smoothing={eps})", hint=hint)
+
+
+def test_padding_positions_contribute_nothing():
+    V, pad = 11, 0
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 6, V, generator=g).requires_grad_()
+    target = torch.tensor([[4, 5, 6, 2, 0, 0], [7, 2, 0, 0, 0, 0]])
+    crit = make_loss(V, pad, 0.1)
+    loss = loss_of(crit, logits, target)
+    loss.backward()
+    padded = target == pad
+    assert float(logits.grad[padded].abs().max()) == 0.0, (
+        "the loss has a gradient through the logits of padded positions: rows whose target is padding must "
+        "contribute exactly nothing (a zero target row, or mask them out)"
+    )
+    other = logits.detach().clone()
+    other[padded] = torch.randn(int(padded.sum()), V, generator=g) * 10
+    assert loss_of(crit, other, target).item() == pytest.approx(loss.item(), abs=1e-6), (
+        "changing the logits at padded positions changed the loss: padded rows must be ignored"
+    )
+
+
+def test_the_pad_logit_is_always_pushed_down():
+    """With zero target mass on padding, d loss / d pad-logit = p_pad / n > 0 at every real row."""
+    V, pad = 9, 3
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(1, 5, V, generator=g).requires_grad_()
+    target = torch.tensor([[0, 1, 2, 4, 8]])
+    loss_of(make_loss(V, pad, 0.2), logits, target).backward()
+    p_pad = logits.detach().softmax(-1)[0, :, pad] / 5
+    assert_close(logits.grad[0, :, pad], p_pad, atol=1e-6, rtol=1e-4, what="gradient of the loss at the padding logit",
+                 hint="the padding token must get zero target mass (q[:, pad] = 0), so its gradient is p_pad / ntokens")
+
+
+def test_more_padding_does_not_change_the_per_token_loss():
+    V, pad = 13, 0
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, V, generator=g)
+    target = torch.randint(1, V, (2, 4), generator=g)
+    crit = make_loss(V, pad, 0.1)
+    base = float(loss_of(crit, logits, target))
+    padded_logits = torch.cat([logits, torch.randn(2, 4, V, generator=g)], dim=1)
+    padded_target = torch.cat([target, torch.zeros(2, 4, dtype=torch.long)], dim=1)
+    more = float(loss_of(crit, padded_logits, padded_target))
+    assert more == pytest.approx(base, rel=1e-5), (
+        f"the same tokens with 8 extra padded positions gave loss {more:.6f} instead of {base:.6f}: the loss is "
+        f"normalised per REAL token (divide by the count of non-pad targets, not by all positions)"
+    )
+
+
+def test_without_smoothing_it_is_the_plain_cross_entropy():
+    V, pad = 17, 0
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(3, 5, V, generator=g)
+    target = torch.randint(0, V, (3, 5), generator=g)
+    target[0, 0] = 5
+    got = loss_of(make_loss(V, pad, 0.0), logits, target)
+    want = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), ignore_index=pad)
+    assert_close(got.float().reshape(()), want, atol=ATOL, rtol=RTOL, what="loss with smoothing=0",
+                 hint="with smoothing 0, q is one-hot and KL(q || p) is the cross-entropy with ignore_index=pad")
