@@ -15,7 +15,7 @@ from kata.presets import parse_args, preset
 pytestmark = [pytest.mark.infra, pytest.mark.needs_reference]
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--preset", "smoke", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
+TINY = ["--preset", "smoke", "--threshold", "none", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
         "--batch-size", "8", "--max-steps", "30", "--warmup-steps", "5", "--log-interval", "5",
         "--eval-interval", "10", "--eval-batches", "4", "--checkpoint-interval", "10", "--sample-tokens", "8"]
 
