@@ -91,9 +91,24 @@ def run_one(spec: dict, pythonpath: str) -> dict:
     return {**spec, **json.loads(lines[-1][len("RESULT "):])}
 
 
+def table(path: Path) -> str:
+    """The runs of a results file as a markdown table (for benchmarks/CALIBRATION.md)."""
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    out = ["| run | corpus | seed | validation loss | own evaluate() | grade run wall (s) | finished |",
+           "|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        what = r["variant"] if r["variant"] in ("reference", "trainer") else f"mutant: {r['variant']}"
+        loss = "—" if r.get("loss") is None else f"{r['loss']:.3f}"
+        own = "—" if r.get("own_eval_loss") is None else f"{r['own_eval_loss']:.3f}"
+        out.append(f"| {what} | {r.get('corpus') or 'shakespeare'} | {r['seed']} | {loss} | {own} | "
+                   f"{r.get('wall_s', '—')} | {r.get('finished', '')} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--table", help="print a results file as a markdown table and exit")
     p.add_argument("--tier", default="smoke")
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     p.add_argument("--mutants", nargs="*", default=[], help=f"'all' or some of: {', '.join(MUTANTS)}")
@@ -106,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.child:
         child(json.loads(args.child))
+        return 0
+    if args.table:
+        print(table(Path(args.table)))
         return 0
     mutants = list(MUTANTS) if args.mutants == ["all"] else args.mutants
     runs = ([(m, args.mutant_seed) for m in mutants] + [("reference", s) for s in args.seeds]
