@@ -7,6 +7,7 @@ function alike. Sizes are small on purpose: each step's tests must run in second
 """
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 from hypothesis import strategies as st
@@ -23,6 +24,7 @@ def gpt_configs(
     max_vocab: int = 300,
     max_block: int = 16,
     max_layers: int = 2,
+    min_heads: int = 1,
     max_heads: int = 4,
     attn_impls: tuple[str, ...] = ("manual", "sdpa"),
     dropouts: tuple[float, ...] = (0.0, 0.1),
@@ -32,7 +34,7 @@ def gpt_configs(
     n_embd is drawn as n_head * head_dim so it is always divisible. Dropout is drawn
     non-zero too: tests run in eval mode, where dropout must be a no-op.
     """
-    n_head = draw(st.integers(1, max_heads))
+    n_head = draw(st.integers(min_heads, max_heads))
     head_dim = draw(st.integers(2, 8))
     return dict(
         vocab_size=draw(st.integers(5, max_vocab)),
@@ -105,6 +107,18 @@ def name_the_mistake(actual: torch.Tensor, candidates: dict[str, torch.Tensor], 
 def expect(condition: bool, message: str) -> None:
     """Fail with just `message` (no assertion introspection dumping whole tensors)."""
     if not condition:
-        import pytest
-
         pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test's tiny tensors on one thread, then restore the count.
+
+    On these sizes an intra-op thread pool costs more than it saves, and on a busy
+    2-core machine its synchronisation makes each small matmul ~50 ms instead of
+    ~0.05 ms. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -16,8 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from _support import assert_close, not_implemented_guard as call, oracle, recorded, student
-from strategies import SEEDS, expect, gpt_configs, name_the_mistake, random_state, token_batches
+from strategies import SEEDS, expect, gpt_configs, name_the_mistake, one_thread, random_state, token_batches
 
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)  # tiny tensors: see strategies.one_thread
 S1 = "step1_embeddings"
 
 

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from _support import assert_close, not_implemented_guard as call, oracle, recorded, student
-from strategies import SEEDS, expect, name_the_mistake, randn
+from strategies import SEEDS, expect, name_the_mistake, one_thread, randn
 
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)  # tiny tensors: see strategies.one_thread
 S2 = "step2_causal_mask"
 # A masked score must give exactly zero softmax weight. -inf is the contract; any
 # value this negative (-1e9, torch.finfo(dtype).min) underflows to the same 0 in fp32

@@ -1,0 +1,247 @@
+"""Step 3 — attention, MLP, pre-norm blocks and TinyGPT. Run alone: `pytest -k step3`.
+
+Your step 3 runs on top of the reference's steps 1, 2 and 4 here (`with_reference_deps`),
+so an unfinished earlier step cannot fail these tests. Every comparison loads the same
+random weights into your module and the reference's and runs both in eval mode.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from _support import assert_close, not_implemented_guard as call, oracle, recorded, student, with_reference_deps
+from strategies import SEEDS, expect, gpt_configs, name_the_mistake, one_thread, randn, random_state, token_batches
+
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)  # tiny tensors: see strategies.one_thread
+S1, S3 = "step1_embeddings", "step3_blocks"
+# fp32 on CPU; the reference and a correct solution may order the sums differently
+# (sdpa's fused kernel vs the explicit softmax), which moves results by ~1e-6.
+ATOL, RTOL = 1e-5, 1e-4
+
+
+@recorded
+def reference_output(kind: str, cfg: dict, state: dict, x: torch.Tensor) -> torch.Tensor:
+    """The reference's `kind` ("MLP", "CausalSelfAttention", "Block", "TinyGPT") with
+    weights `state`, in eval mode, applied to `x`; for TinyGPT, the logits."""
+    ref = oracle(S3)
+    module = getattr(ref, kind)(oracle(S1).GPTConfig(**cfg))
+    module.load_state_dict(state)
+    module.eval()
+    with torch.no_grad():
+        out = module(x)
+    return out[0] if kind == "TinyGPT" else out
+
+
+def reference_deps(s3):
+    """Run the student's step 3 with the reference's steps 1, 2 and 4."""
+    return with_reference_deps(
+        s3, Embeddings=S1, init_weights=S1, tie_weights=S1,
+        causal_mask="step2_causal_mask", masked_attention_scores="step2_causal_mask",
+        next_token_loss="step4_loss",
+    )
+
+
+def build(kind: str, cfg: dict, seed: int) -> tuple[nn.Module, dict]:
+    """The student's `kind` with deterministic random weights, in eval mode."""
+    s3 = student(S3)
+    with reference_deps(s3):
+        module = getattr(s3, kind)(s3.GPTConfig(**cfg))
+    state = random_state(module, seed)
+    module.load_state_dict(state)
+    module.eval()
+    return module, state
+
+
+def run(module: nn.Module, *args):
+    """Call the student's forward with the reference's other steps, without autograd."""
+    with reference_deps(student(S3)), torch.no_grad():
+        return call(module.forward, *args)
+
+
+def activations(cfg: dict, seed: int, batch: int, T: int) -> torch.Tensor:
+    return randn(batch, T, cfg["n_embd"], seed=seed)
+
+
+def attention_variant(attn: nn.Module, x: torch.Tensor, *, causal: bool = True,
+                      split: str = "right", rejoin: str = "right") -> torch.Tensor:
+    """Attention computed by the test with the module's own Linear layers, optionally
+    with one classic mistake, so a failure can say which mistake it looks like."""
+    B, T, C = x.shape
+    H = attn.n_head
+    q, k, v = attn.qkv(x).split(C, dim=2)
+    if split == "right":
+        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+    else:  # reshaped straight to (B, H, T, D): mixes positions and channels
+        q, k, v = (t.reshape(B, H, T, C // H) for t in (q, k, v))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    y = y.transpose(1, 2).reshape(B, T, C) if rejoin == "right" else y.reshape(B, T, C)
+    return attn.proj(y)
+
+
+# --- MLP ------------------------------------------------------------------------------
+
+
+@given(cfg=gpt_configs(), seed=SEEDS, T=st.integers(1, 8))
+def test_step3_mlp_matches_reference(cfg: dict, seed: int, T: int) -> None:
+    mlp, state = build("MLP", cfg, seed)
+    x = activations(cfg, seed, 2, T)
+    out = run(mlp, x)
+    with torch.no_grad():
+        hint = name_the_mistake(out, {
+            "the activation is missing: proj(act(fc(x)))": mlp.proj(mlp.fc(x)),
+            "ReLU instead of GPT-2's tanh-approximate GELU: use self.act": mlp.proj(F.relu(mlp.fc(x))),
+            "exact GELU instead of GPT-2's tanh approximation: use self.act": mlp.proj(F.gelu(mlp.fc(x))),
+        }, default="expected self.drop(self.proj(self.act(self.fc(x)))).")
+    assert_close(out, reference_output("MLP", cfg, state, x), atol=ATOL, rtol=RTOL,
+                 what=f"MLP({cfg}) on x of shape {tuple(x.shape)}", hint=hint)
+
+
+# --- CausalSelfAttention ---------------------------------------------------------------
+
+
+def _check_attention(cfg: dict, seed: int, T: int, extra: str) -> None:
+    attn, state = build("CausalSelfAttention", cfg, seed)
+    x = activations(cfg, seed, 2, T)
+    out = run(attn, x)
+    with torch.no_grad():
+        hint = name_the_mistake(out, {
+            "attention is not causal: positions see the future (is_causal=True, or step 2's mask)":
+                attention_variant(attn, x, causal=False),
+            "the heads are split wrongly: view(B, T, n_head, D).transpose(1, 2), not a reshape to (B, H, T, D)":
+                attention_variant(attn, x, split="wrong"),
+            "the heads are re-joined wrongly: transpose(1, 2) back to (B, T, H, D) before .view(B, T, C)":
+                attention_variant(attn, x, rejoin="wrong"),
+        }, default="expected split into heads, causal softmax(q k^T / sqrt(D)) v per head, re-join, proj. " + extra)
+    assert_close(out, reference_output("CausalSelfAttention", cfg, state, x), atol=ATOL, rtol=RTOL,
+                 what=f"CausalSelfAttention({cfg}) on x of shape {tuple(x.shape)}", hint=hint)
+
+
+@given(cfg=gpt_configs(max_heads=1), seed=SEEDS, T=st.integers(1, 10))
+def test_step3_attention_matches_reference_with_one_head(cfg: dict, seed: int, T: int) -> None:
+    _check_attention(cfg, seed, T, "Check q, k, v = qkv(x).split(C, dim=2), the causal mask and the softmax "
+                                   "over the keys (dim=-1).")
+
+
+@given(cfg=gpt_configs(min_heads=2), seed=SEEDS, T=st.integers(2, 10))
+@example(cfg=dict(vocab_size=11, block_size=8, n_layer=1, n_head=3, n_embd=12, dropout=0.1, bias=True,
+                  attn_impl="manual"), seed=0, T=6)
+def test_step3_attention_matches_reference_with_several_heads(cfg: dict, seed: int, T: int) -> None:
+    _check_attention(cfg, seed, T, "If the one-head test passes, look at how you split C into heads "
+                                   "(view(B, T, H, D).transpose(1, 2)) and join them back.")
+
+
+# --- Block -------------------------------------------------------------------------------
+
+
+@given(cfg=gpt_configs(), seed=SEEDS, T=st.integers(1, 8))
+def test_step3_block_matches_reference(cfg: dict, seed: int, T: int) -> None:
+    block, state = build("Block", cfg, seed)
+    x = activations(cfg, seed, 2, T)
+    out = run(block, x)
+    with reference_deps(student(S3)), torch.no_grad():
+        a = lambda h: block.attn(h)  # noqa: E731 - the student's own sub-layers
+        m = lambda h: block.mlp(h)  # noqa: E731
+        try:
+            after_attn = x + a(block.ln_1(x))
+            candidates = {
+                "the residual around attention is missing: x = x + self.attn(self.ln_1(x))":
+                    a(block.ln_1(x)) + m(block.ln_2(a(block.ln_1(x)))),
+                "the residual around the MLP is missing: x = x + self.mlp(self.ln_2(x))": m(block.ln_2(after_attn)),
+                "both residual additions are missing": m(block.ln_2(a(block.ln_1(x)))),
+                "post-norm (LayerNorm after the addition): GPT-2 normalises *before* each sub-layer":
+                    block.ln_2(block.ln_1(x + a(x)) + m(block.ln_1(x + a(x)))),
+            }
+        except NotImplementedError:
+            candidates = {}
+    hint = name_the_mistake(out, candidates, default="expected x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)). "
+                             "If the MLP or attention tests fail too, fix those first.")
+    assert_close(out, reference_output("Block", cfg, state, x), atol=ATOL, rtol=RTOL,
+                 what=f"Block({cfg}) on x of shape {tuple(x.shape)}", hint=hint)
+
+
+@given(cfg=gpt_configs(max_layers=1), seed=SEEDS)
+def test_step3_block_with_zeroed_sublayers_is_the_identity(cfg: dict, seed: int) -> None:
+    block, _ = build("Block", cfg, seed)
+    with torch.no_grad():
+        for proj in (block.attn.proj, block.mlp.proj):  # each sub-layer now outputs exactly 0
+            proj.weight.zero_()
+            if proj.bias is not None:
+                proj.bias.zero_()
+    x = activations(cfg, seed, 2, cfg["block_size"])
+    out = run(block, x)
+    why = ("the output is all zeros: both residual additions are missing" if torch.all(out == 0) else
+           "a residual addition is missing, or something is applied to x outside the sub-layers")
+    # x + 0 + 0 is exactly x in floating point.
+    expect(isinstance(out, torch.Tensor) and out.shape == x.shape and torch.equal(out, x),
+           f"a Block whose attention and MLP output zeros must return its input unchanged (the residual stream "
+           f"carries x through: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))); {why}")
+
+
+# --- TinyGPT ---------------------------------------------------------------------------
+
+
+@given(cfg=gpt_configs(), seed=SEEDS, data=st.data())
+def test_step3_tinygpt_logits_match_reference(cfg: dict, seed: int, data: st.DataObject) -> None:
+    model, state = build("TinyGPT", cfg, seed)
+    idx = data.draw(token_batches(cfg["vocab_size"], cfg["block_size"]), label="idx")
+    out = run(model, idx)
+    expect(isinstance(out, tuple) and len(out) == 2,
+           f"TinyGPT.forward should return a tuple (logits, loss), got {type(out).__name__}")
+    logits, loss = out
+    expect(loss is None, f"TinyGPT.forward without labels should return loss None, got {loss!r}")
+    with reference_deps(student(S3)), torch.no_grad():
+        try:
+            h = model.embed(idx)
+            for b in model.blocks:
+                h = b(h)
+            candidates = {"ln_f is not applied before the output layer: logits = lm_head(ln_f(x))": model.lm_head(h)}
+            h1 = model.blocks[0](model.embed(idx))
+            if len(model.blocks) > 1:
+                candidates["only the first block is used: run every block in order"] = model.lm_head(model.ln_f(h1))
+        except NotImplementedError:
+            candidates = {}
+    hint = name_the_mistake(logits, candidates, default="expected embed -> every block -> ln_f -> lm_head. "
+                             "If the Block tests fail too, fix those first.")
+    assert_close(logits, reference_output("TinyGPT", cfg, state, idx), atol=ATOL, rtol=RTOL,
+                 what=f"TinyGPT({cfg}) logits for ids of shape {tuple(idx.shape)}", hint=hint)
+
+
+@given(cfg=gpt_configs(), seed=SEEDS, data=st.data())
+def test_step3_future_tokens_never_change_past_logits(cfg: dict, seed: int, data: st.DataObject) -> None:
+    model, _ = build("TinyGPT", cfg, seed)
+    idx = data.draw(token_batches(cfg["vocab_size"], cfg["block_size"], min_len=2), label="idx")
+    T = idx.shape[1]
+    t = data.draw(st.integers(1, T - 1), label="changed position")
+    changed = idx.clone()
+    changed[:, t] = (idx[:, t] + 1) % cfg["vocab_size"]
+    before, _ = run(model, idx)
+    after, _ = run(model, changed)
+    # Positions < t compute exactly the same numbers either way; 1e-6 allows for
+    # a kernel that blocks its sums differently for different inputs.
+    diff = (before[:, :t] - after[:, :t]).abs().amax(dim=(0, 2))
+    bad = [p for p in range(t) if diff[p] > 1e-6]
+    expect(not bad,
+           f"the logits at position {bad[0] if bad else 0} changed (by {diff.max().item():.3g}) when token {t} "
+           f"changed ({cfg['attn_impl']} attention): a position can see the future. Check which triangle is "
+           f"masked, that the mask is applied, and is_causal=True for sdpa")
+
+
+@given(cfg=gpt_configs(), seed=SEEDS, data=st.data())
+def test_step3_tinygpt_loss_is_the_next_token_loss_of_its_logits(cfg: dict, seed: int, data: st.DataObject) -> None:
+    model, _ = build("TinyGPT", cfg, seed)
+    idx = data.draw(token_batches(cfg["vocab_size"], cfg["block_size"], min_len=2), label="idx")
+    logits, loss = run(model, idx, idx)
+    expect(isinstance(loss, torch.Tensor) and loss.dim() == 0,
+           f"TinyGPT.forward(input_ids, labels) should return a 0-dim loss tensor, got {loss!r}: "
+           f"loss = next_token_loss(logits, labels) when labels is not None")
+    V = cfg["vocab_size"]
+    # The shifted cross-entropy, by hand: logits at t score token t+1.
+    by_hand = F.cross_entropy(logits[:, :-1].reshape(-1, V), idx[:, 1:].reshape(-1))
+    # same fp32 computation up to summation order.
+    assert_close(loss, by_hand, atol=1e-5, rtol=1e-5, what="the loss TinyGPT returns",
+                 hint="pass the logits and the labels to next_token_loss(logits, labels)")
+
