@@ -1,0 +1,201 @@
+"""Step 4 — the next-token loss. Run alone: `pytest -k step4`."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from _support import assert_close, not_implemented_guard as call, oracle, recorded, student
+from strategies import SEEDS, expect, name_the_mistake, one_thread, randn
+
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)  # tiny tensors: see strategies.one_thread
+
+S4 = "step4_loss"
+# fp32 cross-entropy over <= 30 pairs on CPU: the reference and a correct solution
+# differ only by summation order (~1e-7).
+ATOL, RTOL = 1e-5, 1e-5
+
+
+@recorded
+def reference_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    return oracle(S4).next_token_loss(logits, labels, ignore_index=ignore_index)
+
+
+def by_hand(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> float:
+    """The definition, one pair at a time: position t is scored on token t+1."""
+    logp = logits.double().log_softmax(-1)
+    total, n = 0.0, 0
+    B, T = labels.shape
+    for b in range(B):
+        for t in range(T - 1):
+            y = int(labels[b, t + 1])
+            if y != ignore_index:
+                total -= logp[b, t, y].item()
+                n += 1
+    return total / n
+
+
+@st.composite
+def loss_inputs(draw) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(B, T, V) logits, (B, T) labels with some ignore_index positions, ignore_index.
+
+    ignore_index is -100 (PyTorch's default), -1, or 0 (a real token id used as pad):
+    the last two show whether it is actually passed to cross_entropy.
+    """
+    B, T, V = draw(st.integers(1, 3)), draw(st.integers(2, 10)), draw(st.integers(2, 50))
+    ignore_index = draw(st.sampled_from([-100, -1, 0]))
+    seed = draw(SEEDS)
+    g = torch.Generator().manual_seed(seed)
+    logits = randn(B, T, V, seed=seed, std=2.0)
+    low = 1 if ignore_index == 0 else 0  # with pad id 0, real tokens are 1..V-1
+    labels = torch.randint(low, V, (B, T), generator=g) if V > low else torch.ones(B, T, dtype=torch.long)
+    pad = torch.rand(B, T, generator=g) < draw(st.sampled_from([0.0, 0.3, 0.6]))
+    labels[pad] = ignore_index
+    labels[0, 1] = low  # at least one real pair, so the mean is defined
+    return logits, labels, ignore_index
+
+
+def _loss(s4, logits, labels, ignore_index):
+    """The student's loss; a crash on ignored labels is reported as the mistake it is."""
+    try:
+        return call(s4.next_token_loss, logits, labels, ignore_index=ignore_index)
+    except (RuntimeError, IndexError) as e:
+        message = f"{type(e).__name__}: {e}"
+    expect(False, f"next_token_loss crashed on labels that contain ignore_index={ignore_index}: {message}. "
+                  f"Pass ignore_index=ignore_index to F.cross_entropy so those positions are skipped "
+                  f"(its default, -100, is not the value you were given)")
+
+
+@given(inputs=loss_inputs())
+@example(inputs=(randn(2, 5, 7, seed=1), torch.tensor([[1, 2, 0, 3, 0], [4, 0, 0, 5, 6]]), 0))
+def test_step4_loss_matches_reference(inputs: tuple[torch.Tensor, torch.Tensor, int]) -> None:
+    s4 = student(S4)
+    logits, labels, ig = inputs
+    out = _loss(s4, logits, labels, ig)
+    expect(isinstance(out, torch.Tensor) and out.dim() == 0,
+           f"next_token_loss should return a 0-dim tensor (the mean), got "
+           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    V = logits.shape[-1]
+    flat = lambda lg, lb, **kw: F.cross_entropy(lg.reshape(-1, V), lb.reshape(-1), **kw)  # noqa: E731
+    shifted_lg, shifted_lb = logits[:, :-1], labels[:, 1:]
+    candidates = {
+        "the loss is not shifted: logits at position t must be scored on labels[:, t+1], "
+        "i.e. logits[:, :-1] against labels[:, 1:]": flat(logits, labels, ignore_index=ig),
+        "the shift goes the wrong way: use logits[:, :-1] with labels[:, 1:] (not logits[:, 1:] with labels[:, :-1])":
+            flat(logits[:, 1:], labels[:, :-1], ignore_index=ig),
+        "the loss is a sum: average over the real (non-ignored) pairs": flat(shifted_lg, shifted_lb, ignore_index=ig,
+                                                                           reduction="sum"),
+        "the mean divides by every pair, padding included: average over the real pairs only "
+        "(cross_entropy with ignore_index does this)":
+            flat(shifted_lg, shifted_lb, ignore_index=ig, reduction="sum") / shifted_lb.numel(),
+    }
+    if ig >= 0:
+        candidates["ignore_index is not passed to cross_entropy: padding is counted as a real token"] = (
+            flat(shifted_lg, shifted_lb))
+    hint = name_the_mistake(out.detach().reshape(()), candidates,
+                            default="expected the mean cross-entropy of logits[:, :-1] against labels[:, 1:] "
+                                    "over the pairs whose label is not ignore_index.")
+    assert_close(out.detach().float(), reference_loss(logits, labels, ig), atol=ATOL, rtol=RTOL,
+                 what=f"the loss for logits {tuple(logits.shape)}, ignore_index={ig}", hint=hint)
+
+
+def test_step4_loss_is_shifted_compared_with_a_hand_computation() -> None:
+    s4 = student(S4)
+    labels = torch.tensor([[3, 1, 4, 1, 0, 2]])
+    V = 5
+    # A perfect next-token predictor: the logits at t put +10 on labels[t+1]; the last
+    # position (no next token) predicts something arbitrary.
+    logits = torch.zeros(1, 6, V)
+    for t in range(5):
+        logits[0, t, labels[0, t + 1]] = 10.0
+    loss = call(s4.next_token_loss, logits, labels).item()
+    expected = by_hand(logits, labels, -100)  # ~1.8e-4: every pair is right with margin 10
+    copy_model = torch.zeros(1, 6, V)
+    copy_model[0, torch.arange(6), labels[0]] = 10.0  # predicts the *current* token
+    copy_loss = call(s4.next_token_loss, copy_model, labels).item()
+    # hand computation in float64 vs fp32 cross_entropy.
+    expect(abs(loss - expected) < 1e-4 and copy_loss > 5,
+           f"a model whose logits at t pick labels[t+1] should have loss ≈ {expected:.1e}, got {loss:.3g}; "
+           f"a model that copies its current token should have a large loss, got {copy_loss:.3g}. "
+           + ("Your loss rewards copying the input: it is not shifted. Score logits[:, :-1] against labels[:, 1:]."
+              if copy_loss < 1 else "Check the shift: logits[:, :-1] against labels[:, 1:]."))
+
+
+@given(inputs=loss_inputs(), extra=st.integers(1, 4))
+def test_step4_padding_does_not_change_the_loss(inputs: tuple[torch.Tensor, torch.Tensor, int], extra: int) -> None:
+    """Appending ignored positions (padding) leaves the mean over real tokens unchanged."""
+    s4 = student(S4)
+    logits, labels, ig = inputs
+    B, T, V = logits.shape
+    padded_logits = torch.cat([logits, randn(B, extra, V, seed=extra, std=5.0)], dim=1)
+    padded_labels = torch.cat([labels, torch.full((B, extra), ig)], dim=1)
+    plain = _loss(s4, logits, labels, ig)
+    padded = _loss(s4, padded_logits, padded_labels, ig)
+    # same pairs, same fp32 terms; only the number of skipped entries differs.
+    assert_close(padded.detach(), plain.detach(), atol=ATOL, rtol=RTOL,
+                 what=f"the loss with {extra} padding positions (label {ig}) appended, compared with the loss without them,",
+                 hint="padding must not count: pass ignore_index to cross_entropy and average over the real "
+                      "pairs only (not over B*(T-1))")
+
+
+def test_step4_uniform_logits_give_ln_vocab() -> None:
+    s4 = student(S4)
+    V = 37
+    loss = call(s4.next_token_loss, torch.zeros(2, 6, V), torch.randint(0, V, (2, 6), generator=torch.Generator().manual_seed(0)))
+    # log-softmax of equal logits is exactly -ln V in fp32 (up to one rounding).
+    expect(abs(loss.item() - math.log(V)) < 1e-5,
+           f"with all-zero logits every word has probability 1/V, so the loss must be ln({V}) = {math.log(V):.5f}; "
+           f"got {loss.item():.5f}. Use F.cross_entropy (mean over the pairs), not a sum or a hand-made log")
+
+
+def test_step4_gradient_skips_the_last_position_and_ignored_pairs() -> None:
+    s4 = student(S4)
+    V = 11
+    logits = randn(2, 7, V, seed=3).requires_grad_()
+    labels = torch.randint(0, V, (2, 7), generator=torch.Generator().manual_seed(3))
+    labels[1, 4] = -100  # so logits[1, 3] has no target
+    call(s4.next_token_loss, logits, labels).backward()
+    expect(logits.grad is not None, "the loss does not depend on the logits (no gradient reached them)")
+    per_position = logits.grad.abs().sum(-1)
+    expect(bool((per_position[:, -1] == 0).all()),
+           "the logits at the last position got a gradient, but there is no token after it to predict: "
+           "the loss is not shifted (use logits[:, :-1] with labels[:, 1:])")
+    expect(per_position[1, 3].item() == 0,
+           "the logits at position 3 got a gradient although their target labels[:, 4] is ignore_index: "
+           "pass ignore_index to cross_entropy")
+    expect(bool((per_position[0, :-1] > 0).all()),
+           "some positions with a real next token got no gradient: every pair (t, t+1) must count")
+
+
+def test_step4_bf16_logits_give_a_float32_loss() -> None:
+    s4 = student(S4)
+    logits = randn(2, 5, 64, seed=4).bfloat16()
+    labels = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(4))
+    loss = call(s4.next_token_loss, logits, labels)
+    expect(loss.dtype == torch.float32,
+           f"with bf16 logits (mixed-precision training) the loss should be float32, got {loss.dtype}: call "
+           f".float() on the logits before cross_entropy; a bf16 log-softmax over 50k words loses precision")
+
+
+@pytest.mark.parametrize("labels_shape", [(2, 7), (2, 6, 1), (3, 6)])
+def test_step4_mismatched_shapes_raise_valueerror(labels_shape: tuple[int, ...]) -> None:
+    s4 = student(S4)
+    logits, labels = torch.zeros(2, 6, 10), torch.zeros(labels_shape, dtype=torch.long)
+    try:
+        call(s4.next_token_loss, logits, labels)
+    except ValueError as e:
+        expect("6" in str(e) and str(labels_shape[0]) in str(e),
+               f"the ValueError should show both shapes, logits {tuple(logits.shape)} and labels {labels_shape}; "
+               f"got: {e}")
+        return
+    except Exception as e:  # noqa: BLE001 - the point is to report which error came instead
+        got = f"raised {type(e).__name__}: {e}"
+    else:
+        got = "returned a loss"
+    expect(False, f"next_token_loss with logits (2, 6, 10) and labels {labels_shape} {got}. Check that logits are "
+                  f"(B, T, V) and labels (B, T) first and raise ValueError naming both shapes: a mismatch means "
+                  f"the batch was built wrong, and a silent broadcast or a cryptic error hides it")
