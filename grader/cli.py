@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=float, default=None, help="seconds per step (default: the manifest's)")
     p.add_argument("--memory-gb", type=float, default=DEFAULT_MEMORY_LIMIT / 2**30,
                    help="address-space limit of each step's test process")
+    p.add_argument("--no-cache", action="store_true",
+                   help="re-run every step (by default a step whose files did not change keeps its grade)")
     p.add_argument("--strict", action="store_true", help="exit 1 unless every graded step passes")
     return p.parse_args(argv)
 
@@ -70,12 +72,15 @@ def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | Non
     todo = steps if steps is not None else all_steps
     start = time.monotonic()
     with console.status(f"grading {len(todo)} step(s) of {args.solution}/ ...", spinner="dots"):
-        fresh = grade(todo, args.root, args.solution, jobs=args.jobs,
+        cache = None if args.no_cache else args.root / ".kata_cache" / "grader"
+        fresh = grade(todo, args.root, args.solution, jobs=args.jobs, cache=cache,
                       time_limit=args.time_limit, memory=int(args.memory_gb * 2**30))
     merged = {**(previous or {}), **{r.step.id: r for r in fresh}}
     results = [merged[s.id] for s in all_steps if s.id in merged]
     report.render(results, args.solution, args.root, console)
-    console.print(f"[dim]graded in {time.monotonic() - start:.1f} s[/]")
+    reused = sum(r.cached for r in fresh)
+    console.print(f"[dim]graded in {time.monotonic() - start:.1f} s"
+                  + (f" ({reused} unchanged step(s) reused; --no-cache re-runs them)" if reused else "") + "[/]")
     if args.json:
         gradescope.write(results, args.solution, args.json)
         console.print(f"[dim]wrote {args.json}[/]")

@@ -79,7 +79,12 @@ def _message(exc: BaseException) -> str:
         firsts = [e for e in groups if not getattr(e, "_kata_snapshot_miss", False)] or list(groups)
         exc = firsts[0]
     if isinstance(exc, pytest.fail.Exception):
-        return str(exc.msg if hasattr(exc, "msg") else exc)
+        text = str(exc.msg if hasattr(exc, "msg") else exc)
+        if text.startswith("Timeout (>"):  # pytest-timeout
+            limit = text[len("Timeout (>"):].split(")", 1)[0]
+            return (f"the test was still running after its time limit of {limit} — "
+                    "is there an infinite loop (a `while` whose condition never changes)?")
+        return text
     if isinstance(exc, SystemExit):
         return f"the code called sys.exit({exc.code!r}); a library function must return or raise, never exit"
     name = type(exc).__name__

@@ -8,8 +8,10 @@ this module turns them into a `StepResult`.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,6 +53,7 @@ class StepResult:
     tests: list[TestResult] = field(default_factory=list)
     note: str = ""  # why a step did not run (waiting on step N, needs a GPU) or why it crashed
     seconds: float = 0.0
+    cached: bool = False  # reused: nothing it depends on changed since it was graded
 
     @property
     def graded(self) -> list[TestResult]:
@@ -192,6 +195,66 @@ def _short_name(nodeid: str) -> str:
     return nodeid.split("::", 1)[1] if "::" in nodeid else nodeid
 
 
+def cache_key(step: Step, root: Path, solution: str, steps: list[Step], extra: str = "") -> str:
+    """A hash of everything a step's grade depends on: its test files and the tests'
+    helpers and stored answers, kata/ and grader/, the manifest, and the graded files of
+    this step, of the steps it needs and of any step its module or tests name."""
+    h = hashlib.sha256(f"{solution}|{sys.version}|{extra}|{step!r}".encode())
+    tests = root / "tests"
+    own = {f.name for f in step_test_files(root, step)}
+    graded = re.compile(r"test_(step|bonus)\d+_")
+    files = [f for f in sorted(tests.rglob("*")) if f.is_file() and "__pycache__" not in f.parts
+             and (f.name in own or not graded.match(f.name))]
+    for d in ("kata", "grader"):
+        files += [f for f in sorted((root / d).rglob("*.py")) if "__pycache__" not in f.parts]
+    files.append(root / "grader" / "steps.toml")
+    text = "".join(f.read_text(encoding="utf-8", errors="replace") for f in files if f.name in own)
+    mine = root / solution / f"{step.module}.py"
+    text += mine.read_text(encoding="utf-8", errors="replace") if mine.exists() else ""
+    by_id = {s.id: s for s in steps}
+    modules = {step.module} | {by_id[n].module for n in step.needs if n in by_id}
+    modules |= {s.module for s in steps if s.module in text}
+    files += [root / solution / f"{m}.py" for m in sorted(modules)] + [root / solution / "__init__.py"]
+    for f in files:
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes() if f.exists() else b"<missing>")
+    try:
+        from importlib.metadata import version
+
+        h.update(version("torch").encode())
+    except Exception:
+        pass
+    return h.hexdigest()[:32]
+
+
+def _to_json(r: StepResult) -> dict:
+    return {"status": r.status, "note": r.note, "seconds": r.seconds, "tests": [vars(t) for t in r.tests]}
+
+
+def _from_json(step: Step, d: dict) -> StepResult:
+    return StepResult(step, d["status"], [TestResult(**t) for t in d["tests"]], d.get("note", ""), d.get("seconds", 0.0))
+
+
+def run_step_cached(step: Step, root: Path, solution: str, cache: Path | None, steps: list[Step], **kw) -> StepResult:
+    """`run_step`, reusing the stored result when nothing the step depends on changed."""
+    if cache is None or os.environ.get("KATA_SNAPSHOTS") in ("record", "verify"):
+        return run_step(step, root, solution, **kw)
+    path = cache / f"{solution}-{step.id}-{cache_key(step, root, solution, steps, repr(sorted(kw.items())))}.json"
+    if path.exists():
+        try:
+            result = _from_json(step, json.loads(path.read_text(encoding="utf-8")))
+            result.cached = True
+            return result
+        except (ValueError, TypeError, KeyError):
+            pass
+    result = run_step(step, root, solution, **kw)
+    cache.mkdir(parents=True, exist_ok=True)
+    for old in cache.glob(f"{solution}-{step.id}-*.json"):
+        old.unlink(missing_ok=True)
+    path.write_text(json.dumps(_to_json(result)), encoding="utf-8")
+    return result
+
+
 def run_step(step: Step, root: Path, solution: str, *, memory: int = DEFAULT_MEMORY_LIMIT,
              time_limit: float | None = None, python: str = sys.executable) -> StepResult:
     """Run one step's tests in a fresh pytest process and collect its per-test results."""
@@ -321,13 +384,19 @@ def _assemble(step: Step, events: list[dict], rc: int | None, timed_out: bool, l
 
 
 def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: bool | None = None,
-          on_result=None, ignore_needs: bool = False, **kw) -> list[StepResult]:
+          on_result=None, ignore_needs: bool = False, cache: Path | None = None, **kw) -> list[StepResult]:
     """Grade steps in manifest order; a step whose `needs` have not all passed waits.
 
     Steps without pending needs run `jobs` at a time; the result list is always in
     manifest order, so the report does not depend on scheduling.
     """
-    gpu = cuda_available() if gpu is None else gpu
+    has_gpu = [gpu]  # asked lazily: importing torch to ask costs seconds
+
+    def gpu_here() -> bool:
+        if has_gpu[0] is None:
+            has_gpu[0] = cuda_available()
+        return has_gpu[0]
+
     by_id = {s.id: s for s in steps}
     results: dict[str, StepResult] = {}
     pending = list(steps)
@@ -353,10 +422,10 @@ def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: b
                 if need is not None:
                     r = by_id[need]
                     results[s.id] = StepResult(s, WAITING, note=f"waiting on step {r.number}")
-                elif s.gpu and not gpu:
+                elif s.gpu and not gpu_here():
                     results[s.id] = StepResult(s, NEEDS_GPU, note=f"needs a GPU — run `{s.gpu_command or 'nox -s final'}` on a GPU machine")
                 else:
-                    runs.append((s, pool.submit(run_step, s, root, solution, **kw)))
+                    runs.append((s, pool.submit(run_step_cached, s, root, solution, cache, steps, **kw)))
                 if s.id in results and on_result:
                     on_result(results[s.id])
             for s, fut in runs:

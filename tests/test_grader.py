@@ -277,3 +277,16 @@ def test_handout_grades_a_mixed_tree(built_handout, tmp_path):
     assert by[looping.id].status == FAILED and by[looping.id].score == 0
     assert any(w in by[looping.id].first_failure.message.lower() for w in ("time limit", "timeout")), \
         by[looping.id].first_failure
+
+
+def test_unchanged_steps_keep_their_grade_and_a_change_regrades(tmp_path):
+    root = make_fake_kata(tmp_path / "kata", {k: FAKE_STEPS[k] for k in ("step1", "step2")})
+    steps = load_manifest(root / "grader" / "steps.toml")
+    cache = tmp_path / "cache"
+    first = grade(steps, root, "exercises", gpu=False, cache=cache)
+    again = grade(steps, root, "exercises", gpu=False, cache=cache)
+    assert [r.cached for r in first] == [False, False] and [r.cached for r in again] == [True, True]
+    assert [(r.status, r.passed) for r in again] == [(r.status, r.passed) for r in first]
+    (root / "exercises" / "step2_fake.py").write_text("def f():\n    return 42\n")
+    after = grade(steps, root, "exercises", gpu=False, cache=cache)
+    assert [r.cached for r in after] == [True, False] and after[1].status == PASSED
