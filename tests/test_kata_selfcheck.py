@@ -17,8 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.infra
 @pytest.mark.slow
+@pytest.mark.needs_reference  # mutants are made from reference/
 @pytest.mark.timeout(1800)
 def test_reference_passes_stubs_fail_and_mutants_are_caught():
+    if not (ROOT / "reference").is_dir():
+        pytest.skip("the reference solution is not in this checkout (learner handout)")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "mutants" / "run.py"), "--subset", "--jobs", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=1800,

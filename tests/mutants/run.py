@@ -2,18 +2,19 @@
 
     python tests/mutants/run.py [--step step5] [--jobs 2] [--subset] [--mutant NAME] [--no-baseline]
 
-1. Baseline, per step: the reference passes `pytest -k <step>`, and the untouched
+1. Baseline, per step: the reference passes its step's tests, and the untouched
    stubs in exercises/ fail it (pytest exit 1; exit 2/3/4/5 means a broken suite).
 2. Mutants (`tests/mutants/step*.toml`): each is the reference with one text
    replacement; the step it names must fail (pytest exit 1).
 
 Every run copies reference/ to a temporary folder as a package named `exercises`
 (the mutant applied, or not for the baseline) and runs
-`python -P -m pytest -q -x -m "<step> and not slow" -p no:cacheprovider tests/`
+`python -P -m pytest -q -x -m "<step> and not slow [and (<select>)]" -p no:cacheprovider tests/`
 with `PYTHONPATH=<tmp>:<repo>` and `KATA_SOLUTION=exercises`. (`-P` keeps the repo's
 own exercises/ off the front of sys.path; `-m <step>` selects exactly the step's
-test files, which conftest marks; `not slow` leaves out step 8's graded
-2-minute training runs, which `nox -s final` covers.) Exit status 0 only if the
+test files, which conftest marks, narrowed by the manifest's `select`; `not slow`
+leaves out step 8's graded 2-minute training runs, which `nox -s final` covers;
+steps marked `gpu` in grader/steps.toml are skipped.) Exit status 0 only if the
 baseline holds and every mutant is caught.
 """
 from __future__ import annotations
@@ -67,9 +68,16 @@ class Result:
         return self.rc == 0 if self.expect == "pass" else self.rc == 1
 
 
-def load_steps() -> list[str]:
+def load_steps() -> dict[str, dict]:
+    """The manifest's steps by id (`tests`: whose test files, `select`: a marker filter, `gpu`)."""
     manifest = tomllib.loads((ROOT / "grader" / "steps.toml").read_text())
-    return [s["id"] for s in manifest["step"]]
+    return {s["id"]: s for s in manifest["step"]}
+
+
+def marker_expression(step: dict) -> str:
+    """The `-m` expression that selects exactly this step's CPU tests, as the grader does."""
+    expr = f"{step.get('tests', step['id'])} and not slow"
+    return f"{expr} and ({step['select']})" if step.get("select") else expr
 
 
 def load_mutants() -> list[Mutant]:
@@ -118,8 +126,8 @@ def make_solution(tmp: Path, mutant: Mutant | None) -> Path:
 _SUMMARY = re.compile(r"^(FAILED|ERROR) (\S+)")
 
 
-def run_pytest(step: str, solution_path: Path | None) -> tuple[int, float, str, list[str]]:
-    """(exit code, seconds, first failing test, last output lines) of `pytest -k step` on a solution."""
+def run_pytest(step: dict, solution_path: Path | None) -> tuple[int, float, str, list[str]]:
+    """(exit code, seconds, first failing test, last output lines) of one step's tests on a solution."""
     env = dict(os.environ)
     paths = [str(solution_path)] if solution_path is not None else []
     env["PYTHONPATH"] = os.pathsep.join([*paths, str(ROOT)])
@@ -127,7 +135,7 @@ def run_pytest(step: str, solution_path: Path | None) -> tuple[int, float, str, 
     env.setdefault("HYPOTHESIS_PROFILE", "ci")
     # -m, not -k: conftest marks every test of tests/test_<step>_*.py with <step>, while -k
     # would also match other tests whose ids merely mention the step (parametrized infra tests).
-    cmd = [sys.executable, "-P", "-m", "pytest", "-q", "-x", "-m", f"{step} and not slow",
+    cmd = [sys.executable, "-P", "-m", "pytest", "-q", "-x", "-m", marker_expression(step),
            "-p", "no:cacheprovider", "tests/"]
     t0 = time.time()
     try:
@@ -139,13 +147,13 @@ def run_pytest(step: str, solution_path: Path | None) -> tuple[int, float, str, 
     return rc, time.time() - t0, first, out.strip().splitlines()[-15:]
 
 
-def check(label: str, step: str, expect: str, mutant: Mutant | None, stubs: bool = False) -> Result:
+def check(label: str, step: dict, expect: str, mutant: Mutant | None, stubs: bool = False) -> Result:
     if stubs:
         rc, secs, first, tail = run_pytest(step, None)
     else:
         with tempfile.TemporaryDirectory(prefix="kata-mutant-") as tmp:
             rc, secs, first, tail = run_pytest(step, make_solution(Path(tmp), mutant))
-    return Result(label, step, expect, rc, secs, first, mutant.why if mutant else "", tail)
+    return Result(label, step["id"], expect, rc, secs, first, mutant.why if mutant else "", tail)
 
 
 def select(mutants: list[Mutant], steps: list[str] | None, names: list[str] | None, subset: bool) -> list[Mutant]:
@@ -194,18 +202,19 @@ def main(argv: list[str] | None = None) -> int:
 
     mutants = load_mutants()
     all_steps = load_steps()
-    steps = args.step or all_steps
-    unknown = [s for s in steps if s not in all_steps]
+    unknown = [s for s in (args.step or []) + [m.step for m in mutants] if s not in all_steps]
     if unknown:
-        p.error(f"unknown step(s) {unknown}; the steps are {', '.join(all_steps)}")
+        p.error(f"unknown step(s) {sorted(set(unknown))}; the steps are {', '.join(all_steps)}")
+    # GPU-only steps (the lab run) cannot be checked on a CPU machine.
+    steps = [s for s in (args.step or all_steps) if not all_steps[s].get("gpu")]
     jobs: list[tuple] = []
     if not args.no_baseline and not args.mutant:
         for s in steps:
-            jobs.append(("reference", s, "pass", None, False))
-            jobs.append(("stubs (exercises/)", s, "fail", None, True))
+            jobs.append(("reference", all_steps[s], "pass", None, False))
+            jobs.append(("stubs (exercises/)", all_steps[s], "fail", None, True))
     if not args.no_mutants:
         chosen = select(mutants, steps, args.mutant, args.subset)
-        jobs += [(m.name, m.step, "fail", m, False) for m in chosen]
+        jobs += [(m.name, all_steps[m.step], "fail", m, False) for m in chosen]
         without = [s for s in steps if not any(m.step == s for m in mutants)]
         if without and not args.mutant:
             print(f"note: no mutants yet for {', '.join(without)}", flush=True)
