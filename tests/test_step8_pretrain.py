@@ -6,7 +6,7 @@ only the loop itself is graded here; `train_step` is wrapped in a spy that recor
 the learning rate the optimizer really used. (In a learner handout without the
 reference, the learner's own steps 1-6 are used instead.) Three short runs on the
 offline Shakespeare corpus (a 1-layer, 32-dim model, 10 steps): one straight
-through, one interrupted after 6 steps, and its resumption.
+through, one interrupted after 8 steps, and its resumption.
 """
 from __future__ import annotations
 
