@@ -1,9 +1,12 @@
 """Bonus 6: the training step, exact match, and the end-to-end copy task (graded threshold).
 
-The copy-task threshold (>= 95% exact-match greedy decoding on 500 held-out sequences
-after 600 steps) and its calibration are in benchmarks/BONUS_CALIBRATION.md: the
-reference reaches >= 98.8% over the seeds tried, in ~25 s on one free CPU core; the
-broken pieces the mutants model stay far below (most at 0%).
+The copy task trains until greedy decoding copies >= 99% of 200 validation sequences
+(checked every 50 steps, at most 600 steps) and is graded on 500 separate held-out
+sequences: >= 95% exact match. Calibration (benchmarks/BONUS_CALIBRATION.md): the
+reference stops after 150-250 steps with 98.6-100% test exact match over 6 seeds,
+in 6-12 s of CPU time; the 4-point margin to 95% covers the gap between validation
+and test sets (a 99% score on 200 sequences is 2 misses). A model with an unshifted
+target or a broken mask copies almost nothing.
 """
 from __future__ import annotations
 
@@ -124,6 +127,7 @@ def test_copy_task_reaches_the_threshold_with_your_bonus_steps():
     out = not_implemented_guard(m.train_copy_task, m.CopyTaskConfig())
     acc, losses = out["accuracy"], out["losses"]
     if acc < THRESHOLD:
+        losses = losses + [float("nan")] * max(0, 50 - len(losses))
         first, last = sum(losses[:20]) / 20, sum(losses[-50:]) / 50
         hint = ("the loss barely fell: check the Noam optimizer (bonus 3), that train_step steps it, and the "
                 "label-smoothing loss (bonus 4)" if last > 0.5 * first else
@@ -131,8 +135,9 @@ def test_copy_task_reaches_the_threshold_with_your_bonus_steps():
                 "model trained to output its own input scores a low loss and copies nothing — the target mask "
                 "(causal AND padding) and greedy_decode (bonus 5)")
         pytest.fail(
-            f"the copy task reached {acc:.1%} exact match on held-out sequences, below the {THRESHOLD:.0%} threshold "
-            f"(mean loss {first:.3f} over the first 20 steps, {last:.3f} over the last 50). Pass -k 'bonus1 or bonus2 "
+            f"the copy task reached {acc:.1%} exact match on held-out sequences after {out['steps']} steps, below the "
+            f"{THRESHOLD:.0%} threshold (mean loss {first:.3f} over the first 20 steps, {last:.3f} over the last 50). "
+            f"Pass -k 'bonus1 or bonus2 "
             f"or bonus3 or bonus4 or bonus5' first; then {hint}",
             pytrace=False,
         )
