@@ -290,3 +290,40 @@ def test_unchanged_steps_keep_their_grade_and_a_change_regrades(tmp_path):
     (root / "exercises" / "step2_fake.py").write_text("def f():\n    return 42\n")
     after = grade(steps, root, "exercises", gpu=False, cache=cache)
     assert [r.cached for r in after] == [True, False] and after[1].status == PASSED
+
+
+def test_recorded_records_replays_and_catches_stale_or_missing_answers(tmp_path, monkeypatch):
+    import torch
+
+    import _support
+
+    monkeypatch.setattr(_support, "SNAPSHOT_DIR", tmp_path)
+    monkeypatch.setattr(_support, "_store", {})
+    calls = []
+
+    @_support.recorded
+    def answer(x, scale):
+        calls.append(1)
+        return {"y": x * scale, "n": int(x.numel())}
+
+    x = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    monkeypatch.setenv("KATA_SNAPSHOTS", "record")
+    assert torch.equal(answer(x, 2.0)["y"], x * 2)
+    _support._flush()
+    assert list(tmp_path.rglob("*.pt")), "record mode wrote nothing"
+
+    monkeypatch.setattr(_support, "_store", {})
+    monkeypatch.setenv("KATA_SNAPSHOTS", "replay")
+    got = answer(x.clone(), 2.0)  # same values, another tensor: same key
+    assert torch.equal(got["y"], x * 2) and got["n"] == 6 and len(calls) == 1, "replay must not call the reference"
+    with pytest.raises(_support.SnapshotMiss, match="no stored reference answer"):
+        answer(x.double(), 2.0)  # another dtype is another input
+
+    path, key = _support.snapshot_key(answer, (x, 2.0), {})
+    _support._store[path][key] = {"y": x * 3, "n": 6}  # an answer the reference no longer gives
+    monkeypatch.setenv("KATA_SNAPSHOTS", "live")
+    with pytest.raises(pytest.fail.Exception, match="stale"):
+        answer(x, 2.0)
+    monkeypatch.setenv("KATA_SNAPSHOTS", "verify")
+    with pytest.raises(pytest.fail.Exception, match="no stored answer"):
+        answer(x, 5.0)
