@@ -9,10 +9,10 @@
 
 Every run copies reference/ to a temporary folder as a package named `exercises`
 (the mutant applied, or not for the baseline) and runs
-`python -P -m pytest -q -x -m "<step> and not slow [and (<select>)]" -p no:cacheprovider tests/`
+`python -P -m pytest -q -x -m "<step> and not slow" [-k <select>] -p no:cacheprovider tests/`
 with `PYTHONPATH=<tmp>:<repo>` and `KATA_SOLUTION=exercises`. (`-P` keeps the repo's
 own exercises/ off the front of sys.path; `-m <step>` selects exactly the step's
-test files, which conftest marks, narrowed by the manifest's `select`; `not slow`
+test files, which conftest marks, narrowed by the manifest's `-k` `select`; `not slow`
 leaves out step 8's graded 2-minute training runs, which `nox -s final` covers;
 steps marked `gpu` in grader/steps.toml are skipped.) Exit status 0 only if the
 baseline holds and every mutant is caught.
@@ -23,9 +23,11 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
@@ -74,10 +76,11 @@ def load_steps() -> dict[str, dict]:
     return {s["id"]: s for s in manifest["step"]}
 
 
-def marker_expression(step: dict) -> str:
-    """The `-m` expression that selects exactly this step's CPU tests, as the grader does."""
-    expr = f"{step.get('tests', step['id'])} and not slow"
-    return f"{expr} and ({step['select']})" if step.get("select") else expr
+def selection(step: dict) -> list[str]:
+    """pytest options selecting this step's CPU tests as the grader does: the step's test
+    files (conftest marks them `<tests or id>`), narrowed by the manifest's `-k` `select`."""
+    args = ["-m", f"{step.get('tests', step['id'])} and not slow"]
+    return args + ["-k", step["select"]] if step.get("select") else args
 
 
 def load_mutants() -> list[Mutant]:
@@ -124,6 +127,16 @@ def make_solution(tmp: Path, mutant: Mutant | None) -> Path:
 
 
 _SUMMARY = re.compile(r"^(FAILED|ERROR) (\S+)")
+_running: set[subprocess.Popen] = set()
+_stopping = threading.Event()
+
+
+def _stop_children(signum, frame) -> None:
+    """Ctrl-C / SIGTERM: end the pytest runs this script started, start no more, exit."""
+    _stopping.set()
+    for proc in list(_running):
+        proc.kill()
+    raise SystemExit(128 + signum)
 
 
 def run_pytest(step: dict, solution_path: Path | None) -> tuple[int, float, str, list[str]]:
@@ -135,14 +148,20 @@ def run_pytest(step: dict, solution_path: Path | None) -> tuple[int, float, str,
     env.setdefault("HYPOTHESIS_PROFILE", "ci")
     # -m, not -k: conftest marks every test of tests/test_<step>_*.py with <step>, while -k
     # would also match other tests whose ids merely mention the step (parametrized infra tests).
-    cmd = [sys.executable, "-P", "-m", "pytest", "-q", "-x", "-m", marker_expression(step),
-           "-p", "no:cacheprovider", "tests/"]
+    cmd = [sys.executable, "-P", "-m", "pytest", "-q", "-x", *selection(step), "-p", "no:cacheprovider", "tests/"]
     t0 = time.time()
+    if _stopping.is_set():
+        return 130, 0.0, "", ["(not run: interrupted)"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _running.add(proc)
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-        rc, out = proc.returncode, proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as e:
-        rc, out = 124, (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        out, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, rc = proc.communicate()[0] or "", 124
+    finally:
+        _running.discard(proc)
     first = next((m.group(2) for line in out.splitlines() if (m := _SUMMARY.match(line))), "")
     return rc, time.time() - t0, first, out.strip().splitlines()[-15:]
 
@@ -197,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="pytest runs in parallel (default 2)")
     p.add_argument("--subset", action="store_true", help="only the first mutant of each step")
     p.add_argument("--no-baseline", action="store_true", help="skip the reference-passes / stubs-fail check")
+    p.add_argument("--skip-reference", action="store_true",
+                   help="baseline: only the stubs-fail half (the test suite itself runs the reference)")
     p.add_argument("--no-mutants", action="store_true", help="only the baseline")
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_children)
+    signal.signal(signal.SIGINT, _stop_children)
 
     mutants = load_mutants()
     all_steps = load_steps()
@@ -210,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs: list[tuple] = []
     if not args.no_baseline and not args.mutant:
         for s in steps:
-            jobs.append(("reference", all_steps[s], "pass", None, False))
+            if not args.skip_reference:
+                jobs.append(("reference", all_steps[s], "pass", None, False))
             jobs.append(("stubs (exercises/)", all_steps[s], "fail", None, True))
     if not args.no_mutants:
         chosen = select(mutants, steps, args.mutant, args.subset)
