@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.needs_reference  # mutants are made from reference/
 @pytest.mark.timeout(1800)
-def test_reference_passes_stubs_fail_and_mutants_are_caught():
+def test_stubs_fail_and_one_mutant_per_step_is_caught():
     if not (ROOT / "reference").is_dir():
         pytest.skip("the reference solution is not in this checkout (learner handout)")
     proc = subprocess.run(
