@@ -52,8 +52,12 @@ def with_reference_deps(module: ModuleType, **names: str):
     """Temporarily replace names a student's step module imported from other steps.
 
     `with_reference_deps(s3, causal_mask="step2_causal_mask")` makes the student's
-    step 3 call the reference `causal_mask`. Only the given names change.
+    step 3 call the reference `causal_mask`. Only the given names change. In the
+    learner handout (no reference/) nothing changes: the learner's own steps are used.
     """
+    if not reference_available():  # the learner handout: the student's own steps stand in
+        yield module
+        return
     saved = {n: getattr(module, n) for n in names if hasattr(module, n)}
     try:
         for n, step in names.items():
