@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--quiet", action="store_true", help="no line per validation check")
     args = p.parse_args(argv)
+    torch.set_num_threads(1)  # a model this small gains nothing from more, and loses on a busy machine
     cfg = CopyTaskConfig(seed=args.seed)
     if args.max_steps:
         cfg.max_steps = args.max_steps
