@@ -127,6 +127,21 @@ def test_attention_matches_scaled_dot_product_attention(B, T, S, heads, per_quer
                       "re-join the heads, then proj. " + HINT)
 
 
+def test_a_two_dimensional_mask_applies_to_the_whole_batch():
+    """Decoding (bonus 5) passes step 2's (T, T) causal mask, shared by every row."""
+    m = student(MODULE)
+    torch.manual_seed(0)
+    attn = m.MultiHeadAttention(m.Seq2SeqConfig(n_head=2, n_embd=16, dropout=0.0)).eval()
+    x = torch.randn(3, 5, 16)
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    with torch.no_grad():
+        got = not_implemented_guard(attn, x, x, causal)
+        want = attn(x, x, causal.expand(3, 5, 5))
+    assert_close(got, want, atol=1e-6, rtol=0, what="attention with a (T, T) mask vs the same mask as (B, T, T)",
+                 hint="a 2-D (T, S) mask already broadcasts against (B, H, T, S) scores: add the head axis "
+                      "(unsqueeze(1)) only to a 3-D (B, 1|T, S) mask")
+
+
 def test_cross_attention_can_have_a_different_length_from_its_queries():
     m = student(MODULE)
     attn = m.MultiHeadAttention(m.Seq2SeqConfig(n_head=2, n_embd=16, dropout=0.0)).eval()
