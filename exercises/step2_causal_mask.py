@@ -18,7 +18,8 @@ def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tenso
     it copy the answer and learn nothing it can use when generating.
     """
     raise NotImplementedError(
-        "causal_mask: a (T, T) bool tensor, True on and below the diagonal (torch.ones(..., dtype=torch.bool).tril())"
+        "causal_mask is not written yet (step 2): its docstring states what it must do; "
+        "`nox -s check -- --step 2` grades it"
     )
 
 
@@ -33,6 +34,6 @@ def masked_attention_scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor
     at init.
     """
     raise NotImplementedError(
-        "masked_attention_scores: scores = q @ k.transpose(-2, -1) / math.sqrt(D), "
-        "then scores.masked_fill(~mask, float('-inf'))"
+        "masked_attention_scores is not written yet (step 2): its docstring states what it must do; "
+        "`nox -s check -- --step 2` grades it"
     )
