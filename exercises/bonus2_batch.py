@@ -25,7 +25,8 @@ def src_padding_mask(src: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
     decoder's cross-attention.
     """
     raise NotImplementedError(
-        "src_padding_mask: (src != pad_id).unsqueeze(-2) -> (B, 1, S) bool"
+        "src_padding_mask is not written yet (bonus 2): its docstring states what it must do; "
+        "`nox -s check -- --step bonus2` grades it"
     )
 
 
@@ -37,8 +38,8 @@ def target_mask(tgt_in: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
     let every query see the whole future as soon as one of the two allowed it.
     """
     raise NotImplementedError(
-        "target_mask: keys that are real, (tgt_in != pad_id).unsqueeze(-2), AND "
-        "step 2's causal_mask(T) -> (B, T, T) bool"
+        "target_mask is not written yet (bonus 2): its docstring states what it must do; "
+        "`nox -s check -- --step bonus2` grades it"
     )
 
 
@@ -78,9 +79,8 @@ class Batch:
         not a copy: tgt_in = tgt[:, :-1], tgt_out = tgt[:, 1:].
         """
         raise NotImplementedError(
-            "Batch.__init__: check_batch_inputs, keep src, src_mask; if tgt is given: "
-            "tgt_in = tgt[:, :-1], tgt_out = tgt[:, 1:], tgt_mask = target_mask(tgt_in), "
-            "ntokens = number of non-pad tokens in tgt_out (an int)"
+            "Batch.__init__ is not written yet (bonus 2): its docstring states what it must do; "
+            "`nox -s check -- --step bonus2` grades it"
         )
 
     def to(self, device: torch.device | str) -> "Batch":
