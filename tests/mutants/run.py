@@ -139,16 +139,31 @@ def _stop_children(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def run_pytest(step: dict, solution_path: Path | None) -> tuple[int, float, str, list[str]]:
+THREADS_PLUGIN = """\
+import os
+
+
+def pytest_sessionstart(session):  # after tests/conftest.py set its own thread count
+    import torch
+
+    torch.set_num_threads(int(os.environ["KATA_MUTANT_THREADS"]))
+"""
+_threads = 1
+
+
+def run_pytest(step: dict, solution_path: Path | None, plugin_dir: Path) -> tuple[int, float, str, list[str]]:
     """(exit code, seconds, first failing test, last output lines) of one step's tests on a solution."""
     env = dict(os.environ)
     paths = [str(solution_path)] if solution_path is not None else []
-    env["PYTHONPATH"] = os.pathsep.join([*paths, str(ROOT)])
+    env["PYTHONPATH"] = os.pathsep.join([*paths, str(plugin_dir), str(ROOT)])
+    # Parallel runs share the cores: more torch threads than cores spin-wait and crawl.
+    env["KATA_MUTANT_THREADS"] = str(_threads)
     env["KATA_SOLUTION"] = "exercises"
     env.setdefault("HYPOTHESIS_PROFILE", "ci")
     # -m, not -k: conftest marks every test of tests/test_<step>_*.py with <step>, while -k
     # would also match other tests whose ids merely mention the step (parametrized infra tests).
-    cmd = [sys.executable, "-P", "-m", "pytest", "-q", "-x", *selection(step), "-p", "no:cacheprovider", "tests/"]
+    cmd = [sys.executable, "-P", "-m", "pytest", "-q", "-x", *selection(step), "-p", "no:cacheprovider",
+           "-p", "kata_mutant_threads", "tests/"]
     t0 = time.time()
     if _stopping.is_set():
         return 130, 0.0, "", ["(not run: interrupted)"]
@@ -167,11 +182,10 @@ def run_pytest(step: dict, solution_path: Path | None) -> tuple[int, float, str,
 
 
 def check(label: str, step: dict, expect: str, mutant: Mutant | None, stubs: bool = False) -> Result:
-    if stubs:
-        rc, secs, first, tail = run_pytest(step, None)
-    else:
-        with tempfile.TemporaryDirectory(prefix="kata-mutant-") as tmp:
-            rc, secs, first, tail = run_pytest(step, make_solution(Path(tmp), mutant))
+    with tempfile.TemporaryDirectory(prefix="kata-mutant-") as tmp:
+        (Path(tmp) / "kata_mutant_threads.py").write_text(THREADS_PLUGIN)
+        solution = None if stubs else make_solution(Path(tmp) / "solution", mutant)
+        rc, secs, first, tail = run_pytest(step, solution, Path(tmp))
     return Result(label, step["id"], expect, rc, secs, first, mutant.why if mutant else "", tail)
 
 
@@ -220,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="baseline: only the stubs-fail half (the test suite itself runs the reference)")
     p.add_argument("--no-mutants", action="store_true", help="only the baseline")
     args = p.parse_args(argv)
+    global _threads
+    _threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     signal.signal(signal.SIGTERM, _stop_children)
     signal.signal(signal.SIGINT, _stop_children)
 
