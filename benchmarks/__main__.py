@@ -128,6 +128,9 @@ def write_results(meta: dict, rows: list[dict], name: str) -> tuple[Path, Path]:
     ]
     if meta["device"] != "cuda":
         lines.append("CPU figures are for comparison only; the targets (×2 the seed, 1.5M tokens/s, lab run < 15 s) are for one H100.")
+        lines.append("On CPU, bf16 autocast, fused AdamW and the Trainer's compile are off (CUDA-only here): (3) differs "
+                     "from (2) only by SDPA, preloaded data and no per-step sync; (6) from (5) by dataloader workers "
+                     "and no NaN filter. On a loaded shared machine every variant slows alike, but the ratios are noisy.")
     md = RESULTS / f"{name}.md"
     md.write_text("\n".join(lines) + "\n")
     return md, js
