@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP_FILES = ("noxfile.py", "pyproject.toml", "README.md", ".gitignore", "LICENSE")
+TOP_FILES = ("noxfile.py", "pyproject.toml", "README.md", ".gitignore", "LICENSE", "conftest.py")
 TOP_DIRS = ("exercises", "grader", "kata")
 SKIP_NAMES = {"__pycache__", ".pytest_cache", ".hypothesis", "mutants"}
 GRADED_TEST = re.compile(r"test_(step|bonus)\d+_.*\.py$")

@@ -31,18 +31,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--solution", choices=("exercises", "reference"), default=None,
-        help="whose code the tests run: the learner's exercises/ (default) or reference/ "
-        "(same as KATA_SOLUTION=...)",
-    )
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    chosen = config.getoption("--solution")
-    if chosen:
-        os.environ["KATA_SOLUTION"] = chosen
+# `--solution` is registered in the repository's root conftest.py: pytest reads
+# command-line options only from conftest files it loads before parsing arguments.
 
 
 _STEP_FILE = re.compile(r"test_(step\d+|bonus\d+)_")
