@@ -139,8 +139,17 @@ def _stop_children(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-THREADS_PLUGIN = """\
+PLUGIN = """\
 import os
+
+# Bind `exercises` to the mutated copy now: the repo's root conftest.py later puts the
+# repo first on sys.path, where the stubs would shadow it.
+if os.environ.get("KATA_MUTANT_SOLUTION"):
+    import exercises
+
+    where = os.path.dirname(os.path.abspath(exercises.__file__))
+    if where != os.path.join(os.environ["KATA_MUTANT_SOLUTION"], "exercises"):
+        raise RuntimeError(f"the mutant runner imported exercises from {where}, not the mutated copy")
 
 
 def pytest_sessionstart(session):  # after tests/conftest.py set its own thread count
@@ -158,12 +167,13 @@ def run_pytest(step: dict, solution_path: Path | None, plugin_dir: Path) -> tupl
     env["PYTHONPATH"] = os.pathsep.join([*paths, str(plugin_dir), str(ROOT)])
     # Parallel runs share the cores: more torch threads than cores spin-wait and crawl.
     env["KATA_MUTANT_THREADS"] = str(_threads)
+    env["KATA_MUTANT_SOLUTION"] = str(solution_path) if solution_path is not None else ""
     env["KATA_SOLUTION"] = "exercises"
     env.setdefault("HYPOTHESIS_PROFILE", "ci")
     # -m, not -k: conftest marks every test of tests/test_<step>_*.py with <step>, while -k
     # would also match other tests whose ids merely mention the step (parametrized infra tests).
     cmd = [sys.executable, "-P", "-m", "pytest", "-q", "-x", *selection(step), "-p", "no:cacheprovider",
-           "-p", "kata_mutant_threads", "tests/"]
+           "-p", "kata_mutant_plugin", "tests/"]
     t0 = time.time()
     if _stopping.is_set():
         return 130, 0.0, "", ["(not run: interrupted)"]
@@ -183,7 +193,7 @@ def run_pytest(step: dict, solution_path: Path | None, plugin_dir: Path) -> tupl
 
 def check(label: str, step: dict, expect: str, mutant: Mutant | None, stubs: bool = False) -> Result:
     with tempfile.TemporaryDirectory(prefix="kata-mutant-") as tmp:
-        (Path(tmp) / "kata_mutant_threads.py").write_text(THREADS_PLUGIN)
+        (Path(tmp) / "kata_mutant_plugin.py").write_text(PLUGIN)
         solution = None if stubs else make_solution(Path(tmp) / "solution", mutant)
         rc, secs, first, tail = run_pytest(step, solution, Path(tmp))
     return Result(label, step["id"], expect, rc, secs, first, mutant.why if mutant else "", tail)
