@@ -117,7 +117,7 @@ def test_fake_kata_statuses_follow_the_rules(fake_results):
     ("step7", "sys.exit"),
     ("step8", "MemoryError"),            # RLIMIT_AS turns 200 GiB into a MemoryError
     ("step10", "torch.allclose"),        # monkeypatching torch fails the test
-])
+], ids=["syntax-error", "raises-at-import", "endless-loop", "os-exit", "sys-exit", "huge-allocation", "patches-torch"])
 def test_misbehaving_code_fails_its_step_with_a_readable_message(fake_results, sid, needle):
     r = _by_id(fake_results[1])[sid]
     fail = r.first_failure
