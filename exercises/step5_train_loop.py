@@ -22,8 +22,8 @@ def join_documents(docs: Sequence[Sequence[int]], eos_id: int) -> np.ndarray:
     stops, so it learns not to run a play into the next one, and generation can stop.
     """
     raise NotImplementedError(
-        "join_documents: append every document's ids and then eos_id to one list, "
-        "and return it as np.asarray(..., dtype=np.int64)"
+        "join_documents is not written yet (step 5): its docstring states what it must do; "
+        "`nox -s check -- --step 5` grades it"
     )
 
 
@@ -37,9 +37,8 @@ def chunk_tokens(stream: Sequence[int] | np.ndarray | torch.Tensor, block_size: 
     each `map` batch and so throws away a tail per batch of 1,000 lines.
     """
     raise NotImplementedError(
-        "chunk_tokens: convert the stream to a 1-D int64 tensor, keep the first "
-        "N * block_size tokens (N = len // block_size) and .view(N, block_size); "
-        "raise ValueError when N == 0"
+        "chunk_tokens is not written yet (step 5): its docstring states what it must do; "
+        "`nox -s check -- --step 5` grades it"
     )
 
 
@@ -60,9 +59,8 @@ def configure_optimizer(
     fights the normalisation, so they are excluded.
     """
     raise NotImplementedError(
-        "configure_optimizer: split model.parameters() (requires_grad) by p.dim() >= 2 into "
-        "two param groups, {'params': decay, 'weight_decay': weight_decay} and "
-        "{'params': no_decay, 'weight_decay': 0.0}, and return torch.optim.AdamW(groups, lr=lr, betas=betas)"
+        "configure_optimizer is not written yet (step 5): its docstring states what it must do; "
+        "`nox -s check -- --step 5` grades it"
     )
 
 
@@ -76,8 +74,8 @@ def lr_at(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr:
     gives min_lr. Returns a Python float.
     """
     raise NotImplementedError(
-        "lr_at: linear warmup (step + 1) / warmup_steps * max_lr, then cosine from max_lr "
-        "down to min_lr between warmup_steps and total_steps, min_lr afterwards"
+        "lr_at is not written yet (step 5): its docstring states what it must do; "
+        "`nox -s check -- --step 5` grades it"
     )
 
 
@@ -103,9 +101,8 @@ def train_step(
     on the device, so the loop does not wait for the GPU.
     """
     raise NotImplementedError(
-        "train_step: optimizer.zero_grad(), loss from model(input_ids, labels=input_ids), "
-        "loss.backward(), norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm), "
-        "optimizer.step(); return loss.detach(), norm.detach()"
+        "train_step is not written yet (step 5): its docstring states what it must do; "
+        "`nox -s check -- --step 5` grades it"
     )
 
 
@@ -127,9 +124,8 @@ def evaluate(
     pessimistic.
     """
     raise NotImplementedError(
-        "evaluate: remember model.training, call model.eval(), sum loss * len(batch) over "
-        "the batches, divide by the number of rows, restore the mode with model.train(was_training), "
-        "return {'loss': mean, 'perplexity': math.exp(mean)}"
+        "evaluate is not written yet (step 5): its docstring states what it must do; "
+        "`nox -s check -- --step 5` grades it"
     )
 
 
