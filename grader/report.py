@@ -93,7 +93,7 @@ def _next_line(results: list[StepResult], root: Path) -> str:
         b = first_unfinished(results, bonus=True)
         gpu = next((x for x in results if x.status == NEEDS_GPU), None)
         if b is not None:
-            return f"next: every main step passes — try bonus {b.step.number}: open {b.step.learner_file} and implement {b.step.functions or 'it'}"
+            return f"next: every main step passes — try {b.step.number}: open {b.step.learner_file} and implement {b.step.functions or 'it'}"
         missing = [x for x in results if x.status == NO_TESTS and not x.step.bonus]
         if missing:
             return f"next: every step with tests passes ({', '.join(x.step.id for x in missing)} have none yet)"
