@@ -33,12 +33,6 @@ def solution_steps(solution: str | None = None) -> SimpleNamespace:
     return SimpleNamespace(**{m.split("_")[0]: load(m, solution) for m in STEP_MODULES})
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def prepare_data(run: RunConfig, tokenizer, steps: SimpleNamespace) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenised (cached) corpus -> (N, block_size) train and validation chunks."""
     corpus = load_corpus(run.corpus, run.data_dir)
