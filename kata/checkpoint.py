@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from kata.paths import atomic_path
+
 
 def save_checkpoint(path: str | Path, model, optimizer, step: int, model_config: dict, run_config: dict) -> None:
     """Write atomically (temp file + rename): a crash never leaves a truncated checkpoint."""
@@ -21,9 +23,8 @@ def save_checkpoint(path: str | Path, model, optimizer, step: int, model_config:
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | Path, model_config: dict) -> dict:

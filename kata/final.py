@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kata.paths import REPO_ROOT, cache_dir
+from kata.paths import REPO_ROOT, atomic_path, cache_dir
 from kata.presets import RunConfig, preset
 from kata.solution import load, solution_name
 
@@ -286,8 +286,8 @@ def grade_final(
         "seed": run.seed,
     }
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2))
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
     return _verdict({**base, **result})
 
 

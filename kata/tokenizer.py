@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerFast
 
-from kata.paths import cache_dir
+from kata.paths import atomic_path, cache_dir
 
 EOS = "<|endoftext|>"
 EOS_ID = 50256
@@ -50,10 +50,8 @@ def _build_tokenizer_json(target: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tok.save(str(tmp))
-    tmp.replace(target)  # atomic: a half-written file never looks like a cache hit
+    with atomic_path(target) as tmp:  # a half-written file never looks like a cache hit
+        tok.save(str(tmp))
 
 
 def load_tokenizer(source: str = "bundled") -> PreTrainedTokenizerFast:

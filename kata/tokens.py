@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kata.paths import cache_dir
+from kata.paths import atomic_path, cache_dir
 from kata.tokenizer import tokenizer_fingerprint
 
 
@@ -35,9 +35,7 @@ def tokenize_documents(docs: list[str], tokenizer, name: str = "corpus", use_cac
     encoded = tokenizer.backend_tokenizer.encode_batch(docs, add_special_tokens=False)
     ids = [np.asarray(e.ids, dtype=np.uint16) for e in encoded]
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
         flat = np.concatenate(ids) if ids else np.zeros(0, np.uint16)
-        np.savez(tmp, ids=flat, lengths=np.asarray([len(i) for i in ids], dtype=np.int64))
-        tmp.replace(path)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, ids=flat, lengths=np.asarray([len(i) for i in ids], dtype=np.int64))
     return ids

@@ -47,21 +47,21 @@ LOSS_ATOL = 1e-4
 WEIGHT_ATOL = 1e-4
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, **extra)
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
                TOKENIZERS_PARALLELISM="false", PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     return env
 
 
-def _torchrun(module: str, args: list[str], nproc: int = 2, timeout: float = 90) -> str:
+def _torchrun(module: str, args: list[str], nproc: int = 2, timeout: float = 90, **env: str) -> str:
     """`torchrun --standalone --nproc_per_node N -m module args` (torchrun is torch.distributed.run)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", module, *args]
-    return _run(cmd, timeout)
+    return _run(cmd, timeout, **env)
 
 
-def _run(cmd: list[str], timeout: float) -> str:
-    p = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+def _run(cmd: list[str], timeout: float, **env: str) -> str:
+    p = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(**env), capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         pytest.fail(f"`{' '.join(cmd[1:])}` exited with {p.returncode}; its output ends with:\n"
                     f"{(p.stdout + p.stderr)[-3000:]}", pytrace=False)
@@ -112,7 +112,14 @@ def _compare(ddp: dict, single: dict, what: str) -> float:
 @pytest.mark.timeout(240)  # ~40 s of CPU; the margin is for a 2-core machine shared with other jobs
 def test_two_ranks_follow_one_rank_and_checkpoints_resume_across_world_sizes(tmp_path, capsys):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
-    out = _torchrun("reference.step8_pretrain", [*TINY, "--out-dir", str(ddp)])
+    # An empty cache, as on a fresh checkout: both ranks build the tokenizer and the
+    # token cache at the same moment (this once failed CI: a shared temp file name).
+    fresh = tmp_path / "fresh-cache"
+    out = _torchrun("reference.step8_pretrain", [*TINY, "--out-dir", str(ddp)], KATA_CACHE_DIR=str(fresh))
+    leftovers = sorted(p.name for p in fresh.rglob("*") if ".tmp" in p.name)
+    assert (fresh / "tokenizer" / "gpt2-bundled.json").exists() and not leftovers, (
+        f"2 ranks building an empty cache at once should leave complete files and no temp files; left: {leftovers}"
+    )
     assert out.count("data parallel: 2 ranks x 4 rows = global batch 8") == 1, (
         f"expected rank 0 alone to announce the 2-rank split once; the output was:\n{out[-2000:]}"
     )

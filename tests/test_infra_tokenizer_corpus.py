@@ -9,6 +9,7 @@ import pytest
 from kata.corpus import (
     SHAKESPEARE_VALIDATION, load_corpus, load_wikitext_dir, shakespeare_dir, shakespeare_work, wikitext_articles,
 )
+from kata.paths import atomic_path
 from kata.tokenizer import EOS_ID, VOCAB_SIZE, load_tokenizer
 from kata.tokens import tokenize_documents
 
@@ -86,3 +87,31 @@ def test_token_cache_hits_and_matches(tok, tmp_path, monkeypatch):
     # A changed corpus gets a new cache entry instead of stale ids.
     tokenize_documents(docs[:1], tok, "t")
     assert len(list((tmp_path / "tokens").glob("t-*.npz"))) == 2
+
+
+def test_cache_writers_that_overlap_both_succeed(tmp_path):
+    """Every torchrun rank on a fresh checkout builds the same cache files at once.
+
+    Replays the interleaving that broke CI: writer A opens its temp file, writer B
+    opens its own, writes and renames, then A writes and renames. With one shared
+    temp name, B's rename took A's file away and A died with FileNotFoundError.
+    """
+    target = tmp_path / "cache" / "tokenizer.json"
+    with atomic_path(target) as a:
+        with atomic_path(target) as b:
+            assert a != b, "two writers must not share a temp file"
+            b.write_text("from B")
+        assert target.read_text() == "from B"
+        a.write_text("from A")
+    assert target.read_text() == "from A"
+    assert [p.name for p in target.parent.iterdir()] == ["tokenizer.json"], "temp files left behind"
+
+
+def test_a_failed_cache_write_leaves_no_file(tmp_path):
+    target = tmp_path / "tokens.npz"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target, suffix=".npz") as tmp:
+            assert tmp.name.endswith(".npz")  # np.savez would otherwise append ".npz"
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == [], "a half-written file must never look like a cache hit"
