@@ -62,6 +62,10 @@ def train_with_trainer(run: RunConfig, solution: str | None = None) -> dict:
         use_cpu=use_cpu,
         bf16=run.bf16 and not use_cpu,
         disable_tqdm=True,
+        # Every parameter gets a gradient every step; the Trainer's default (True for a
+        # PreTrainedModel) makes DDP walk the autograd graph again each step to look for
+        # unused ones.
+        ddp_find_unused_parameters=False,
     )
     tokenizer = load_tokenizer(run.tokenizer)
     with args.main_process_first(local=True, desc="tokenising"):  # one writer per machine's token cache

@@ -184,26 +184,35 @@ def test_a_global_batch_that_does_not_split_evenly_is_refused(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)  # ~25 s of CPU; the margin is for a 2-core machine shared with other jobs
-def test_trainer_entry_point_runs_under_torchrun_like_one_process(tmp_path):
+@pytest.mark.timeout(240)  # ~35 s of CPU; the margin is for a 2-core machine shared with other jobs
+def test_trainer_entry_point_runs_under_torchrun_and_accelerate_like_one_process(tmp_path):
     from kata.trainer_run import main as trainer_main
 
     # step 8's flags minus the ones only step 8 has (in-loop evaluation, samples)
     trainer_args = [*TINY[:TINY.index("--eval-interval")], "--eval-batches", "2", "--warmup-steps", "2",
                     "--solution", "reference"]
-    _torchrun("kata.trainer_run", [*trainer_args, "--out-dir", str(tmp_path / "ddp")])
+    _torchrun("kata.trainer_run", [*trainer_args, "--out-dir", str(tmp_path / "torchrun")])
+    # docs/scale-out.md's accelerate command on CPU: `--multi_gpu` picks accelerate's DDP
+    # launcher (`--cpu` would start a single process); the flags after it keep a user's
+    # own accelerate config file from changing the run.
+    _run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+          "-m", "kata.trainer_run", *trainer_args, "--out-dir", str(tmp_path / "accelerate")], timeout=90)
     # `python -m kata.trainer_run ...` in this process (saves a Python start-up)
     with torch.random.fork_rng():
         assert trainer_main([*trainer_args, "--out-dir", str(tmp_path / "single")]) == 0
-    ddp = json.loads((tmp_path / "ddp" / "trainer_summary.json").read_text())
     single = json.loads((tmp_path / "single" / "trainer_summary.json").read_text())
-    assert (ddp["world_size"], ddp["per_device_batch_size"]) == (2, 4), (
-        f"under torchrun with 2 processes the Trainer should see world size 2 and 4 rows per device, got {ddp}"
-    )
-    assert [s for s, _ in ddp["train_loss"]] == [s for s, _ in single["train_loss"]] == list(range(1, 11))
-    for (step, a), (_, b) in zip(ddp["train_loss"], single["train_loss"]):
-        assert abs(a - b) <= LOSS_ATOL, (
-            f"Trainer step {step}: 2 processes x 4 rows logged {a:.6f}, 1 process x 8 rows {b:.6f}: "
-            f"per_device_train_batch_size must be batch_size / world_size (kata/trainer_run.py)"
+    for launcher in ("torchrun", "accelerate"):
+        ddp = json.loads((tmp_path / launcher / "trainer_summary.json").read_text())
+        assert (ddp["world_size"], ddp["per_device_batch_size"]) == (2, 4), (
+            f"under {launcher} with 2 processes the Trainer should see world size 2 and 4 rows per device, got {ddp}"
         )
-    assert abs(ddp["val_loss"] - single["val_loss"]) <= LOSS_ATOL
+        assert [s for s, _ in ddp["train_loss"]] == [s for s, _ in single["train_loss"]] == list(range(1, 11))
+        for (step, a), (_, b) in zip(ddp["train_loss"], single["train_loss"]):
+            assert abs(a - b) <= LOSS_ATOL, (
+                f"Trainer step {step} under {launcher}: 2 processes x 4 rows logged {a:.6f}, 1 process x 8 rows "
+                f"{b:.6f}: per_device_train_batch_size must be batch_size / world_size (kata/trainer_run.py)"
+            )
+        assert abs(ddp["val_loss"] - single["val_loss"]) <= LOSS_ATOL, (
+            f"validation loss under {launcher} {ddp['val_loss']:.6f} vs 1 process {single['val_loss']:.6f}"
+        )
