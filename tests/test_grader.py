@@ -7,6 +7,7 @@ marks for the reference's files, and no reference source in the handout.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -253,6 +254,28 @@ def test_handout_grades_zero_untouched_and_full_marks_with_the_reference_files(b
     full = grade(steps, solved, "exercises", jobs=2, gpu=False)
     assert [(r.status, r.score) for r in full] == [(PASSED, r.step.points) for r in full], \
         [(r.step.id, r.status, r.passed, r.total, r.first_failure) for r in full]
+
+
+def test_plain_pytest_in_the_handout_draws_only_recorded_inputs(built_handout, tmp_path):
+    """A learner may run pytest directly instead of the grader, and writes literals of
+    their own: neither may change which inputs the tests draw (every one must have a
+    stored reference answer; KATA_SNAPSHOT_MISS_LIMIT=0 fails on the first that has not)."""
+    import subprocess
+    import sys
+
+    solved = tmp_path / "solved"
+    shutil.copytree(built_handout, solved)
+    for f in (ROOT / "reference").glob("step*.py"):
+        text = f.read_text() + "\n\n_MY_CONSTANTS = (7, 3, 0.25, 'abc', 12, 5)  # a learner's unrelated literals\n"
+        (solved / "exercises" / f.name).write_text(text)
+    steps = [f"tests/test_step{n}_" for n in (1, 2, 3, 4)]
+    files = [str(p.relative_to(solved)) for p in sorted((solved / "tests").glob("test_step*.py"))
+             if any(str(p.relative_to(solved)).startswith(s) for s in steps)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST_", "HYPOTHESIS_"))}
+    env.update(KATA_SNAPSHOT_MISS_LIMIT="0", PYTHONPATH=str(solved))
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+                       cwd=solved, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and " passed" in p.stdout, p.stdout[-3000:] + p.stderr[-2000:]
 
 
 def test_handout_grades_a_mixed_tree(built_handout, tmp_path):
