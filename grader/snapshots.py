@@ -49,8 +49,6 @@ def run(root: Path, check: bool, steps: list[str] | None = None, jobs: int = 2) 
                 shutil.rmtree(snapshot_dir(root) / f.stem, ignore_errors=True)
     os.environ["KATA_SNAPSHOTS"] = "verify" if check else "record"
     results = grade(manifest, root, "reference", jobs=jobs, ignore_needs=True)
-    if not check:
-        _write_versions(root)
     report.render(results, "reference", root, console)
     bad = [r for r in results if r.status not in (PASSED, NEEDS_GPU, NO_TESTS)]
     n, nbytes = size(root)
@@ -62,20 +60,6 @@ def run(root: Path, check: bool, steps: list[str] | None = None, jobs: int = 2) 
         return 1
     console.print("[green]snapshots are up to date[/]" if check else "[green]recorded[/]")
     return 0
-
-
-def _write_versions(root: Path) -> None:
-    """Which Hypothesis / Python / torch drew the recorded inputs (a replay miss names a mismatch)."""
-    import json
-    import subprocess
-
-    code = "import json, _support; print(json.dumps(_support.recording_versions()))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=root / "tests", capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])})
-    if out.returncode == 0:
-        path = snapshot_dir(root) / "VERSIONS.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(json.loads(out.stdout), indent=2, sort_keys=True) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import json
 import math
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ from types import ModuleType
 import pytest
 import torch
 
+from kata.paths import atomic_path
 from kata.solution import load, solution_name
 
 
@@ -117,8 +119,6 @@ SNAPSHOT_MODES = ("auto", "live", "record", "replay", "verify")
 _STALE_RTOL, _STALE_ATOL = 1e-4, 1e-5
 _store: dict[Path, dict[str, object]] = {}
 _dirty: set[Path] = set()
-# What drew the recorded inputs: `grader.snapshots` writes it next to the answers.
-VERSIONS_FILE = SNAPSHOT_DIR / "VERSIONS.json"
 # A replayed property test skips (hypothesis.reject) at most this many inputs that have
 # no stored answer before it fails: a few stray inputs must not fail a correct solution,
 # a wholesale mismatch (another Hypothesis draws other inputs) must not pass silently.
@@ -128,7 +128,8 @@ _misses: dict[str, int] = {}
 
 
 def recording_versions() -> dict[str, str]:
-    """The versions that decide which inputs a derandomized Hypothesis test draws."""
+    """The versions that decide which inputs a derandomized Hypothesis test draws
+    (written next to the answers when they are recorded: `VERSIONS.json`)."""
     import platform
 
     import hypothesis
@@ -138,17 +139,15 @@ def recording_versions() -> dict[str, str]:
 
 def _version_hint() -> str:
     try:
-        import json
-
-        recorded_with = json.loads(VERSIONS_FILE.read_text())
+        recorded_with = json.loads((SNAPSHOT_DIR / "VERSIONS.json").read_text())
     except (OSError, ValueError):
         return ""
-    now = recording_versions()
-    diff = [f"{k} {recorded_with.get(k)} (here {v})" for k, v in now.items()
-            if k != "python" and recorded_with.get(k) != v]
-    py = (recorded_with.get("python") or "").rsplit(".", 1)[0]
-    if py and py != now["python"].rsplit(".", 1)[0]:
-        diff.append(f"python {recorded_with['python']} (here {now['python']})")
+
+    def same(k: str, v: str) -> str:  # a Python patch release draws the same inputs
+        return v.rsplit(".", 1)[0] if k == "python" else v
+
+    diff = [f"{k} {recorded_with.get(k)} (here {v})" for k, v in recording_versions().items()
+            if same(k, str(recorded_with.get(k))) != same(k, v)]
     if not diff:
         return ""
     return (" The stored answers were recorded with " + ", ".join(diff)
@@ -249,10 +248,14 @@ def _plain(x: object) -> object:
 
 @atexit.register
 def _flush() -> None:
+    if not _dirty:
+        return
     for path in sorted(_dirty):
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(dict(sorted(_store[path].items())), path)
     _dirty.clear()
+    with atomic_path(SNAPSHOT_DIR / "VERSIONS.json") as tmp:  # every recording process writes the same
+        tmp.write_text(json.dumps(recording_versions(), indent=2, sort_keys=True) + "\n")
 
 
 def _skip_unrecorded_input() -> bool:
