@@ -193,7 +193,7 @@ def corpus_bleu(hypotheses: list[str], references: list[str], max_n: int = 4) ->
 # --------------------------------------------------------------------------- the run
 
 def translate_run(cfg: TranslateConfig, data_dir: str | None, out_dir: str, solution: str | None = None) -> dict:
-    """Train on train, watch validation loss, beam-decode test, score BLEU; rank-0-free, one process."""
+    """Train on train, validate every epoch, beam-decode test, score BLEU (one process); the summary."""
     b1, b2, b3, b4, b5, b6 = (load(m, solution) for m in (
         "bonus1_encoder_decoder", "bonus2_batch", "bonus3_noam", "bonus4_label_smoothing",
         "bonus5_decoding", "bonus6_copy_task"))
@@ -205,7 +205,7 @@ def translate_run(cfg: TranslateConfig, data_dir: str | None, out_dir: str, solu
     g = torch.Generator().manual_seed(cfg.seed)
 
     pairs = load_pairs(data_dir, cfg.src_lang, cfg.tgt_lang)
-    tok = train_tokenizer([t for s, t_ in pairs["train"] for t in (s, t_)], cfg.vocab_size)
+    tok = train_tokenizer([text for pair in pairs["train"] for text in pair], cfg.vocab_size)
     tok.save(str(out / "tokenizer.json"))
     train_src, train_tgt, dropped = encode_pairs(tok, pairs["train"], cfg.max_len)
     val_src, val_tgt, _ = encode_pairs(tok, pairs["validation"], cfg.max_len)
@@ -241,7 +241,7 @@ def translate_run(cfg: TranslateConfig, data_dir: str | None, out_dir: str, solu
     log = (out / "loss.csv").open("w", newline="")
     writer = csv.writer(log)
     writer.writerow(["step", "epoch", "train_loss", "val_loss", "lr"])
-    step, t0 = 0, time.perf_counter()
+    step, val, t0 = 0, math.nan, time.perf_counter()
     bar = tqdm(total=total_steps, desc="train", unit="step")
     while step < total_steps:
         for idx in token_batches(train_src, train_tgt, cfg.batch_tokens, g):
@@ -249,15 +249,16 @@ def translate_run(cfg: TranslateConfig, data_dir: str | None, out_dir: str, solu
             loss = b6.train_step(model, batch_of(train_src, train_tgt, idx), criterion, optimizer, scheduler)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
-            end_of_epoch = step % per_epoch == 0 or step == total_steps
+            end_of_epoch = step % per_epoch == 0 or step == total_steps  # the last step always validates
+            if end_of_epoch:
+                val = validation_loss()
             writer.writerow([step, round(step / per_epoch, 3), round(loss, 5),
-                             round(validation_loss(), 5) if end_of_epoch else "", scheduler.get_last_lr()[0]])
+                             round(val, 5) if end_of_epoch else "", scheduler.get_last_lr()[0]])
             if step >= total_steps:
                 break
     bar.close()
     log.close()
     train_seconds = time.perf_counter() - t0
-    val = validation_loss()
 
     test = pairs["test"][: cfg.max_test] if cfg.max_test else pairs["test"]
     hypotheses: list[str] = []
