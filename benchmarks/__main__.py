@@ -133,9 +133,10 @@ def write_results(meta: dict, rows: list[dict], name: str) -> tuple[Path, Path]:
                      "and no NaN filter. On a loaded shared machine every variant slows alike, but the ratios are noisy.")
         head = 6 * 50257 * s["n_embd"] / meta["flops_per_token"]
         lines.append(f"At this shape the 50,257-way output layer is {head:.0%} of the FLOPs per token (6·V·C of the "
-                     f"total), so attention and optimizer tuning barely move CPU throughput. Not profiled on CPU: "
-                     f"where the variants differ by more than a few percent (the Trainer against the loops on the "
-                     f"idle 2-core run), the cause is open.")
+                     f"total), so attention and optimizer tuning barely move CPU throughput; work on the (B, T, V) "
+                     f"logits does.")
+    if meta.get("note"):
+        lines += ["", meta["note"]]
     md = RESULTS / f"{name}.md"
     md.write_text("\n".join(lines) + "\n")
     return md, js
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--cpu-compile", action="store_true", help="also run torch.compile on CPU (slow to build)")
     p.add_argument("--name", default=None, help="results file name (default: the machine's name)")
+    p.add_argument("--note", default="", help="what the person running it observed (printed under the table)")
     args = p.parse_args(argv)
     if args.child:
         child(json.loads(args.child))
@@ -183,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "matmul_params": n,
         "flops_per_token": flops_per_token(shape, n),
         "peak": peak_tflops(device)[1],
+        "note": args.note,
     }
     rows = []
     for v in args.variants:

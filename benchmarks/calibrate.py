@@ -30,8 +30,8 @@ from kata.paths import REPO_ROOT
 MUTANTS: dict[str, tuple[str, str, str, str]] = {
     "unshifted-loss": (
         "step4_loss.py",
-        "    shift_logits = logits[:, :-1, :]\n    shift_labels = labels[:, 1:]\n",
-        "    shift_logits = logits\n    shift_labels = labels\n",
+        "shift_labels = F.pad(labels[:, 1:], (0, 1), value=ignore_index)",
+        "shift_labels = labels",
         "step 4 scores the logits at t against the token at t (no shift): the model learns to copy",
     ),
     "normal-init": (

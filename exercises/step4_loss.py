@@ -22,6 +22,9 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
     Shapes that do not fit ((B, T, V) and (B, T)) raise ValueError naming both shapes.
     Without the shift the model is trained to copy its input and the loss collapses
     towards 0 while it learns nothing it can generate with.
+    Speed: the logits are the largest tensor in the model (B x T x 50257 floats);
+    slicing them makes non-contiguous views that cost a full copy forward and backward.
+    Moving the labels instead (and marking what falls off the end) costs nothing.
     """
     raise NotImplementedError(
         "next_token_loss is not written yet (step 4): its docstring states what it must do; "

@@ -22,11 +22,13 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
         raise ValueError(
             f"expected logits (B, T, V) and labels (B, T); got {tuple(logits.shape)} and {tuple(labels.shape)}"
         )
-    shift_logits = logits[:, :-1, :]
-    shift_labels = labels[:, 1:]
-    # reshape (not view): the sliced logits are not contiguous.
+    # Shift the labels, not the logits: label t+1 moves to position t and the last
+    # position gets ignore_index, so the same B*(T-1) pairs count. The (B, T, V)
+    # logits, the largest tensor in the model, stay contiguous; slicing them
+    # (logits[:, :-1]) would copy them once forward and once more backward.
+    shift_labels = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
     return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)).float(),
+        logits.reshape(-1, logits.size(-1)).float(),
         shift_labels.reshape(-1),
         ignore_index=ignore_index,
     )
