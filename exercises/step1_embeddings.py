@@ -1,7 +1,7 @@
 """Step 1 — configuration, token + position embeddings, GPT-2 init, weight tying.
 
-Fill in `Embeddings.forward`, `init_weights` and `tie_weights`; `pytest -k step1`
-checks them. `GPTConfig`, `Embeddings.__init__` and `count_parameters` are given.
+You write `Embeddings.forward`, `init_weights` and `tie_weights`; `nox -s check -- --step 1`
+grades them. `GPTConfig`, `Embeddings.__init__` and `count_parameters` are given.
 """
 from __future__ import annotations
 
@@ -58,14 +58,14 @@ class Embeddings(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """(B, T) int64 ids -> (B, T, C) float32: token vector + position vector, then dropout.
+        """(B, T) int64 ids -> (B, T, C) float32: each token's vector plus its position's vector.
 
-        Position t (0 <= t < T) gets row t of `self.position`; the same position
-        vectors are added to every sequence of the batch. A sequence longer than
-        `config.block_size` raises ValueError (there is no position embedding past
-        block_size - 1: say so, and suggest cropping to the last block_size tokens).
-        Without the position vectors attention cannot tell "dog bites man" from
-        "man bites dog": it sees the tokens as an unordered set.
+        Position t (0 <= t < T) uses row t of `self.position`, the same for every sequence
+        of the batch; the sum goes through `self.drop` (dropout, active in train mode only).
+        A sequence longer than `config.block_size` raises ValueError: there is no position
+        embedding past block_size - 1, so say so and suggest keeping the last block_size
+        tokens. Why positions at all: attention itself sees its inputs as an unordered
+        set, so without them "dog bites man" and "man bites dog" look the same.
         """
         raise NotImplementedError(
             "Embeddings.forward is not written yet (step 1): its docstring states what it must do; "
@@ -76,15 +76,15 @@ class Embeddings(nn.Module):
 def init_weights(module: nn.Module, n_layer: int) -> None:
     """GPT-2 initialisation of every submodule of `module`, in place. Returns None.
 
-    Walk `module.named_modules()`:
-    - nn.Linear: weight ~ N(0, 0.02²), bias = 0; except the residual output
-      projections (module names ending in ".proj"), whose std is 0.02 / sqrt(2 * n_layer):
-      each block adds two of them to the residual stream, and this keeps its
-      variance from growing with depth.
-    - nn.Embedding: weight ~ N(0, 0.02²).
-    - nn.LayerNorm: weight = 1, bias = 0 (either may be None when bias=False).
-    PyTorch's default nn.Embedding init is N(0, 1): with a tied output layer that
-    gives logits of size ~sqrt(C), and the first loss is 50-100 instead of ln(V) ~ 10.8.
+    After it: every nn.Linear and nn.Embedding weight is drawn from a normal
+    distribution with mean 0 and std 0.02, every bias is 0, every LayerNorm is the
+    identity (gain 1, bias 0; either may be absent when bias=False). The exception: the
+    residual output projections, the submodules whose name ends in `.proj`, get a std
+    smaller by a factor sqrt(2 * n_layer). Each block adds two of them to the residual
+    stream, so without the factor its variance grows with depth.
+    Why it matters: PyTorch's default nn.Embedding init is N(0, 1); with a tied output
+    layer that gives logits of size ~sqrt(C), and the first loss is 50-100 instead of
+    ln(V) ~ 10.8, the loss of a uniform guess.
     """
     raise NotImplementedError(
         "init_weights is not written yet (step 1): its docstring states what it must do; "
@@ -95,10 +95,11 @@ def init_weights(module: nn.Module, n_layer: int) -> None:
 def tie_weights(lm_head: nn.Linear, token_embedding: nn.Embedding) -> None:
     """Make the output layer and the token embedding one shared (V, C) Parameter. Returns None.
 
-    Afterwards `lm_head.weight is token_embedding.weight`: one tensor, one gradient,
-    counted once. Copying the values is not tying: the two would drift apart at the
-    first optimizer step. Tying saves V*C parameters (9.6M of the lab model's 22.0M
-    untied) and helps small models: the same matrix maps ids to vectors and back.
+    Afterwards both modules hold the very same Parameter object: one tensor, one
+    gradient, counted once by `count_parameters`. Copying the values is not tying: the
+    two copies drift apart at the first optimizer step. Tying saves V*C parameters
+    (9.6M of the lab model's 22.0M untied) and helps small models: the same matrix
+    maps ids to vectors and vectors back to scores over the ids.
     """
     raise NotImplementedError(
         "tie_weights is not written yet (step 1): its docstring states what it must do; "

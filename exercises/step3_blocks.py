@@ -1,8 +1,9 @@
 """Step 3 — attention, MLP, pre-norm residual blocks and the whole TinyGPT.
 
-Fill in the four `forward` methods; `pytest -k step3` checks them. Every `__init__`
-is given (the parameter names match the reference and GPT-2, so weights load into
-either). Your model uses your own steps 1, 2 and 4 through the imports below.
+You write the four `forward` methods; `nox -s check -- --step 3` grades them. Every
+`__init__` is given: the layout follows GPT-2 (and nanoGPT), so the weights can be copied
+one to one into a Hugging Face `GPT2LMHeadModel`, which the tests use as an independent
+oracle. Your model uses your own steps 1, 2 and 4 through the imports below.
 """
 from __future__ import annotations
 
@@ -31,17 +32,21 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) float -> (B, T, C) float: multi-head causal self-attention.
 
-        1. `self.qkv(x)` is (B, T, 3C); split it into q, k, v of (B, T, C) each (in that order).
-        2. Split each into heads: (B, T, C) -> (B, T, H, D) -> (B, H, T, D), D = C // H.
-        3. Attend per head, position i only to positions <= i:
-           - attn_impl == "manual": your step 2 — `masked_attention_scores(q, k,
-             causal_mask(T, device=x.device))`, softmax over the keys (last dim),
-             `self.attn_drop`, then `@ v`;
-           - attn_impl == "sdpa": `F.scaled_dot_product_attention(q, k, v, is_causal=True,
-             dropout_p=self.dropout if self.training else 0.0)` (the same maths, fused).
-        4. Re-join the heads: (B, H, T, D) -> (B, T, H, D) -> (B, T, C), then `self.proj`
-           and `self.resid_drop`.
-        Attention is how a position gathers information from earlier tokens; the
+        The contract, which the GPT-2 oracle fixes:
+        - `self.qkv` makes the queries, keys and values at once: the first C output
+          features are the queries, the next C the keys, the last C the values.
+        - Head h owns channels h*D .. (h+1)*D - 1 of each (D = C // n_head) and attends
+          on its own: its scores are the scaled dot products of its queries and keys
+          (step 2's definition), position i weighs only positions 0..i, the weights of
+          a query sum to 1, and it averages its values with them.
+        - The heads' outputs are put back side by side in the same channel order, then
+          go through `self.proj` and `self.resid_drop`.
+        - attn_impl == "manual" computes this with your step 2 functions and applies
+          `self.attn_drop` to the attention weights; "sdpa" uses PyTorch's fused
+          attention kernel, which computes the same thing in one call and applies the
+          same dropout to the weights itself (with probability `self.dropout`, and only
+          in train mode). Both must give the same output in eval mode.
+        Why: attention is how a position gathers information from earlier tokens; the
         heads let it look for several things at once.
         """
         raise NotImplementedError(
@@ -61,11 +66,12 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) float -> (B, T, C) float: fc, act, proj, drop.
+        """(B, T, C) float -> (B, T, C) float: expand to 4C, GPT-2's activation, project back, dropout.
 
-        Position-wise: each token's vector is transformed on its own. This is where
-        most of a transformer's parameters (8C² of a block's 12C²) and its per-token
-        computation live.
+        Use the given layers in that order (`self.act` is GPT-2's tanh-approximate GELU;
+        ReLU or the exact GELU give different numbers). Position-wise: each token's
+        vector is transformed on its own. This is where most of a block's parameters
+        (8C² of its 12C²) and of its per-token computation live.
         """
         raise NotImplementedError(
             "MLP.forward is not written yet (step 3): its docstring states what it must do; "
@@ -88,11 +94,12 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) float -> (B, T, C) float.
+        """(B, T, C) float -> (B, T, C) float: the attention sub-layer, then the MLP sub-layer.
 
-        x = x + attn(ln_1(x)); then x = x + mlp(ln_2(x)). Both additions matter: with
-        the sub-layers' outputs at zero the block is the identity, which is what lets
-        a deep stack train at all.
+        Pre-norm: each sub-layer reads a LayerNorm of the stream (`ln_1` before
+        attention, `ln_2` before the MLP) and its output is *added* to the stream, which
+        itself is never normalised in place. With both sub-layers' outputs at zero the
+        block is exactly the identity; that is what lets a deep stack train at all.
         """
         raise NotImplementedError(
             "Block.forward is not written yet (step 3): its docstring states what it must do; "
@@ -118,9 +125,10 @@ class TinyGPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """input_ids (B, T) int64 -> (logits (B, T, V) float, loss or None).
 
-        embed -> every block in order -> ln_f -> lm_head. With labels (B, T) int64, the
-        loss is your step 4's `next_token_loss(logits, labels)` (0-dim); without, None.
-        The logits at position t score every vocabulary word as token t+1.
+        The embeddings, every block in order, the final LayerNorm `ln_f`, then the
+        (tied) output layer. The logits at position t score every vocabulary entry as
+        token t+1. With labels (B, T) int64 the loss is your step 4's next-token loss
+        of these logits and labels (a 0-dim tensor); without labels it is None.
         """
         raise NotImplementedError(
             "TinyGPT.forward is not written yet (step 3): its docstring states what it must do; "

@@ -1,7 +1,7 @@
 """Step 4 — next-token loss: shift, ignore padding, average over real tokens.
 
-Fill in `next_token_loss`; `pytest -k step4` checks it. Step 3's `TinyGPT.forward`
-calls it when labels are given.
+You write `next_token_loss`; `nox -s check -- --step 4` grades it. Step 3's
+`TinyGPT.forward` calls it when labels are given.
 """
 from __future__ import annotations
 
@@ -14,17 +14,23 @@ IGNORE_INDEX = -100
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Mean cross-entropy of predicting token t+1 from position t. Returns a 0-dim float32 tensor.
 
-    logits: (B, T, V) float; labels: (B, T) int64, usually the input ids themselves
-    (the Hugging Face convention). The logits at position t are scored against
-    labels[:, t+1]: the last position has no next token and the first label has no
-    prediction, so B*(T-1) pairs remain. Pairs whose label is `ignore_index` (padding)
-    do not count, and the mean is over the pairs that do. Compute it in float32.
-    Shapes that do not fit ((B, T, V) and (B, T)) raise ValueError naming both shapes.
-    Without the shift the model is trained to copy its input and the loss collapses
-    towards 0 while it learns nothing it can generate with.
-    Speed: the logits are the largest tensor in the model (B x T x 50257 floats);
-    slicing them makes non-contiguous views that cost a full copy forward and backward.
-    Moving the labels instead (and marking what falls off the end) costs nothing.
+    logits: (B, T, V) float (float32 or bf16); labels: (B, T) int64, usually the input
+    ids themselves (the Hugging Face convention: the loss does the shift, not the data).
+    The logits at position t are scored against the label at t+1: the last position
+    has no next token and the first label has no prediction, so B*(T-1) pairs remain.
+    A pair whose label is `ignore_index` (padding) does not count; any real id in
+    [0, V) counts, the end-of-text id included. The result is the mean over the pairs
+    that count, computed in float32 whatever the logits' dtype.
+    Decided edge cases:
+    - no pair counts (every shifted label is ignore_index, or T == 1): the result is a
+      float32 0.0 that is still part of the graph (backward gives all-zero gradients),
+      never NaN: a batch of pure padding must not poison training;
+    - shapes that do not fit (not (B, T, V) with (B, T)) raise ValueError naming both.
+    Why the shift: without it the model is trained to copy its input; the loss
+    collapses towards 0 while it learns nothing it can generate with.
+    Why it matters for speed: the logits are the largest tensor in the model
+    (B x T x 50257 floats). A solution that slices or otherwise copies them pays a
+    full copy forward and another backward; the labels are V times smaller.
     """
     raise NotImplementedError(
         "next_token_loss is not written yet (step 4): its docstring states what it must do; "

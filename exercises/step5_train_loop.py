@@ -1,11 +1,12 @@
 """Step 5 — from a token stream to training: chunks, optimizer, clipping, LR, evaluation.
 
-Fill in the functions that raise `NotImplementedError`; `pytest -k step5` checks them.
-`set_lr`, `epoch_batches` and `iterate_batches` are given.
+You write `join_documents`, `chunk_tokens`, `configure_optimizer`, `lr_at`, `train_step`
+and `evaluate`; `nox -s check -- --step 5` grades them. `set_lr`, `epoch_batches` and
+`iterate_batches` are given.
 """
 from __future__ import annotations
 
-import math  # noqa: F401  (you will want math.cos, math.pi, math.exp)
+import math  # noqa: F401
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -16,10 +17,11 @@ import torch.nn as nn
 def join_documents(docs: Sequence[Sequence[int]], eos_id: int) -> np.ndarray:
     """Concatenate tokenised documents into one stream, each followed by `eos_id`.
 
-    docs: a list of token-id lists. Returns a 1-D int64 numpy array of length
-    sum(len(d) + 1): d0 tokens, eos, d1 tokens, eos, ... (an empty list of documents
-    gives an empty array). The end-of-text token tells the model where one document
-    stops, so it learns not to run a play into the next one, and generation can stop.
+    docs: a sequence of token-id sequences. Returns a 1-D int64 numpy array of length
+    sum(len(d) + 1): the documents in order, each one's tokens followed by one `eos_id`
+    (an empty document contributes just the `eos_id`; no documents give an empty array).
+    Why: the end-of-text token tells the model where one document stops, so it learns
+    not to run one play into the next, and generation can learn to stop.
     """
     raise NotImplementedError(
         "join_documents is not written yet (step 5): its docstring states what it must do; "
@@ -30,11 +32,13 @@ def join_documents(docs: Sequence[Sequence[int]], eos_id: int) -> np.ndarray:
 def chunk_tokens(stream: Sequence[int] | np.ndarray | torch.Tensor, block_size: int) -> torch.Tensor:
     """Cut a 1-D token stream into consecutive, non-overlapping blocks.
 
-    Returns (N, block_size) int64 with N = len(stream) // block_size; row i is
-    stream[i*block_size : (i+1)*block_size]. Only the final partial block (fewer than
-    block_size tokens of the whole corpus) may be dropped. A stream shorter than one
-    block raises ValueError saying so and what to change. The seed lab chunks inside
-    each `map` batch and so throws away a tail per batch of 1,000 lines.
+    stream: a list, numpy array or tensor of ids. Returns an (N, block_size) int64
+    tensor holding the stream's tokens in their original order, as many whole blocks
+    as fit: only the final partial block (fewer than block_size tokens of the whole
+    corpus) may be lost. A stream shorter than one block raises ValueError saying so
+    and what to change (a larger corpus or a smaller block_size).
+    Why: the seed lab chunks inside each `map` batch and so throws away a tail per
+    batch of 1,000 lines.
     """
     raise NotImplementedError(
         "chunk_tokens is not written yet (step 5): its docstring states what it must do; "
@@ -49,14 +53,15 @@ def configure_optimizer(
     betas: tuple[float, float] = (0.9, 0.95),
     fused: bool | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW with two parameter groups: decay on matrices (dim >= 2), none on the rest.
+    """torch.optim.AdamW with two parameter groups: decay on matrices, none on the rest.
 
-    Group 0: every trainable parameter with p.dim() >= 2, weight_decay=weight_decay.
-    Group 1: the rest (biases, LayerNorm gains), weight_decay=0.0. Each parameter
-    appears exactly once (model.parameters() already lists a tied matrix once).
+    Group 0: every trainable parameter with two or more dimensions (weight matrices,
+    embeddings), with `weight_decay`. Group 1: every other trainable parameter (biases,
+    LayerNorm gains), with weight decay 0. Every trainable parameter appears exactly
+    once: a tied matrix is one parameter, not two. `lr` and `betas` as given;
     `fused=None` means fused only when every parameter is on CUDA.
-    Weight decay pulls weights towards 0; on biases and LayerNorm gains that only
-    fights the normalisation, so they are excluded.
+    Why: weight decay pulls weights towards 0; on biases and LayerNorm gains that only
+    fights the normalisation, so they are left alone.
     """
     raise NotImplementedError(
         "configure_optimizer is not written yet (step 5): its docstring states what it must do; "
@@ -65,13 +70,19 @@ def configure_optimizer(
 
 
 def lr_at(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
-    """Linear warmup to `max_lr`, then cosine decay to `min_lr` at `total_steps`.
+    """The learning rate for update number `step` (0-based): linear warmup, then cosine decay.
 
-    step < warmup_steps: max_lr * (step + 1) / warmup_steps, so step 0 gives
-    max_lr / warmup_steps (never 0, or the first update is wasted) and step
-    warmup_steps - 1 gives max_lr. Then min_lr + 0.5 * (max_lr - min_lr) * (1 + cos(pi * p))
-    with p = (step - warmup_steps) / (total_steps - warmup_steps); step >= total_steps
-    gives min_lr. Returns a Python float.
+    Returns a Python float with these properties (the tests check them to 1e-9):
+    - warmup, steps 0 .. warmup_steps - 1: rises linearly in equal increments, from
+      max_lr / warmup_steps at step 0 (never 0: an update at lr 0 is wasted) to
+      exactly max_lr at step warmup_steps - 1;
+    - decay, steps warmup_steps .. total_steps: half a period of a cosine, from max_lr
+      at step warmup_steps down to min_lr at step total_steps; it falls slowly at both
+      ends and fastest in the middle, where it is halfway between max_lr and min_lr;
+    - past the end, step >= total_steps: min_lr, for ever (a run may go on longer).
+    It never rises after warmup and never leaves [0, max_lr].
+    Why: at the start the gradients are large and Adam's statistics empty, so full
+    steps would throw the weights far; at the end small steps settle into a minimum.
     """
     raise NotImplementedError(
         "lr_at is not written yet (step 5): its docstring states what it must do; "
@@ -91,14 +102,18 @@ def train_step(
     max_grad_norm: float = 1.0,
     autocast_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on a (B, T) int64 batch; labels are the inputs (the model shifts).
+    """One optimisation step on a (B, T) int64 batch; the labels are the inputs (the model shifts).
 
-    Order matters: model.train(), zero the old gradients, forward (`_, loss =
-    model(input_ids, labels=input_ids)`, under torch.autocast when autocast_dtype is
-    set), backward, clip the total gradient norm to `max_grad_norm`, and only then
-    `optimizer.step()` — clipping after the step changes nothing the optimizer used.
-    Returns (loss, total grad norm *before* clipping), both detached 0-dim tensors left
-    on the device, so the loop does not wait for the GPU.
+    Afterwards: the model is in train mode; the optimizer has stepped once, using
+    only this batch's gradients (none left over from an earlier step) after they
+    were clipped so that their total norm (over all parameters together) is at most
+    `max_grad_norm`. The forward pass runs under autocast to `autocast_dtype` when
+    one is given (bf16 on a GPU), in full precision when it is None.
+    Returns (loss, total gradient norm *before* clipping): both 0-dim tensors,
+    detached from the graph and left on the device, so the loop does not wait for
+    the GPU at every step.
+    Why the order matters: clipping after the optimizer's step changes nothing the
+    optimizer used, and gradients not cleared add up across steps.
     """
     raise NotImplementedError(
         "train_step is not written yet (step 5): its docstring states what it must do; "
@@ -114,13 +129,15 @@ def evaluate(
     max_batches: int | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
-    """Validation loss and perplexity over (N, T) chunks, in eval mode (no dropout).
+    """Validation loss and perplexity over (N, T) int64 chunks, in eval mode (no dropout).
 
-    Batches of `batch_size` rows in order (at most `max_batches` of them). Returns
-    {"loss": float, "perplexity": float}: the loss is the mean over every chunk, each
-    batch weighted by its number of rows so a short last batch is not over-counted;
-    perplexity = exp(loss). The model's train/eval mode is restored afterwards, and
-    no chunks at all raises ValueError. Dropout left on makes validation noisy and
+    Runs over the chunks in order, `batch_size` rows at a time (only the first
+    `max_batches` batches when it is given), on the model's device, under autocast
+    when `autocast_dtype` is given. Returns {"loss": float, "perplexity": float}: the
+    loss is the mean over every chunk evaluated (each batch weighted by its number of
+    rows, so a short last batch is not over-counted) and perplexity = e ** loss.
+    The model's train/eval mode is what it was before the call; no chunks at all
+    raise ValueError. Why eval mode: dropout left on makes validation noisy and
     pessimistic.
     """
     raise NotImplementedError(

@@ -1,7 +1,7 @@
 """Step 6 — sampling text: temperature, top-k, a context cropped to block_size.
 
-Fill in `sample_next`, `crop_context` and `generate`; `pytest -k step6` checks them.
-`complete` (text in, text out) is given.
+You write `sample_next`, `crop_context` and `generate`; `nox -s check -- --step 6` grades
+them. `complete` (text in, text out) is given.
 """
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ def sample_next(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Draw one token per row from (B, V) float logits. Returns (B, 1) int64.
+    """Draw one token per row from (B, V) float logits. Returns (B, 1) int64 ids.
 
-    Logits are *divided* by the temperature: T < 1 sharpens the distribution (T -> 0
-    is argmax), T > 1 flattens it. temperature == 0 means greedy (argmax) without
-    dividing by zero. With `top_k`, every logit below the k-th largest is set to -inf
-    first, so no token outside the k most likely can be drawn (top_k >= V keeps all).
-    Then softmax and torch.multinomial(probs, 1, generator=generator).
-    temperature < 0 or top_k < 1 raise ValueError. This is how every LM picks its
-    next word; getting temperature backwards makes "careful" sampling wild.
+    Each row's token is drawn from the softmax of its logits *divided* by the
+    temperature: T < 1 sharpens the distribution (T -> 0 tends to the argmax), T > 1
+    flattens it. temperature == 0 means greedy (the argmax), without dividing by zero.
+    With `top_k`, only the k most likely tokens of a row can be drawn, in the same
+    proportions as before among themselves (a token tied with the k-th largest logit
+    stays in; top_k >= V keeps every token). Draws use `generator` when given, so the
+    same seeded generator gives the same tokens. temperature < 0 or top_k < 1 raise
+    ValueError. Why: this is how every LM picks its next word; getting temperature
+    backwards makes "careful" sampling wild.
     """
     raise NotImplementedError(
         "sample_next is not written yet (step 6): its docstring states what it must do; "
@@ -34,8 +36,9 @@ def sample_next(
 def crop_context(idx: torch.Tensor, block_size: int) -> torch.Tensor:
     """The last `block_size` tokens of (B, T) int64 ids -> (B, min(T, block_size)).
 
-    The model has no position embedding past block_size - 1, so a longer context
-    must be cut, keeping the most recent tokens.
+    The model has no position embedding past block_size - 1, so a longer context must
+    be cut, keeping the most recent tokens (the ones that matter for the next word).
+    A context that fits is returned as it is.
     """
     raise NotImplementedError(
         "crop_context is not written yet (step 6): its docstring states what it must do; "
@@ -55,12 +58,18 @@ def generate(
 ) -> torch.Tensor:
     """Extend (B, T0) int64 prompt ids by up to `max_new_tokens` sampled tokens -> (B, T0 + n).
 
-    In eval mode (restore the mode afterwards), each step feeds the model at most the
-    last `model.config.block_size` tokens (`logits, _ = model(ids)`), samples from the
-    logits of the last position with `sample_next`, and appends. The returned ids keep
-    the whole prompt (the seed lab crops the *returned* sequence and loses it). Stops
-    early once every row has produced `eos_id` (if given). The same seeded `generator`
+    One new token per row per step, drawn by `sample_next` (with the given
+    temperature, top_k and generator) from the model's prediction for the position
+    after the last one. The model sees at most its last `model.config.block_size`
+    tokens; the returned ids keep the whole prompt and everything generated (the seed
+    lab crops the *returned* sequence and loses the prompt). Runs in eval mode, no
+    gradients, and restores the model's mode afterwards. The same seeded generator
     gives the same sample.
+    With `eos_id` (decided): a row that has produced eos_id is finished, and every
+    later position of that row is eos_id (like padding); generation stops as soon as
+    every row has finished, or after max_new_tokens steps, so n <= max_new_tokens is
+    the number of steps actually taken. Stopping when *any* row finished is wrong.
+    Without eos_id, n == max_new_tokens.
     """
     raise NotImplementedError(
         "generate is not written yet (step 6): its docstring states what it must do; "

@@ -2,9 +2,10 @@
 
 `GPT2LMHeadModel` with our shape is the same architecture as step 3's TinyGPT
 (pre-norm blocks, tanh-GELU, tied head), so the two runs are directly comparable.
-Fill in `hf_config`, `CausalLMCollator.torch_call` and `training_arguments`;
-`pytest -k step7` checks them. The dataset, model builder, weight copy and Trainer
-wiring are given.
+
+You write `hf_config`, `CausalLMCollator.torch_call` and `training_arguments`;
+`nox -s check -- --step 7` grades them. The dataset, model builder, weight copy and
+Trainer wiring are given.
 """
 from __future__ import annotations
 
@@ -23,13 +24,16 @@ from .step1_embeddings import GPTConfig
 
 
 def hf_config(config: GPTConfig, eos_id: int = 50256) -> GPT2Config:
-    """The `GPT2Config` with the same shape as a TinyGPT `GPTConfig`.
+    """The `GPT2Config` of the model TinyGPT(config) is: same shape, same function.
 
-    Same vocab_size, n_positions = block_size, n_embd, n_layer, n_head; the three
-    dropouts (resid_pdrop, embd_pdrop, attn_pdrop) = config.dropout; GPT-2's tanh GELU
-    (activation_function="gelu_new"); layer_norm_epsilon=1e-5 (nn.LayerNorm's default);
-    tied input/output embeddings; bos and eos token = eos_id. Only then do TinyGPT's
-    weights, copied over, give the same logits — the proof both runs train one model.
+    Contract: a GPT2LMHeadModel built from it, given TinyGPT's weights (`copy_into_hf`),
+    computes the same logits. So it has the same vocabulary size, context length
+    (block_size), width, depth and number of heads; the same dropout probability in
+    all three places TinyGPT drops (embeddings, attention weights, residual outputs);
+    the same activation (GPT-2's tanh-approximate GELU, as step 3's MLP uses); the
+    same LayerNorm epsilon (nn.LayerNorm's default); tied input and output
+    embeddings; and `eos_id` as both its beginning- and end-of-text token.
+    Why: only then is the Trainer run a fair comparison with your own loop.
     """
     raise NotImplementedError(
         "hf_config is not written yet (step 7): its docstring states what it must do; "
@@ -73,12 +77,13 @@ class CausalLMCollator(DataCollatorForLanguageModeling):
         super().__init__(tokenizer=tokenizer, mlm=False, **kwargs)
 
     def torch_call(self, examples):
-        """A list of {"input_ids": ...} rows -> a batch dict of (B, T) tensors.
+        """A list of {"input_ids": ...} rows -> a batch dict of (B, T) int64 tensors.
 
-        Keep what the stock collator builds (`super().torch_call(examples)`: padded
-        input_ids, attention_mask), then replace its labels: a copy of input_ids with
-        -100 only where attention_mask == 0 (real padding), whatever the pad token is.
-        Real end-of-text tokens stay in the labels.
+        The batch is what the stock collator builds (padded `input_ids`, its
+        `attention_mask`), except `labels`: a copy of input_ids that is -100 exactly
+        where the attention mask says the position is padding, whatever the pad token
+        is. Every real token keeps its label, end-of-text included; a batch without an
+        attention mask has no padding to hide. Our equal-length chunks have none.
         """
         raise NotImplementedError(
             "CausalLMCollator.torch_call is not written yet (step 7): its docstring states what it must do; "
@@ -98,14 +103,23 @@ def training_arguments(
     seed: int = 0,
     **overrides,
 ) -> TrainingArguments:
-    """The lab's hyper-parameters as `TrainingArguments`.
+    """The lab's hyper-parameters as `TrainingArguments`: the Trainer must train like your loop.
 
-    Pass the arguments above through (eval batch size = train batch size), plus
-    AdamW betas (0.9, 0.95), lr_scheduler_type="cosine", gradient_accumulation_steps=1,
-    logging_steps=50, eval_strategy="no", save_strategy="no", report_to="none"
-    (no wandb/tensorboard surprises), dataloader_drop_last=True. `overrides` (e.g.
-    use_cpu=True) replace any of these. The Trainer is only a fair comparison with
-    step 8 if it optimises with the same settings.
+    The behaviours that must match step 5/8's manual loop (find each setting's name in
+    the TrainingArguments documentation):
+    - AdamW with the given learning rate and weight decay and the same betas as
+      `configure_optimizer`'s default, gradients clipped to `max_grad_norm`;
+    - the same schedule: linear warmup over `warmup_steps`, then cosine decay;
+    - one optimizer step per batch of `per_device_train_batch_size` rows (no gradient
+      accumulation), every batch full (a short last batch is dropped, as
+      `epoch_batches` does), for `num_train_epochs` (or `max_steps` when it is > 0);
+    - the given `seed`; evaluation batches of the training batch size.
+    And a run without side effects: everything under `output_dir`, no checkpoints
+    saved, no report to experiment trackers (wandb, tensorboard), no evaluation during
+    training, the loss logged every 50 steps. Any keyword in `overrides` (e.g.
+    use_cpu=True, logging_steps=3) replaces the setting it names.
+    Why: the seed lab's "identical" Trainer run used a linear decay and no weight
+    decay; the comparison only means something when the optimisation is the same.
     """
     raise NotImplementedError(
         "training_arguments is not written yet (step 7): its docstring states what it must do; "

@@ -1,7 +1,8 @@
 """Step 8 — the full pretraining run. `python -m exercises.step8_pretrain --preset smoke`.
 
 You write the loop (`run_training`); data, model, resume, plots and samples are
-scaffolding in `kata.pretrain`. `pytest -k step8` checks the loop on a tiny run.
+scaffolding in `kata.pretrain`, shared with the reference. `nox -s check -- --step 8`
+grades the loop on a tiny run and then by the loss of the smoke-tier run.
 """
 from __future__ import annotations
 
@@ -10,20 +11,28 @@ from .step5_train_loop import lr_at, set_lr, train_step  # noqa: F401  (your ste
 
 
 def run_training(model, optimizer, run: Run, start_step: int = 0) -> None:
-    """Train from `start_step` up to `run.end_step` updates.
+    """Train from `start_step` (updates already done) up to `run.end_step` updates. Returns None.
 
-    `run` gives everything besides the model and optimizer: `run.cfg` (lr, min_lr,
-    warmup_steps, max_grad_norm, eval_interval, checkpoint_interval), `run.total_steps`,
-    `run.end_step`, `run.autocast_dtype`, `run.batches(start_step)` (an iterator of
-    (B, T) batches on the device), `run.progress(start_step)` (the steps to do, with a
-    progress bar), `run.log_train(done, loss, lr)`, `run.evaluate(model, done)` and
-    `run.save(model, optimizer, done)`.
-    Each step: the learning rate from `lr_at(step, ...)` with `run.total_steps`, set it
-    with `set_lr`, one `train_step` on the next batch (it clips before it steps), then
-    with done = step + 1 (updates done so far): log the loss, evaluate when done is a
-    multiple of eval_interval (and done < total_steps: the final evaluation is
-    scaffolding), save when done is a multiple of checkpoint_interval or done == run.end_step.
-    A checkpoint after `done` updates is what `--resume` continues from.
+    `run` holds everything besides the model and the optimizer: `run.cfg` (lr, min_lr,
+    warmup_steps, max_grad_norm, eval_interval, checkpoint_interval, ...),
+    `run.total_steps` (the schedule's length), `run.end_step`, `run.autocast_dtype`,
+    `run.batches(start_step)` (an endless iterator of (B, T) batches on the device),
+    `run.progress(start_step)` (the step numbers still to do, with a progress bar),
+    `run.log_train(done, loss, lr)`, `run.evaluate(model, done)` and
+    `run.save(model, optimizer, done)`; `done` is the number of updates done so far.
+    Each update, in this order:
+    - the optimizer uses the learning rate of your step 5 schedule for this update
+      (the schedule spans `run.total_steps`, peaks at cfg.lr, ends at cfg.min_lr);
+    - one step 5 `train_step` on the next batch, with the configured clipping and
+      autocast;
+    - the bookkeeping, after the update: hand the loss and lr to `run.log_train`
+      *every* update (it averages and writes every cfg.log_interval updates itself);
+      evaluate when `done` is a multiple of cfg.eval_interval and below
+      run.total_steps (the evaluation at the schedule's end is scaffolding); save a
+      checkpoint when `done` is a multiple of cfg.checkpoint_interval, and always
+      after the last update.
+    Why: a checkpoint after `done` updates is exactly what `--resume` continues from,
+    so an interrupted run and an uninterrupted one end with the same weights.
     """
     raise NotImplementedError(
         "run_training is not written yet (step 8): its docstring states what it must do; "
@@ -32,7 +41,7 @@ def run_training(model, optimizer, run: Run, start_step: int = 0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _main(argv, solution="exercises")
+    return _main(argv, solution=__package__)  # "exercises" or "reference": the package this file is in
 
 
 if __name__ == "__main__":

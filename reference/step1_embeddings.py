@@ -1,4 +1,8 @@
-"""Step 1 — configuration, token + position embeddings, GPT-2 init, weight tying."""
+"""Step 1 — configuration, token + position embeddings, GPT-2 init, weight tying.
+
+You write `Embeddings.forward`, `init_weights` and `tie_weights`; `nox -s check -- --step 1`
+grades them. `GPTConfig`, `Embeddings.__init__` and `count_parameters` are given.
+"""
 from __future__ import annotations
 
 import math
@@ -54,6 +58,16 @@ class Embeddings(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) int64 ids -> (B, T, C) float32: each token's vector plus its position's vector.
+
+        Position t (0 <= t < T) uses row t of `self.position`, the same for every sequence
+        of the batch; the sum goes through `self.drop` (dropout, active in train mode only).
+        A sequence longer than `config.block_size` raises ValueError: there is no position
+        embedding past block_size - 1, so say so and suggest keeping the last block_size
+        tokens. Why positions at all: attention itself sees its inputs as an unordered
+        set, so without them "dog bites man" and "man bites dog" look the same.
+        """
+        # BEGIN SOLUTION
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(
@@ -64,17 +78,23 @@ class Embeddings(nn.Module):
         pos = torch.arange(T, device=idx.device)
         # (B, T, C) + (T, C) broadcasts the same position vectors over the batch.
         return self.drop(self.token(idx) + self.position(pos))
+        # END SOLUTION
 
 
 def init_weights(module: nn.Module, n_layer: int) -> None:
-    """GPT-2 initialisation, applied to a whole model with `model.apply`-like traversal.
+    """GPT-2 initialisation of every submodule of `module`, in place. Returns None.
 
-    Linear and Embedding weights ~ N(0, 0.02), biases 0, LayerNorm (1, 0). Residual
-    output projections (named `*.proj`) get std 0.02 / sqrt(2 * n_layer): each block
-    adds two of them to the residual stream, and this keeps its variance from growing
-    with depth. With PyTorch's default N(0, 1) embedding init a tied LM head emits
-    logits of size ~sqrt(C), and the first loss is 50-100 instead of ln(V) ~ 10.8.
+    After it: every nn.Linear and nn.Embedding weight is drawn from a normal
+    distribution with mean 0 and std 0.02, every bias is 0, every LayerNorm is the
+    identity (gain 1, bias 0; either may be absent when bias=False). The exception: the
+    residual output projections, the submodules whose name ends in `.proj`, get a std
+    smaller by a factor sqrt(2 * n_layer). Each block adds two of them to the residual
+    stream, so without the factor its variance grows with depth.
+    Why it matters: PyTorch's default nn.Embedding init is N(0, 1); with a tied output
+    layer that gives logits of size ~sqrt(C), and the first loss is 50-100 instead of
+    ln(V) ~ 10.8, the loss of a uniform guess.
     """
+    # BEGIN SOLUTION
     for name, m in module.named_modules():
         if isinstance(m, nn.Linear):
             std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(".proj") else 0.02
@@ -88,15 +108,21 @@ def init_weights(module: nn.Module, n_layer: int) -> None:
                 nn.init.ones_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+    # END SOLUTION
 
 
 def tie_weights(lm_head: nn.Linear, token_embedding: nn.Embedding) -> None:
-    """Make the output layer and the token embedding one shared (V, C) Parameter.
+    """Make the output layer and the token embedding one shared (V, C) Parameter. Returns None.
 
-    The same matrix maps ids to vectors and vectors to logits, which saves V*C
-    parameters (9.6M of the lab model's 22.0M untied) and helps small models.
+    Afterwards both modules hold the very same Parameter object: one tensor, one
+    gradient, counted once by `count_parameters`. Copying the values is not tying: the
+    two copies drift apart at the first optimizer step. Tying saves V*C parameters
+    (9.6M of the lab model's 22.0M untied) and helps small models: the same matrix
+    maps ids to vectors and vectors back to scores over the ids.
     """
+    # BEGIN SOLUTION
     lm_head.weight = token_embedding.weight
+    # END SOLUTION
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,7 +1,9 @@
 """Step 3 — attention, MLP, pre-norm residual blocks and the whole TinyGPT.
 
-The layout follows GPT-2 (and nanoGPT): its weights can be copied one to one into a
-Hugging Face `GPT2LMHeadModel`, which the tests use as an independent oracle.
+You write the four `forward` methods; `nox -s check -- --step 3` grades them. Every
+`__init__` is given: the layout follows GPT-2 (and nanoGPT), so the weights can be copied
+one to one into a Hugging Face `GPT2LMHeadModel`, which the tests use as an independent
+oracle. Your model uses your own steps 1, 2 and 4 through the imports below.
 """
 from __future__ import annotations
 
@@ -28,6 +30,26 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) float -> (B, T, C) float: multi-head causal self-attention.
+
+        The contract, which the GPT-2 oracle fixes:
+        - `self.qkv` makes the queries, keys and values at once: the first C output
+          features are the queries, the next C the keys, the last C the values.
+        - Head h owns channels h*D .. (h+1)*D - 1 of each (D = C // n_head) and attends
+          on its own: its scores are the scaled dot products of its queries and keys
+          (step 2's definition), position i weighs only positions 0..i, the weights of
+          a query sum to 1, and it averages its values with them.
+        - The heads' outputs are put back side by side in the same channel order, then
+          go through `self.proj` and `self.resid_drop`.
+        - attn_impl == "manual" computes this with your step 2 functions and applies
+          `self.attn_drop` to the attention weights; "sdpa" uses PyTorch's fused
+          attention kernel, which computes the same thing in one call and applies the
+          same dropout to the weights itself (with probability `self.dropout`, and only
+          in train mode). Both must give the same output in eval mode.
+        Why: attention is how a position gathers information from earlier tokens; the
+        heads let it look for several things at once.
+        """
+        # BEGIN SOLUTION
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, H, T, D): each head attends independently.
@@ -42,6 +64,7 @@ class CausalSelfAttention(nn.Module):
             y = self.attn_drop(scores.softmax(dim=-1)) @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-join the heads
         return self.resid_drop(self.proj(y))
+        # END SOLUTION
 
 
 class MLP(nn.Module):
@@ -55,7 +78,16 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) float -> (B, T, C) float: expand to 4C, GPT-2's activation, project back, dropout.
+
+        Use the given layers in that order (`self.act` is GPT-2's tanh-approximate GELU;
+        ReLU or the exact GELU give different numbers). Position-wise: each token's
+        vector is transformed on its own. This is where most of a block's parameters
+        (8C² of its 12C²) and of its per-token computation live.
+        """
+        # BEGIN SOLUTION
         return self.drop(self.proj(self.act(self.fc(x))))
+        # END SOLUTION
 
 
 class Block(nn.Module):
@@ -73,9 +105,18 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) float -> (B, T, C) float: the attention sub-layer, then the MLP sub-layer.
+
+        Pre-norm: each sub-layer reads a LayerNorm of the stream (`ln_1` before
+        attention, `ln_2` before the MLP) and its output is *added* to the stream, which
+        itself is never normalised in place. With both sub-layers' outputs at zero the
+        block is exactly the identity; that is what lets a deep stack train at all.
+        """
+        # BEGIN SOLUTION
         x = x + self.attn(self.ln_1(x))
         x = x + self.mlp(self.ln_2(x))
         return x
+        # END SOLUTION
 
 
 class TinyGPT(nn.Module):
@@ -88,19 +129,27 @@ class TinyGPT(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        init_weights(self, config.n_layer)
-        tie_weights(self.lm_head, self.embed.token)
+        init_weights(self, config.n_layer)  # your step 1
+        tie_weights(self.lm_head, self.embed.token)  # your step 1
 
     def forward(
         self, input_ids: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """input_ids (B, T) int64 -> logits (B, T, V), and the next-token loss if labels given."""
+        """input_ids (B, T) int64 -> (logits (B, T, V) float, loss or None).
+
+        The embeddings, every block in order, the final LayerNorm `ln_f`, then the
+        (tied) output layer. The logits at position t score every vocabulary entry as
+        token t+1. With labels (B, T) int64 the loss is your step 4's next-token loss
+        of these logits and labels (a 0-dim tensor); without labels it is None.
+        """
+        # BEGIN SOLUTION
         x = self.embed(input_ids)
         for block in self.blocks:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))
         loss = next_token_loss(logits, labels) if labels is not None else None
         return logits, loss
+        # END SOLUTION
 
     def num_parameters(self) -> int:
         return count_parameters(self)

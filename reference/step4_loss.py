@@ -1,4 +1,8 @@
-"""Step 4 — next-token loss: shift, ignore padding, average over real tokens."""
+"""Step 4 — next-token loss: shift, ignore padding, average over real tokens.
+
+You write `next_token_loss`; `nox -s check -- --step 4` grades it. Step 3's
+`TinyGPT.forward` calls it when labels are given.
+"""
 from __future__ import annotations
 
 import torch
@@ -8,16 +12,27 @@ IGNORE_INDEX = -100
 
 
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Mean cross-entropy of predicting token t+1 from position t.
+    """Mean cross-entropy of predicting token t+1 from position t. Returns a 0-dim float32 tensor.
 
-    logits: (B, T, V) float; labels: (B, T) int64, usually the input ids themselves
-    (the Hugging Face convention). The logits at position t are scored against
-    labels[:, t+1]: the last position has no next token and the first label has no
-    prediction, so B*(T-1) pairs remain. Pairs whose label is `ignore_index` do not
-    count, and the mean is over the pairs that do. Returns a 0-dim float tensor.
-    Without the shift the model is trained to copy its input and the loss collapses
-    towards 0 while it learns nothing it can generate with.
+    logits: (B, T, V) float (float32 or bf16); labels: (B, T) int64, usually the input
+    ids themselves (the Hugging Face convention: the loss does the shift, not the data).
+    The logits at position t are scored against the label at t+1: the last position
+    has no next token and the first label has no prediction, so B*(T-1) pairs remain.
+    A pair whose label is `ignore_index` (padding) does not count; any real id in
+    [0, V) counts, the end-of-text id included. The result is the mean over the pairs
+    that count, computed in float32 whatever the logits' dtype.
+    Decided edge cases:
+    - no pair counts (every shifted label is ignore_index, or T == 1): the result is a
+      float32 0.0 that is still part of the graph (backward gives all-zero gradients),
+      never NaN: a batch of pure padding must not poison training;
+    - shapes that do not fit (not (B, T, V) with (B, T)) raise ValueError naming both.
+    Why the shift: without it the model is trained to copy its input; the loss
+    collapses towards 0 while it learns nothing it can generate with.
+    Why it matters for speed: the logits are the largest tensor in the model
+    (B x T x 50257 floats). A solution that slices or otherwise copies them pays a
+    full copy forward and another backward; the labels are V times smaller.
     """
+    # BEGIN SOLUTION
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
         raise ValueError(
             f"expected logits (B, T, V) and labels (B, T); got {tuple(logits.shape)} and {tuple(labels.shape)}"
@@ -32,3 +47,4 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
         shift_labels.reshape(-1),
         ignore_index=ignore_index,
     )
+    # END SOLUTION

@@ -1,7 +1,12 @@
-"""Step 5 — from a token stream to training: chunks, optimizer, clipping, LR, evaluation."""
+"""Step 5 — from a token stream to training: chunks, optimizer, clipping, LR, evaluation.
+
+You write `join_documents`, `chunk_tokens`, `configure_optimizer`, `lr_at`, `train_step`
+and `evaluate`; `nox -s check -- --step 5` grades them. `set_lr`, `epoch_batches` and
+`iterate_batches` are given.
+"""
 from __future__ import annotations
 
-import math
+import math  # noqa: F401
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -12,25 +17,33 @@ import torch.nn as nn
 def join_documents(docs: Sequence[Sequence[int]], eos_id: int) -> np.ndarray:
     """Concatenate tokenised documents into one stream, each followed by `eos_id`.
 
-    Returns a 1-D int64 array of length sum(len(d) + 1). The end-of-text token tells
-    the model where one document stops, so it learns not to continue a play into the
-    next one (and generation can learn to stop).
+    docs: a sequence of token-id sequences. Returns a 1-D int64 numpy array of length
+    sum(len(d) + 1): the documents in order, each one's tokens followed by one `eos_id`
+    (an empty document contributes just the `eos_id`; no documents give an empty array).
+    Why: the end-of-text token tells the model where one document stops, so it learns
+    not to run one play into the next, and generation can learn to stop.
     """
+    # BEGIN SOLUTION
     parts: list[np.ndarray] = []
     for d in docs:
         parts.append(np.asarray(d, dtype=np.int64))
         parts.append(np.asarray([eos_id], dtype=np.int64))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    # END SOLUTION
 
 
 def chunk_tokens(stream: Sequence[int] | np.ndarray | torch.Tensor, block_size: int) -> torch.Tensor:
     """Cut a 1-D token stream into consecutive, non-overlapping blocks.
 
-    Returns (N, block_size) int64 with N = len(stream) // block_size; row i is
-    stream[i*block_size : (i+1)*block_size]. Only the final partial block (fewer than
-    block_size tokens of the whole corpus) is dropped. The seed lab chunks inside
-    each `map` batch and so drops a tail per batch of 1,000 lines.
+    stream: a list, numpy array or tensor of ids. Returns an (N, block_size) int64
+    tensor holding the stream's tokens in their original order, as many whole blocks
+    as fit: only the final partial block (fewer than block_size tokens of the whole
+    corpus) may be lost. A stream shorter than one block raises ValueError saying so
+    and what to change (a larger corpus or a smaller block_size).
+    Why: the seed lab chunks inside each `map` batch and so throws away a tail per
+    batch of 1,000 lines.
     """
+    # BEGIN SOLUTION
     stream = torch.as_tensor(np.asarray(stream), dtype=torch.long).flatten()
     n = stream.numel() // block_size
     if n == 0:
@@ -39,6 +52,7 @@ def chunk_tokens(stream: Sequence[int] | np.ndarray | torch.Tensor, block_size: 
             f"block_size={block_size}: use a larger corpus or a smaller block_size"
         )
     return stream[: n * block_size].view(n, block_size)
+    # END SOLUTION
 
 
 def configure_optimizer(
@@ -48,11 +62,17 @@ def configure_optimizer(
     betas: tuple[float, float] = (0.9, 0.95),
     fused: bool | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW with two parameter groups: decay on matrices (dim >= 2), none on the rest.
+    """torch.optim.AdamW with two parameter groups: decay on matrices, none on the rest.
 
-    Weight decay pulls weights towards 0; on biases and LayerNorm gains (1-D) that only
-    fights the normalisation, so they are excluded. A tied matrix appears once.
+    Group 0: every trainable parameter with two or more dimensions (weight matrices,
+    embeddings), with `weight_decay`. Group 1: every other trainable parameter (biases,
+    LayerNorm gains), with weight decay 0. Every trainable parameter appears exactly
+    once: a tied matrix is one parameter, not two. `lr` and `betas` as given;
+    `fused=None` means fused only when every parameter is on CUDA.
+    Why: weight decay pulls weights towards 0; on biases and LayerNorm gains that only
+    fights the normalisation, so they are left alone.
     """
+    # BEGIN SOLUTION
     params = [p for p in model.parameters() if p.requires_grad]  # deduplicates tied weights
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -63,20 +83,32 @@ def configure_optimizer(
     if fused is None:
         fused = all(p.is_cuda for p in params)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+    # END SOLUTION
 
 
 def lr_at(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
-    """Linear warmup to `max_lr`, then cosine decay to `min_lr` at `total_steps`.
+    """The learning rate for update number `step` (0-based): linear warmup, then cosine decay.
 
-    step 0 -> max_lr / warmup_steps (never exactly 0, or the first step is wasted);
-    step warmup_steps - 1 -> max_lr; step >= total_steps -> min_lr.
+    Returns a Python float with these properties (the tests check them to 1e-9):
+    - warmup, steps 0 .. warmup_steps - 1: rises linearly in equal increments, from
+      max_lr / warmup_steps at step 0 (never 0: an update at lr 0 is wasted) to
+      exactly max_lr at step warmup_steps - 1;
+    - decay, steps warmup_steps .. total_steps: half a period of a cosine, from max_lr
+      at step warmup_steps down to min_lr at step total_steps; it falls slowly at both
+      ends and fastest in the middle, where it is halfway between max_lr and min_lr;
+    - past the end, step >= total_steps: min_lr, for ever (a run may go on longer).
+    It never rises after warmup and never leaves [0, max_lr].
+    Why: at the start the gradients are large and Adam's statistics empty, so full
+    steps would throw the weights far; at the end small steps settle into a minimum.
     """
+    # BEGIN SOLUTION
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
     if step >= total_steps:
         return min_lr
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+    # END SOLUTION
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -91,13 +123,20 @@ def train_step(
     max_grad_norm: float = 1.0,
     autocast_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on a (B, T) batch; labels are the inputs (the model shifts).
+    """One optimisation step on a (B, T) int64 batch; the labels are the inputs (the model shifts).
 
-    Order matters: zero the old gradients, forward, backward, clip the total gradient
-    norm to `max_grad_norm`, and only then `optimizer.step()` — clipping after the
-    step changes nothing the optimizer used. Returns (loss, grad norm before clipping)
-    as 0-dim tensors, left on the device so the loop does not wait for the GPU.
+    Afterwards: the model is in train mode; the optimizer has stepped once, using
+    only this batch's gradients (none left over from an earlier step) after they
+    were clipped so that their total norm (over all parameters together) is at most
+    `max_grad_norm`. The forward pass runs under autocast to `autocast_dtype` when
+    one is given (bf16 on a GPU), in full precision when it is None.
+    Returns (loss, total gradient norm *before* clipping): both 0-dim tensors,
+    detached from the graph and left on the device, so the loop does not wait for
+    the GPU at every step.
+    Why the order matters: clipping after the optimizer's step changes nothing the
+    optimizer used, and gradients not cleared add up across steps.
     """
+    # BEGIN SOLUTION
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(input_ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -106,6 +145,7 @@ def train_step(
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()
     return loss.detach(), grad_norm.detach()
+    # END SOLUTION
 
 
 @torch.no_grad()
@@ -116,12 +156,18 @@ def evaluate(
     max_batches: int | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
-    """Validation loss and perplexity over (N, T) chunks, in eval mode (no dropout).
+    """Validation loss and perplexity over (N, T) int64 chunks, in eval mode (no dropout).
 
-    The loss is the mean over every predicted token (each batch weighted by its
-    size, so a short last batch is not over-counted); perplexity = exp(loss).
-    The model's train/eval mode is restored afterwards.
+    Runs over the chunks in order, `batch_size` rows at a time (only the first
+    `max_batches` batches when it is given), on the model's device, under autocast
+    when `autocast_dtype` is given. Returns {"loss": float, "perplexity": float}: the
+    loss is the mean over every chunk evaluated (each batch weighted by its number of
+    rows, so a short last batch is not over-counted) and perplexity = e ** loss.
+    The model's train/eval mode is what it was before the call; no chunks at all
+    raise ValueError. Why eval mode: dropout left on makes validation noisy and
+    pessimistic.
     """
+    # BEGIN SOLUTION
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -139,6 +185,7 @@ def evaluate(
         raise ValueError("evaluate() got no chunks: the validation split is shorter than one block")
     mean = (total / count).item()
     return {"loss": mean, "perplexity": math.exp(min(mean, 700.0))}
+    # END SOLUTION
 
 
 def epoch_batches(num_chunks: int, batch_size: int, epoch: int, seed: int) -> list[torch.Tensor]:

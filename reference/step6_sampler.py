@@ -1,4 +1,8 @@
-"""Step 6 — sampling text: temperature, top-k, a context cropped to block_size."""
+"""Step 6 — sampling text: temperature, top-k, a context cropped to block_size.
+
+You write `sample_next`, `crop_context` and `generate`; `nox -s check -- --step 6` grades
+them. `complete` (text in, text out) is given.
+"""
 from __future__ import annotations
 
 import torch
@@ -11,13 +15,19 @@ def sample_next(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Draw one token per row from (B, V) logits. Returns (B, 1) int64.
+    """Draw one token per row from (B, V) float logits. Returns (B, 1) int64 ids.
 
-    Logits are *divided* by the temperature: T < 1 sharpens the distribution (T -> 0
-    is argmax), T > 1 flattens it. With `top_k`, every logit below the k-th largest
-    is set to -inf first, so no token outside the k most likely can be drawn.
-    temperature == 0 means greedy (argmax), without dividing by zero.
+    Each row's token is drawn from the softmax of its logits *divided* by the
+    temperature: T < 1 sharpens the distribution (T -> 0 tends to the argmax), T > 1
+    flattens it. temperature == 0 means greedy (the argmax), without dividing by zero.
+    With `top_k`, only the k most likely tokens of a row can be drawn, in the same
+    proportions as before among themselves (a token tied with the k-th largest logit
+    stays in; top_k >= V keeps every token). Draws use `generator` when given, so the
+    same seeded generator gives the same tokens. temperature < 0 or top_k < 1 raise
+    ValueError. Why: this is how every LM picks its next word; getting temperature
+    backwards makes "careful" sampling wild.
     """
+    # BEGIN SOLUTION
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -30,11 +40,19 @@ def sample_next(
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)
+    # END SOLUTION
 
 
 def crop_context(idx: torch.Tensor, block_size: int) -> torch.Tensor:
-    """The last `block_size` tokens of (B, T) ids: the model has no positions beyond."""
+    """The last `block_size` tokens of (B, T) int64 ids -> (B, min(T, block_size)).
+
+    The model has no position embedding past block_size - 1, so a longer context must
+    be cut, keeping the most recent tokens (the ones that matter for the next word).
+    A context that fits is returned as it is.
+    """
+    # BEGIN SOLUTION
     return idx if idx.size(1) <= block_size else idx[:, -block_size:]
+    # END SOLUTION
 
 
 @torch.no_grad()
@@ -47,13 +65,22 @@ def generate(
     generator: torch.Generator | None = None,
     eos_id: int | None = None,
 ) -> torch.Tensor:
-    """Extend (B, T0) prompt ids by up to `max_new_tokens` sampled tokens -> (B, T0 + n).
+    """Extend (B, T0) int64 prompt ids by up to `max_new_tokens` sampled tokens -> (B, T0 + n).
 
-    Each step feeds at most the last `block_size` tokens, samples from the logits of
-    the last position, and appends. The returned ids keep the full history (the seed
-    lab crops the *returned* sequence, so its output loses the prompt). Stops early
-    once every row has produced `eos_id`. Pass a seeded `generator` to reproduce a sample.
+    One new token per row per step, drawn by `sample_next` (with the given
+    temperature, top_k and generator) from the model's prediction for the position
+    after the last one. The model sees at most its last `model.config.block_size`
+    tokens; the returned ids keep the whole prompt and everything generated (the seed
+    lab crops the *returned* sequence and loses the prompt). Runs in eval mode, no
+    gradients, and restores the model's mode afterwards. The same seeded generator
+    gives the same sample.
+    With `eos_id` (decided): a row that has produced eos_id is finished, and every
+    later position of that row is eos_id (like padding); generation stops as soon as
+    every row has finished, or after max_new_tokens steps, so n <= max_new_tokens is
+    the number of steps actually taken. Stopping when *any* row finished is wrong.
+    Without eos_id, n == max_new_tokens.
     """
+    # BEGIN SOLUTION
     was_training = model.training
     model.eval()
     block_size = model.config.block_size
@@ -68,6 +95,7 @@ def generate(
                 break
     model.train(was_training)
     return idx
+    # END SOLUTION
 
 
 def complete(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 100,

@@ -2,6 +2,10 @@
 
 `GPT2LMHeadModel` with our shape is the same architecture as step 3's TinyGPT
 (pre-norm blocks, tanh-GELU, tied head), so the two runs are directly comparable.
+
+You write `hf_config`, `CausalLMCollator.torch_call` and `training_arguments`;
+`nox -s check -- --step 7` grades them. The dataset, model builder, weight copy and
+Trainer wiring are given.
 """
 from __future__ import annotations
 
@@ -20,7 +24,18 @@ from .step1_embeddings import GPTConfig
 
 
 def hf_config(config: GPTConfig, eos_id: int = 50256) -> GPT2Config:
-    """The `GPT2Config` with the same shape as a TinyGPT `GPTConfig`."""
+    """The `GPT2Config` of the model TinyGPT(config) is: same shape, same function.
+
+    Contract: a GPT2LMHeadModel built from it, given TinyGPT's weights (`copy_into_hf`),
+    computes the same logits. So it has the same vocabulary size, context length
+    (block_size), width, depth and number of heads; the same dropout probability in
+    all three places TinyGPT drops (embeddings, attention weights, residual outputs);
+    the same activation (GPT-2's tanh-approximate GELU, as step 3's MLP uses); the
+    same LayerNorm epsilon (nn.LayerNorm's default); tied input and output
+    embeddings; and `eos_id` as both its beginning- and end-of-text token.
+    Why: only then is the Trainer run a fair comparison with your own loop.
+    """
+    # BEGIN SOLUTION
     return GPT2Config(
         vocab_size=config.vocab_size,
         n_positions=config.block_size,
@@ -36,6 +51,7 @@ def hf_config(config: GPTConfig, eos_id: int = 50256) -> GPT2Config:
         bos_token_id=eos_id,
         eos_token_id=eos_id,
     )
+    # END SOLUTION
 
 
 def build_hf_model(config: GPTConfig, seed: int = 0) -> GPT2LMHeadModel:
@@ -62,9 +78,7 @@ class CausalLMCollator(DataCollatorForLanguageModeling):
 
     The stock collator sets every label equal to `pad_token_id` to -100. With the
     usual `pad_token = eos_token` that also hides every real <|endoftext|>, and the
-    model never learns to end a document. Here labels are ignored only where the
-    attention mask says the position is padding (and our equal-length chunks have
-    none), whatever the pad token is.
+    model never learns to end a document.
     """
 
     def __init__(self, tokenizer, **kwargs) -> None:
@@ -76,12 +90,22 @@ class CausalLMCollator(DataCollatorForLanguageModeling):
         super().__init__(tokenizer=tokenizer, mlm=False, **kwargs)
 
     def torch_call(self, examples):
+        """A list of {"input_ids": ...} rows -> a batch dict of (B, T) int64 tensors.
+
+        The batch is what the stock collator builds (padded `input_ids`, its
+        `attention_mask`), except `labels`: a copy of input_ids that is -100 exactly
+        where the attention mask says the position is padding, whatever the pad token
+        is. Every real token keeps its label, end-of-text included; a batch without an
+        attention mask has no padding to hide. Our equal-length chunks have none.
+        """
+        # BEGIN SOLUTION
         batch = super().torch_call(examples)
         labels = batch["input_ids"].clone()
         if "attention_mask" in batch:
             labels[batch["attention_mask"] == 0] = -100
         batch["labels"] = labels
         return batch
+        # END SOLUTION
 
 
 def training_arguments(
@@ -96,7 +120,25 @@ def training_arguments(
     seed: int = 0,
     **overrides,
 ) -> TrainingArguments:
-    """The lab's hyper-parameters as `TrainingArguments` (cosine schedule, no saving)."""
+    """The lab's hyper-parameters as `TrainingArguments`: the Trainer must train like your loop.
+
+    The behaviours that must match step 5/8's manual loop (find each setting's name in
+    the TrainingArguments documentation):
+    - AdamW with the given learning rate and weight decay and the same betas as
+      `configure_optimizer`'s default, gradients clipped to `max_grad_norm`;
+    - the same schedule: linear warmup over `warmup_steps`, then cosine decay;
+    - one optimizer step per batch of `per_device_train_batch_size` rows (no gradient
+      accumulation), every batch full (a short last batch is dropped, as
+      `epoch_batches` does), for `num_train_epochs` (or `max_steps` when it is > 0);
+    - the given `seed`; evaluation batches of the training batch size.
+    And a run without side effects: everything under `output_dir`, no checkpoints
+    saved, no report to experiment trackers (wandb, tensorboard), no evaluation during
+    training, the loss logged every 50 steps. Any keyword in `overrides` (e.g.
+    use_cpu=True, logging_steps=3) replaces the setting it names.
+    Why: the seed lab's "identical" Trainer run used a linear decay and no weight
+    decay; the comparison only means something when the optimisation is the same.
+    """
+    # BEGIN SOLUTION
     kwargs = dict(
         output_dir=output_dir,
         num_train_epochs=num_train_epochs,
@@ -121,6 +163,7 @@ def training_arguments(
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
+    # END SOLUTION
 
 
 def build_trainer(

@@ -1,22 +1,40 @@
-"""Step 8 — the full pretraining run. `python -m reference.step8_pretrain --preset smoke`.
+"""Step 8 — the full pretraining run. `python -m exercises.step8_pretrain --preset smoke`.
 
-The learner writes the loop (`run_training`); data, model, resume, plots and samples
-are scaffolding in `kata.pretrain`, shared with the exercises.
+You write the loop (`run_training`); data, model, resume, plots and samples are
+scaffolding in `kata.pretrain`, shared with the reference. `nox -s check -- --step 8`
+grades the loop on a tiny run and then by the loss of the smoke-tier run.
 """
 from __future__ import annotations
 
 from kata.pretrain import Run, main as _main
-from .step5_train_loop import lr_at, set_lr, train_step
+from .step5_train_loop import lr_at, set_lr, train_step  # noqa: F401  (your step 5)
 
 
 def run_training(model, optimizer, run: Run, start_step: int = 0) -> None:
-    """Train from `start_step` up to `run.end_step` updates.
+    """Train from `start_step` (updates already done) up to `run.end_step` updates. Returns None.
 
-    Each step: learning rate from the schedule, the next batch, one `train_step`
-    (which clips before it steps), then the bookkeeping — log the loss, evaluate every
-    `eval_interval` updates, checkpoint every `checkpoint_interval` and at the end.
-    `step` counts updates already done, so after the update it is `step + 1`.
+    `run` holds everything besides the model and the optimizer: `run.cfg` (lr, min_lr,
+    warmup_steps, max_grad_norm, eval_interval, checkpoint_interval, ...),
+    `run.total_steps` (the schedule's length), `run.end_step`, `run.autocast_dtype`,
+    `run.batches(start_step)` (an endless iterator of (B, T) batches on the device),
+    `run.progress(start_step)` (the step numbers still to do, with a progress bar),
+    `run.log_train(done, loss, lr)`, `run.evaluate(model, done)` and
+    `run.save(model, optimizer, done)`; `done` is the number of updates done so far.
+    Each update, in this order:
+    - the optimizer uses the learning rate of your step 5 schedule for this update
+      (the schedule spans `run.total_steps`, peaks at cfg.lr, ends at cfg.min_lr);
+    - one step 5 `train_step` on the next batch, with the configured clipping and
+      autocast;
+    - the bookkeeping, after the update: hand the loss and lr to `run.log_train`
+      *every* update (it averages and writes every cfg.log_interval updates itself);
+      evaluate when `done` is a multiple of cfg.eval_interval and below
+      run.total_steps (the evaluation at the schedule's end is scaffolding); save a
+      checkpoint when `done` is a multiple of cfg.checkpoint_interval, and always
+      after the last update.
+    Why: a checkpoint after `done` updates is exactly what `--resume` continues from,
+    so an interrupted run and an uninterrupted one end with the same weights.
     """
+    # BEGIN SOLUTION
     cfg = run.cfg
     batches = run.batches(start_step)
     for step in run.progress(start_step):
@@ -29,10 +47,11 @@ def run_training(model, optimizer, run: Run, start_step: int = 0) -> None:
             run.evaluate(model, done)
         if done % cfg.checkpoint_interval == 0 or done == run.end_step:
             run.save(model, optimizer, done)
+    # END SOLUTION
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _main(argv, solution="reference")
+    return _main(argv, solution=__package__)  # "exercises" or "reference": the package this file is in
 
 
 if __name__ == "__main__":
