@@ -75,6 +75,10 @@ def load_manifest(path: Path | str = MANIFEST) -> list[Step]:
         raise ValueError(f"{path} is not valid TOML: {e}") from None
     steps: list[Step] = []
     for i, table in enumerate(data.get("step", []), 1):
+        if "hint" not in table and table.get("hints"):
+            # `hints` (a list, shown one at a time by `nox -s hint`) replaces `hint`;
+            # the report's one-line hint is the first, the concept.
+            table = {**table, "hint": table["hints"][0]}
         missing = [k for k in _REQUIRED if k not in table]
         if missing:
             raise ValueError(f"{path}: [[step]] number {i} lacks {', '.join(missing)}")
