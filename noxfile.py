@@ -116,6 +116,13 @@ def handout(session: nox.Session) -> None:
 
 
 @nox.session
+def stubs(session: nox.Session) -> None:
+    """Instructors: write exercises/ from reference/'s solution markers (`-- --check`: verify only)."""
+    install(session)
+    session.run("python", "-m", "grader.stubs", *session.posargs, env=OFFLINE)
+
+
+@nox.session
 def snapshots(session: nox.Session) -> None:
     """Instructors: record the reference's answers the handout replays (`-- --check`: verify)."""
     install(session)
