@@ -5,8 +5,13 @@ it shifted right (`tgt_in`, starts with BOS) and is scored against it shifted le
 (`tgt_out`, ends with EOS), so position t learns to predict token t+1 — the same shift
 as step 4, done once here instead of inside the loss.
 
-Fill in `src_padding_mask`, `target_mask` and `Batch.__init__`; `pytest -k bonus2`
-checks them. `check_batch_inputs` and `Batch.to` are given.
+Every mask here is bool with True = "may attend", and its last axis is the keys:
+padding hides keys (columns), never queries (rows). A padded query still gets an
+output; nothing is ever scored on it.
+
+You write `src_padding_mask`, `target_mask` and `Batch.__init__`;
+`nox -s check -- --step bonus2` grades them. `check_batch_inputs` and `Batch.to` are
+given.
 """
 from __future__ import annotations
 
@@ -20,9 +25,10 @@ PAD_ID = 0
 def src_padding_mask(src: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
     """(B, S) int64 source ids -> (B, 1, S) bool, True where the token is real (not `pad_id`).
 
-    The middle dimension of size 1 broadcasts over the queries: every query position
-    ignores the same padded keys, in the encoder's self-attention and in the
-    decoder's cross-attention.
+    The middle axis, of size 1, is the queries: one row of keys shared by every query
+    position, because in the encoder's self-attention and in the decoder's
+    cross-attention every query ignores the same padded source tokens. Same device as
+    `src`. A `src` that is not 2-D raises ValueError naming its shape.
     """
     raise NotImplementedError(
         "src_padding_mask is not written yet (bonus 2): its docstring states what it must do; "
@@ -31,11 +37,15 @@ def src_padding_mask(src: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
 
 
 def target_mask(tgt_in: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
-    """(B, T) int64 decoder input -> (B, T, T) bool: query t may attend to key s iff s <= t AND key s is real.
+    """(B, T) int64 decoder input -> (B, T, T) bool: [b, t, s] is True iff s <= t AND tgt_in[b, s] != pad_id.
 
-    The causal part stops the decoder from reading the token it must predict; the
-    padding part stops it from attending to padding. It is the AND of both: OR would
-    let every query see the whole future as soon as one of the two allowed it.
+    Axis 1 is the query t, axis 2 the key s. The causal part stops position t from
+    reading the token it must predict (t + 1 and later); the padding part stops it from
+    attending to padding. Both must allow a key: with "either", every query would see
+    every real future token. Rows of padded queries are not blanked: they still see
+    the real keys before them (no row is ever all False, since tgt_in starts with BOS).
+    Same device as `tgt_in`; a `tgt_in` that is not 2-D raises ValueError. Build the
+    causal part with step 2's `causal_mask`.
     """
     raise NotImplementedError(
         "target_mask is not written yet (bonus 2): its docstring states what it must do; "
@@ -66,17 +76,23 @@ class Batch:
     inference. Attributes:
       src       (B, S)        the source ids, unchanged
       src_mask  (B, 1, S)     bool, `src_padding_mask(src)`
-      tgt_in    (B, T)        tgt without its last column: the decoder's input
-      tgt_out   (B, T)        tgt without its first column: what each position predicts
+      tgt_in    (B, T)        the decoder's input: the target shifted right, starting with
+                              BOS and without the target's last column
+      tgt_out   (B, T)        what each position must predict: tgt_out[:, t] is the target
+                              token that follows tgt_in[:, t]; ends with EOS (or padding)
       tgt_mask  (B, T, T)     bool, `target_mask(tgt_in)`
       ntokens   int           number of real (non-pad) tokens in tgt_out: the loss's divisor
+      pad_id    int           the padding id the masks were built with
     """
 
     def __init__(self, src: torch.Tensor, tgt: torch.Tensor | None = None, pad_id: int = PAD_ID) -> None:
-        """Set every attribute above; tgt=None (inference) leaves the target ones None and ntokens 0.
+        """Set every attribute above. tgt=None (inference): tgt_in, tgt_out and tgt_mask are None, ntokens is 0.
 
-        Call `check_batch_inputs(src, tgt, pad_id)` first (given). Shift with slicing,
-        not a copy: tgt_in = tgt[:, :-1], tgt_out = tgt[:, 1:].
+        Call `check_batch_inputs(src, tgt, pad_id)` first (given): it raises ValueError
+        for what a Batch cannot hold (an all-padding source row, a target narrower than
+        [BOS, EOS] or with another batch size). tgt_in and tgt_out may share memory with
+        `tgt` (views, no copy): nothing writes to them. ntokens is a Python int, because
+        the loss and the logs divide by it.
         """
         raise NotImplementedError(
             "Batch.__init__ is not written yet (bonus 2): its docstring states what it must do; "

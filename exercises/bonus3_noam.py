@@ -7,7 +7,12 @@ min are equal), then decays like 1/sqrt(step). Wider models (larger d_model) get
 smaller rate. The paper pairs it with Adam(betas=(0.9, 0.98), eps=1e-9): beta2 = 0.98
 lets the second-moment estimate follow the fast-changing early gradients.
 
-Fill in `noam_lr` and `noam_optimizer`; `pytest -k bonus3` checks them.
+Why warm up at all: Adam's first updates rest on moment estimates built from a handful
+of gradients; a full-size step then can throw a freshly initialised Transformer into a
+region it does not recover from. Why decay: late in training smaller steps settle
+into a minimum instead of bouncing around it.
+
+You write `noam_lr` and `noam_optimizer`; `nox -s check -- --step bonus3` grades them.
 """
 from __future__ import annotations
 
@@ -21,9 +26,15 @@ ADAM_EPS = 1e-9
 
 
 def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
-    """The learning rate at optimisation step `step` (counted from 1). Returns a float.
+    """The learning rate of update number `step` (counted from 1) -> a Python float.
 
-    Step 0 does not exist in the formula (0^-0.5 is infinite): the first update is step 1.
+    The formula in this module's docstring, exactly (the tests compare to ~1e-9
+    relative): it rises linearly up to step == warmup, peaks there, then decays as
+    step^-0.5; `factor` scales all of it.
+    Errors, each a ValueError whose message names the fix:
+      - step < 1: there is no step 0 (0^-0.5 is infinite); the first update is step 1,
+        and the message says steps count from 1;
+      - d_model < 1 or warmup < 1.
     """
     raise NotImplementedError(
         "noam_lr is not written yet (bonus 3): its docstring states what it must do; "
@@ -34,12 +45,19 @@ def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
 def noam_optimizer(
     params: Iterable[torch.nn.Parameter], d_model: int, warmup: int, factor: float = 1.0
 ) -> tuple[torch.optim.Adam, LambdaLR]:
-    """Adam with the paper's betas and eps, and a LambdaLR that applies `noam_lr`.
+    """(Adam over `params`, a LambdaLR scheduler on it) that together follow `noam_lr`.
 
-    Contract: right after construction every param group's lr is noam_lr(1); after k
-    calls of `scheduler.step()` (one per `optimizer.step()`) it is noam_lr(k + 1).
-    LambdaLR multiplies the base lr by the lambda, so the base lr is 1.0; it calls the
-    lambda with its own counter, which starts at 0 — hence the + 1.
+    The optimizer is `torch.optim.Adam` with the paper's ADAM_BETAS and ADAM_EPS, over
+    exactly the parameters given. The scheduler is a `LambdaLR` on that optimizer, and
+    the pair obeys this contract, for every param group:
+      - right after construction (before any update) the lr is noam_lr(1, ...): the
+        first update is step 1 of the schedule, and it must not get a rate of 0;
+      - after k calls of `scheduler.step()` (the training loop makes one after each
+        `optimizer.step()`) the lr is noam_lr(k + 1, ...), with this function's
+        d_model, warmup and factor;
+      - the schedule alone sets the rate: no other learning rate scales it.
+    Read how LambdaLR turns its lambda into a learning rate (its docstring, or
+    torch/optim/lr_scheduler.py) before writing the lambda.
     """
     raise NotImplementedError(
         "noam_optimizer is not written yet (bonus 3): its docstring states what it must do; "

@@ -10,6 +10,17 @@ every attention here (a (T, S) mask broadcasts as well as the causal (T, T) one)
 step 3's `MLP` is the feed-forward sub-layer. Layers are pre-norm like step 3's
 `Block`, with a final LayerNorm after each stack, so the model matches
 `torch.nn.Transformer(norm_first=True)` weight for weight (the tests' oracle).
+
+Dropout sits where the Annotated Transformer puts it: on the embeddings plus
+positions (`Seq2SeqEmbedding`, given), on the attention probabilities, and on each
+sub-layer's output before it is added to the residual stream (the feed-forward's
+output dropout is inside step 3's `MLP`). In eval mode (`model.eval()`) all of it is
+off and the model is deterministic; the tests compare in eval mode.
+
+You write `MultiHeadAttention.forward`, `EncoderLayer.forward`, `DecoderLayer.forward`,
+`EncoderDecoder.encode` and `EncoderDecoder.decode`; `nox -s check -- --step bonus1`
+grades them. The config, the embeddings, every `__init__` and `EncoderDecoder.forward`
+are given.
 """
 from __future__ import annotations
 
@@ -66,13 +77,31 @@ class MultiHeadAttention(nn.Module):
         self.attn_drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, T, C) queries, context (B, S, C) keys/values -> (B, T, C).
+        """Attention of the queries `x` (B, T, C) over `context` (B, S, C) -> (B, T, C) float.
 
-        mask: bool, True where query t may attend to key s, shaped (B, 1, S) (padding
-        only: the same for every query), (B, T, S) (padding AND causal) or (T, S) (the
-        same for the whole batch, e.g. causal while decoding); None = attend to all.
-        A 3-D mask gains a head dimension, (B, 1, 1|T, S), to broadcast over the heads.
+        Self-attention passes one tensor twice; cross-attention passes the decoder's
+        states as `x` and the encoder's memory as `context`. T and S may differ: the
+        result always has the queries' length T.
+
+        Multi-head, as in step 3: self.q, self.k, self.v project to C features, head h
+        owns features [h * D, (h + 1) * D) with D = C // n_head, each head attends on
+        its own slice with step 2's scaled, masked scores, and self.proj mixes the
+        re-joined heads. The only change from step 3: keys and values come from
+        `context`, so every shape on the key side has S, not T.
+
+        mask is bool, True where query t may attend to key s, in one of these shapes:
+          (B, 1, S)  padding only: the same keys are hidden from every query of a row;
+          (B, T, S)  one mask per query, e.g. causal AND padding in the decoder;
+          (T, S)     one mask for the whole batch, e.g. causal while decoding (bonus 5);
+          None       every query may attend to every key.
+        Whatever its shape, a row's mask applies identically to every head. A query
+        with no allowed key would get NaN (a softmax over nothing); callers never
+        build one.
+
+        Dropout (self.attn_drop) acts on the attention probabilities, so in train mode
+        a query randomly loses some of its keys; in eval mode it is off (deterministic).
         """
+        # BEGIN SOLUTION
         B, T, C = x.shape
         S = context.size(1)
         H, D = self.n_head, C // self.n_head
@@ -88,10 +117,11 @@ class MultiHeadAttention(nn.Module):
         y = self.attn_drop(scores.softmax(dim=-1)) @ v  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-join the heads
         return self.proj(y)
+        # END SOLUTION
 
 
 class EncoderLayer(nn.Module):
-    """Pre-norm: x + self_attn(ln(x)) over the whole source (no causal mask), then x + mlp(ln(x))."""
+    """One encoder layer: self-attention over the whole source, then the feed-forward, both pre-norm."""
 
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
@@ -102,15 +132,30 @@ class EncoderLayer(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        """x (B, S, C), src_mask (B, 1, S) bool (True = real token) -> (B, S, C)."""
+        """x (B, S, C) float, src_mask (B, 1, S) bool (True = real token) -> (B, S, C) float.
+
+        Two residual sub-layers, in this order, each pre-norm like step 3's `Block`
+        (the sub-layer reads a LayerNorm of the stream and its output is added back;
+        the stream itself is never normalised):
+          1. self-attention of the source over itself (ln_1, self_attn);
+          2. the feed-forward (ln_2, mlp).
+        The encoder looks both ways: a source position may attend to every real source
+        position, before or after it — src_mask only, never a causal mask (a word's
+        meaning depends on the words after it too). Padded positions are hidden as keys.
+
+        Dropout: the attention sub-layer's output passes through self.drop before it is
+        added; the MLP already drops its own output, so it is not dropped twice.
+        """
+        # BEGIN SOLUTION
         h = self.ln_1(x)
         x = x + self.drop(self.self_attn(h, h, src_mask))
         x = x + self.mlp(self.ln_2(x))
         return x
+        # END SOLUTION
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm: causal self-attention, then cross-attention into the memory, then the MLP."""
+    """One decoder layer: causal self-attention, cross-attention into the memory, feed-forward; all pre-norm."""
 
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
@@ -125,17 +170,30 @@ class DecoderLayer(nn.Module):
     def forward(
         self, y: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, tgt_mask: torch.Tensor
     ) -> torch.Tensor:
-        """y (B, T, C) target states, memory (B, S, C) encoder output -> (B, T, C).
+        """y (B, T, C) target states, memory (B, S, C) encoder output -> (B, T, C) float.
 
-        tgt_mask (B, T, T) (or (T, T)) keeps the decoder from reading future targets;
-        src_mask (B, 1, S) keeps the cross-attention off padded source positions. The
-        memory is used as it comes: the encoder's final LayerNorm already normalised it.
+        Three residual sub-layers, in this order, each pre-norm (LayerNorm of the
+        stream in, output added back):
+          1. self-attention of the target over itself (ln_1, self_attn), under
+             tgt_mask (B, T, T) or (T, T): position t reads target positions <= t only,
+             so it cannot peek at the token it must predict;
+          2. cross-attention (ln_2, cross_attn): queries from the target stream, keys
+             and values from `memory`, under src_mask (B, 1, S) — the only place the
+             decoder reads the source;
+          3. the feed-forward (ln_3, mlp).
+        The memory is used as it comes, not normalised again: the encoder's final
+        LayerNorm already did that (and nn.Transformer, the tests' oracle, does the same).
+
+        Dropout: both attention sub-layers' outputs pass through self.drop before they
+        are added; the MLP drops its own output.
         """
+        # BEGIN SOLUTION
         h = self.ln_1(y)
         y = y + self.drop(self.self_attn(h, h, tgt_mask))
         y = y + self.drop(self.cross_attn(self.ln_2(y), memory, src_mask))
         y = y + self.mlp(self.ln_3(y))
         return y
+        # END SOLUTION
 
 
 def sinusoidal_positions(max_len: int, n_embd: int) -> torch.Tensor:
@@ -191,23 +249,40 @@ class EncoderDecoder(nn.Module):
                 nn.init.xavier_uniform_(p)
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        """src (B, S) int64, src_mask (B, 1, S) bool -> memory (B, S, C), after ln_enc."""
+        """src (B, S) int64 ids, src_mask (B, 1, S) bool -> memory (B, S, C) float.
+
+        The source side of the model: the embedded source (src_embed) through every
+        encoder layer in order, then ln_enc. Pre-norm layers leave the residual stream
+        un-normalised, so the stack ends with one LayerNorm; the decoder relies on
+        receiving it normalised. Rows at padded positions are computed but never read
+        (every mask hides them).
+        """
+        # BEGIN SOLUTION
         x = self.src_embed(src)
         for layer in self.encoder:
             x = layer(x, src_mask)
         return self.ln_enc(x)
+        # END SOLUTION
 
     def decode(
         self, memory: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor, tgt_mask: torch.Tensor
     ) -> torch.Tensor:
-        """memory (B, S, C), tgt_in (B, T) int64 -> logits (B, T, tgt_vocab_size), after ln_dec.
+        """memory (B, S, C), src_mask (B, 1, S), tgt_in (B, T) int64, tgt_mask (B, T, T) or (T, T)
+        -> logits (B, T, tgt_vocab_size) float.
 
-        Position t's logits predict target token t+1 (tgt_in is the target shifted right).
+        The target side, mirroring encode: the embedded tgt_in (tgt_embed) through every
+        decoder layer (each reading the same memory), a final LayerNorm (ln_dec), then
+        the generator to vocabulary scores. Position t's logits are the prediction of
+        target token t + 1 (tgt_in is the target shifted right) from the whole source
+        and target tokens 0..t. They are unnormalised: the loss (bonus 4) and the
+        decoders (bonus 5) take their own log-softmax.
         """
+        # BEGIN SOLUTION
         y = self.tgt_embed(tgt_in)
         for layer in self.decoder:
             y = layer(y, memory, src_mask, tgt_mask)
         return self.generator(self.ln_dec(y))
+        # END SOLUTION
 
     def forward(
         self, src: torch.Tensor, tgt_in: torch.Tensor, src_mask: torch.Tensor, tgt_mask: torch.Tensor

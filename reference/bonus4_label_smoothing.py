@@ -4,6 +4,9 @@ Instead of asking for probability 1 on the right token, ask for `1 - smoothing` 
 spread `smoothing` evenly over the other tokens — except padding, which the model must
 never produce. The model becomes less sure of itself: perplexity gets worse, but
 accuracy and BLEU improve (section 5.4 of the paper).
+
+You write `LabelSmoothingLoss.smoothed_targets` and `LabelSmoothingLoss.forward`;
+`nox -s check -- --step bonus4` grades them. `__init__` and `check_inputs` are given.
 """
 from __future__ import annotations
 
@@ -43,32 +46,54 @@ class LabelSmoothingLoss(nn.Module):
             raise ValueError("every target is padding: there is no token to compute a loss on")
 
     def smoothed_targets(self, target: torch.Tensor) -> torch.Tensor:
-        """(N,) int64 target ids -> (N, V) float32 target distribution.
+        """(N,) int64 target ids -> (N, V) float32: row n is the distribution q_n the model is taught.
 
-        Row n: `confidence` at target[n], `smoothing / (V - 2)` at every other token
-        except the padding column, which is 0 (V - 2: the target and padding are
-        excluded). A row whose target is padding is all zeros: it is not a token to
-        learn, so it contributes nothing to the loss.
+        For a real target (target[n] != pad_id), q_n is a probability distribution over
+        the V tokens — it sums to 1 — with these properties:
+          - the target token gets `self.confidence` (= 1 - smoothing);
+          - the padding token gets 0: the model must never be taught to produce padding;
+          - the remaining mass, `smoothing`, is shared equally by all the other tokens
+            (every token that is neither the target nor padding gets the same share).
+        With smoothing = 0, q_n is the one-hot vector of the target.
+        A row whose target is padding is all zeros: it is not a token to learn, so it
+        contributes nothing to the loss. Same device as `target`.
         """
+        # BEGIN SOLUTION
         N = target.size(0)
         dist = torch.full((N, self.vocab_size), self.smoothing / (self.vocab_size - 2), device=target.device)
         dist.scatter_(1, target.unsqueeze(1), self.confidence)
         dist[:, self.pad_id] = 0.0
         dist[target == self.pad_id] = 0.0
         return dist
+        # END SOLUTION
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """logits (..., V) float, target (...) int64 -> 0-dim float: the loss per real token.
+        """logits (..., V) float, target (...) int64 with the same leading dims -> 0-dim float32 tensor.
 
-        Sum over every real (non-pad) target position of KL(q || softmax(logits)),
-        divided by the number of such positions, so batches with more padding are not
-        weighted less. KL differs from the cross-entropy by the entropy of q, a
-        constant: the same gradients, but 0 when the model matches q exactly.
-        Call `self.check_inputs(logits, target)` first (given); compute in float32.
+        The loss per real target token: the KL divergence KL(q || p) between the
+        smoothed target q of a position (`smoothed_targets`) and the model's
+        p = softmax(logits) there, summed over every position whose target is real
+        (not pad_id) and divided by the number of such positions. Consequences the
+        tests check:
+          - positions whose target is padding contribute nothing: neither to the value
+            nor to the gradient of their logits;
+          - adding padded positions to a batch leaves the loss unchanged (a mean per
+            real token, not per position), so padding-heavy batches are not down-weighted;
+          - a token with q = 0 contributes 0 (the convention 0 * log 0 = 0), never NaN;
+          - with smoothing = 0 it equals the cross-entropy with ignore_index = pad_id.
+        Why KL rather than the cross-entropy: they differ by the entropy of q, a
+        constant, so the gradients are identical, but KL is 0 exactly when the model
+        matches q, which makes the logged number readable.
+        Computed in float32 whatever the logits' dtype (bf16 log-probabilities are too
+        coarse to sum), and differentiable with respect to the logits. Call
+        `self.check_inputs(logits, target)` first (given): it raises ValueError for
+        mismatched shapes and for a target with no real token (nothing to divide by).
         """
+        # BEGIN SOLUTION
         self.check_inputs(logits, target)
         target = target.reshape(-1)
         ntokens = int((target != self.pad_id).sum())
         log_probs = F.log_softmax(logits.reshape(-1, self.vocab_size).float(), dim=-1)
         # kl_div takes log-probabilities and probabilities, and treats 0 * log 0 as 0.
         return F.kl_div(log_probs, self.smoothed_targets(target), reduction="sum") / ntokens
+        # END SOLUTION

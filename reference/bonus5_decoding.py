@@ -5,9 +5,20 @@ The model is anything with `encode(src, src_mask) -> memory (B, S, C)` and
 `EncoderDecoder`). The source is encoded once; the decoder is run again on the
 growing target prefix at every step.
 
-Both decoders return the same format: (B, L) int64 generated tokens, without the
-leading BOS, L <= max_len; a row that emitted EOS is filled with `pad_id` after it;
-decoding stops as soon as every row has emitted EOS, or after max_len tokens.
+Both decoders share one contract:
+  - output: (B, L) int64 generated tokens, without the leading BOS, on src's device;
+    a row that emitted EOS holds `pad_id` in every column after it (EOS itself kept);
+  - L is the number of decoding steps taken, 1 <= L <= max_len: decoding stops after
+    the step at which every row (for beam search: every kept hypothesis) has emitted
+    EOS, or after max_len generated tokens, whichever comes first;
+  - the decoder is called on the prefix decoded so far, BOS first, with a causal
+    target mask, so it is never fed more than max_len target positions;
+  - the model runs in eval mode (no dropout) without gradients, and is left in the
+    training mode it came in;
+  - invalid arguments (shapes, max_len < 1) raise ValueError (`_check`, given).
+
+You write `greedy_decode` and `beam_search`; `nox -s check -- --step bonus5` grades
+them. `length_penalty` and `_check` are given.
 """
 from __future__ import annotations
 
@@ -31,13 +42,17 @@ def greedy_decode(
     model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor, max_len: int,
     bos_id: int, eos_id: int, pad_id: int = 0,
 ) -> torch.Tensor:
-    """Most likely next token at every step, for a batch of sources -> (B, L) int64, L <= max_len.
+    """Greedy decoding of a batch of sources -> (B, L) int64, in the module's output format.
 
-    Start every row from [BOS]; at each step append argmax of the last position's
-    logits. Once a row has emitted EOS it only receives `pad_id`. Stop when all rows
-    are finished or max_len tokens were generated. Greedy is not the most likely
-    *sequence*: a likely first token can lead only to unlikely continuations.
+    Every row starts from [BOS]. At each step, a row that has not finished takes the
+    single most likely next token under the model, given its source and its prefix so
+    far; a row that has emitted EOS is finished and receives only `pad_id` from then
+    on. The source is encoded once. Rows are independent: a row of a batch gets the
+    tokens it would get decoded alone (the batch only decides the padded width L).
+    Greedy finds the most likely next *token*, not the most likely *sequence*: a
+    likely first token can lead only to unlikely continuations (beam search's job).
     """
+    # BEGIN SOLUTION
     _check(src, src_mask, max_len)
     was_training = model.training
     model.eval()
@@ -56,6 +71,7 @@ def greedy_decode(
             break
     model.train(was_training)
     return ys[:, 1:]
+    # END SOLUTION
 
 
 def length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -73,16 +89,33 @@ def beam_search(
     model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor, max_len: int,
     bos_id: int, eos_id: int, pad_id: int = 0, beam_size: int = 4, alpha: float = 0.6,
 ) -> torch.Tensor:
-    """Batched beam search -> (B, L) int64 best hypothesis per source, same format as greedy.
+    """Batched beam search -> (B, L) int64, the best hypothesis per source, in the module's output format.
 
-    Keeps the `beam_size` best hypotheses per source. Every hypothesis is scored by
-    sum of log-probs / length_penalty(length, alpha), where length counts the
-    generated tokens including EOS. A finished hypothesis (it emitted EOS) keeps its
-    score and is extended only by `pad_id`, so it competes with the live ones until
-    the end. Stops when all kept hypotheses of every source are finished, or after
-    max_len tokens; hypotheses still alive then are scored as they are. With
-    beam_size = 1 this is exactly greedy decoding.
+    Definitions (the tests grade each of them):
+      - A hypothesis is a sequence of generated tokens after BOS. Its log-probability
+        is the sum, over its tokens, of log_softmax of the decoder's logits (in
+        float32) at that token; its length is the number of its tokens up to and
+        including EOS (padding after EOS does not count).
+      - Its score is log-probability / length_penalty(length, alpha). Every ranking
+        below uses this score: with alpha = 0 the raw log-probability, with alpha > 0
+        longer hypotheses are divided by more (see `length_penalty`).
+      - The beam of a source holds at most `beam_size` hypotheses; it starts as the
+        single hypothesis [] (only BOS), so the first step already chooses among
+        distinct tokens, never among copies of one hypothesis.
+      - Each step, every live (unfinished) kept hypothesis is extended by every token
+        of the vocabulary; a finished hypothesis (it emitted EOS) has exactly one
+        continuation, itself followed by `pad_id`, with the same log-probability and
+        length — so it keeps competing, unchanged, with the live ones. Of all these
+        candidates of one source, the `beam_size` with the best scores are kept.
+        Sources never compete with each other.
+      - Stopping: after the step at which every kept hypothesis of every source has
+        finished, or after max_len steps. Hypotheses still unfinished then are scored
+        as they are (length = number of tokens generated).
+      - Result: per source, the kept hypothesis with the best score.
+    With beam_size = 1 this is exactly greedy decoding, whatever alpha. A beam_size
+    below 1 raises ValueError.
     """
+    # BEGIN SOLUTION
     _check(src, src_mask, max_len)
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -123,3 +156,4 @@ def beam_search(
     best = normed.argmax(dim=-1)  # (B,)
     model.train(was_training)
     return ys.view(B, K, -1)[torch.arange(B, device=device), best, 1:]
+    # END SOLUTION

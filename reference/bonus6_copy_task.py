@@ -6,7 +6,11 @@ and a strong check of everything before: masks, shift, Noam schedule, label
 smoothing and decoding all have to be right for greedy decoding to copy held-out
 sequences exactly.
 
-    python -m reference.bonus6_copy_task            # or exercises.bonus6_copy_task
+You write `train_step` and `exact_match`; `nox -s check -- --step bonus6` checks them
+and then trains your bonus 1-5 pieces on the copy task (graded: >= 95% exact match on
+held-out sequences). The data, the config and `train_copy_task` are given. Try it:
+
+    python -m exercises.bonus6_copy_task        # your pieces (reference.bonus6_copy_task: the solution)
 """
 from __future__ import annotations
 
@@ -77,15 +81,24 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> float:
-    """One update on a `Batch`; returns the loss per real target token as a Python float.
+    """One optimisation update on `batch` (bonus 2) -> this batch's loss as a Python float.
 
-    model.train() (evaluation switched it to eval mode), zero_grad, logits =
-    model(src, tgt_in, src_mask, tgt_mask), loss against tgt_out (the criterion
-    already divides by the real tokens), backward, optimizer.step(), then
-    scheduler.step() — after the optimizer, so update k used noam_lr(k). The model
-    reads tgt_in and is scored on tgt_out: feeding it the tokens it must predict
-    trains it to copy its input.
+    Interfaces: `model(src, tgt_in, src_mask, tgt_mask)` returns logits (B, T, V);
+    `criterion(logits, tgt_out)` returns the 0-dim loss per real target token (bonus 4:
+    it already divides by the real tokens, so do not divide again).
+    Contract, each part checked by the tests:
+      - the model is in training mode during the forward (dropout on), even if it came
+        in eval mode — validation decoding switches it to eval between steps;
+      - the model reads the batch's src, tgt_in and both masks, once, and the loss is
+        taken against tgt_out: fed the tokens it must predict, it would learn to copy
+        its input and score a low loss while copying nothing;
+      - the update uses this batch's gradient only: nothing left over from an earlier
+        backward may be added in;
+      - exactly one optimizer update, then exactly one scheduler step — after the
+        update, so that update k ran at noam_lr(k) (bonus 3's contract);
+      - the returned float is the loss computed for this update (before it).
     """
+    # BEGIN SOLUTION
     model.train()
     optimizer.zero_grad(set_to_none=True)
     logits = model(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_mask)
@@ -94,16 +107,22 @@ def train_step(
     optimizer.step()
     scheduler.step()
     return loss.item()
+    # END SOLUTION
 
 
 def exact_match(predicted: torch.Tensor, expected: torch.Tensor, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> float:
-    """Fraction of rows where the prediction equals the expectation up to and including EOS.
+    """Fraction of rows where the prediction equals the expectation up to and including EOS -> float in [0, 1].
 
-    predicted (B, L1) and expected (B, L2) int64 may have different widths: compare
-    each row's tokens up to its first EOS (or all of its non-pad tokens if it has
-    none); what follows the first EOS does not count. A prediction that stops early,
-    never stops, or differs in any one token is wrong. Returns a float in [0, 1].
+    predicted (B, L1) and expected (B, L2) int64 may have different widths (a decoder
+    stops when its batch is done, the data is padded to its own width). Row b counts
+    as a hit when the two rows agree as sequences: each row is read up to and
+    including its first EOS, and what follows that EOS (padding, or anything) does not
+    count; a row with no EOS is read as all of its non-pad tokens. So a prediction that
+    stops early, never stops, or differs in any one token is a miss. Exact match, not
+    per-token accuracy, because a translation or copy with one wrong token is wrong.
+    Different row counts raise ValueError; no rows at all give 0.0.
     """
+    # BEGIN SOLUTION
     if predicted.size(0) != expected.size(0):
         raise ValueError(f"predicted has {predicted.size(0)} rows but expected has {expected.size(0)}")
 
@@ -112,6 +131,7 @@ def exact_match(predicted: torch.Tensor, expected: torch.Tensor, eos_id: int = E
 
     hits = sum(upto_eos(p) == upto_eos(e) for p, e in zip(predicted.tolist(), expected.tolist()))
     return hits / max(1, predicted.size(0))
+    # END SOLUTION
 
 
 def train_copy_task(cfg: CopyTaskConfig | None = None, verbose: bool = False) -> dict:
