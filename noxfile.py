@@ -107,10 +107,11 @@ def train(session: nox.Session) -> None:
     """Your own training run: `python -m exercises.step8_pretrain` in the kata's virtualenv.
 
     Flags after `--` go to it: `nox -s train -- --preset smoke`, `-- --preset lab --n-layer 4`,
-    `-- --help`. Not forced offline: `--corpus wikitext2` / `--tokenizer hub` may use the hub.
+    `-- --help`; no flags at all means `--preset smoke` (the lab preset takes hours on a CPU).
+    Not forced offline: `--corpus wikitext2` / `--tokenizer hub` may use the hub.
     """
     install(session)
-    session.run("python", "-m", "exercises.step8_pretrain", *session.posargs)
+    session.run("python", "-m", "exercises.step8_pretrain", *(session.posargs or ["--preset", "smoke"]))
 
 
 @nox.session
