@@ -1,12 +1,15 @@
-"""Every command of the kata. `nox -s check` grades; `nox -s tests` runs the test suite.
+"""Every command of the kata. `nox -s check` grades; `nox -s train -- --preset smoke` trains
+your own model; `nox -s tests` (instructors) runs the test suite on the reference.
 
 Sessions reuse their virtualenv and skip the install when nothing it depends on has
 changed, so a second run starts in seconds. Everything works offline once installed.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import nox
@@ -63,18 +66,59 @@ def _use_shared_venv(session: nox.Session, shared_bin: Path) -> None:
             target.symlink_to(script)
 
 
-@nox.session
+def instructor(needs: str = "reference") -> Callable:
+    """A session for instructors, which needs `needs` (a folder) of the full kata.
+
+    In a learner handout that folder is absent: the session then stops at once with one
+    line saying so (no virtualenv, no traceback) instead of failing deep inside Python.
+    """
+    def wrap(fn: Callable) -> Callable:
+        if (ROOT / needs).exists():
+            return nox.session(fn)
+
+        @functools.wraps(fn)
+        def refuse(session: nox.Session) -> None:
+            session.error(f"this is an instructor command: {needs}/ is not in the handout "
+                          f"(the handout's README.md lists what runs here)")
+
+        what = (fn.__doc__ or "").removeprefix("Instructors: ")
+        refuse.__doc__ = f"Instructors only (needs {needs}/, not in the handout). {what}".strip()  # for `nox -l`
+        return nox.session(refuse, venv_backend="none")
+
+    return wrap
+
+
+@instructor()
 def tests(session: nox.Session) -> None:
     """The kata's own test suite against the reference solution (what CI runs)."""
     install(session)
     session.run("pytest", "--solution", "reference", *session.posargs, env=OFFLINE)
 
 
-@nox.session
+@instructor()
 def smoke(session: nox.Session) -> None:
     """The smoke-tier pretraining run of the reference (about 2 minutes on 2 CPU cores)."""
     install(session)
     session.run("python", "-m", "reference.step8_pretrain", "--preset", "smoke", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def train(session: nox.Session) -> None:
+    """Your own training run: `python -m exercises.step8_pretrain` in the kata's virtualenv.
+
+    Flags after `--` go to it: `nox -s train -- --preset smoke`, `-- --preset lab --n-layer 4`,
+    `-- --help`; no flags at all means `--preset smoke` (the lab preset takes hours on a CPU).
+    Not forced offline: `--corpus wikitext2` / `--tokenizer hub` may use the hub.
+    """
+    install(session)
+    session.run("python", "-m", "exercises.step8_pretrain", *(session.posargs or ["--preset", "smoke"]))
+
+
+@nox.session
+def translate(session: nox.Session) -> None:
+    """Optional, after bonus 6: your encoder-decoder on Multi30k de->en (`-- --data-dir DIR` offline)."""
+    install(session)
+    session.run("python", "-m", "kata.translate", "--solution", "exercises", *session.posargs)
 
 
 @nox.session
@@ -84,7 +128,7 @@ def final(session: nox.Session) -> None:
     session.run("python", "-m", "kata.final", *session.posargs, env=OFFLINE)
 
 
-@nox.session
+@instructor("benchmarks")
 def bench(session: nox.Session) -> None:
     """Training speed of six set-ups side by side -> benchmarks/results/<machine>.md (`-- --quick`)."""
     install(session)
@@ -108,28 +152,28 @@ def watch(session: nox.Session) -> None:
     session.run("python", "-m", "grader", "--watch", *session.posargs, env=OFFLINE)
 
 
-@nox.session
+@instructor()
 def handout(session: nox.Session) -> None:
     """Instructors: build the learner handout (folder + zip, no reference/) under dist/."""
     install(session)
     session.run("python", "-m", "grader.handout", *session.posargs, env=OFFLINE)
 
 
-@nox.session
+@instructor()
 def stubs(session: nox.Session) -> None:
     """Instructors: write exercises/ from reference/'s solution markers (`-- --check`: verify only)."""
     install(session)
     session.run("python", "-m", "grader.stubs", *session.posargs, env=OFFLINE)
 
 
-@nox.session
+@instructor()
 def snapshots(session: nox.Session) -> None:
     """Instructors: record the reference's answers the handout replays (`-- --check`: verify)."""
     install(session)
     session.run("python", "-m", "grader.snapshots", *session.posargs, env=OFFLINE)
 
 
-@nox.session
+@instructor("tests/mutants")
 def mutants(session: nox.Session) -> None:
     """The kata's self-check: reference passes, stubs fail, every mutant in tests/mutants/ is caught."""
     install(session)

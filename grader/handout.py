@@ -2,10 +2,16 @@
 
 It holds exercises/ (the stubs), the graded tests with their stored reference answers
 (tests/_snapshots/), the grader and its manifest, kata/ (scaffolding), the noxfile,
-pyproject.toml and README.md. It leaves out reference/, the mutants of the reference and
-every test that is not a step's (the kata's own infrastructure tests). Before writing
-the zip it checks that no file of the handout contains a line of reference source that
-the stubs do not also have, and refuses to build otherwise.
+pyproject.toml and a README.md of its own. It leaves out reference/, the mutants of the
+reference, benchmarks/, docs/ and every test that is not a step's (the kata's own
+infrastructure tests). Before writing the zip it checks that no file of the handout
+contains a line of reference source that the stubs do not also have, and refuses to
+build otherwise.
+
+The handout's README.md is `grader/HANDOUT_README.md` with `{{steps}}` replaced by a
+table of the manifest's steps and `{{readme: Heading}}` by that `## Heading` section of
+the kata's README.md: it names only what the handout has and commands that run there
+(tests/test_infra_handout_readme.py runs them).
 
     python -m grader.handout [--out dist/handout]
 """
@@ -22,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOP_FILES = ("noxfile.py", "pyproject.toml", "README.md", ".gitignore", "LICENSE", "conftest.py")
 TOP_DIRS = ("exercises", "grader", "kata")
 SKIP_NAMES = {"__pycache__", ".pytest_cache", ".hypothesis", "mutants"}
+README_TEMPLATE = Path("grader") / "HANDOUT_README.md"  # becomes the handout's README.md, not a file of its own
 GRADED_TEST = re.compile(r"test_(step|bonus)\d+_.*\.py$")
 MIN_LINE = 16  # shorter lines ("return x", "x = x + y") are not distinctive source
 # A file holding half of a learner function's distinctive reference lines holds its
@@ -47,11 +54,47 @@ def files(root: Path) -> list[Path]:
     out = [Path(f) for f in TOP_FILES if (root / f).is_file()]
     for d in TOP_DIRS:
         for p in sorted((root / d).rglob("*")):
-            if p.is_file() and not any(part in SKIP_NAMES for part in p.relative_to(root).parts) and p.suffix != ".pyc":
-                out.append(p.relative_to(root))
+            rel = p.relative_to(root)
+            if p.is_file() and not any(part in SKIP_NAMES for part in rel.parts) and p.suffix != ".pyc" \
+                    and rel != README_TEMPLATE:
+                out.append(rel)
     tests = root / "tests"
     out += [p.relative_to(root) for p in sorted(tests.rglob("*")) if p.is_file() and _wanted_test(p, tests)]
     return out
+
+
+def steps_table(root: Path) -> str:
+    """The manifest's steps as a Markdown table: step, file, what you write, points."""
+    from .manifest import load_manifest
+
+    rows = ["| step | file | what you write | points |", "|---|---|---|---|"]
+    for step in load_manifest(root / "grader" / "steps.toml"):
+        what = step.title + (f": `{'`, `'.join(f.strip() for f in step.functions.split(','))}`" if step.functions else "")
+        points = f"{step.points:g}" + (" (bonus)" if step.bonus else "")
+        rows.append(f"| {step.number} | `{step.learner_file}` | {what} | {points} |")
+    return "\n".join(rows)
+
+
+def readme_section(readme: str, heading: str) -> str:
+    """The `## heading` section of a Markdown text, up to the next `## ` heading."""
+    lines = readme.splitlines()
+    try:
+        start = lines.index(f"## {heading}")
+    except ValueError:
+        raise ValueError(f"README.md has no section '## {heading}', which {README_TEMPLATE} includes") from None
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[start:end]).rstrip()
+
+
+def handout_readme(root: Path = ROOT) -> str:
+    """The handout's README.md: the template with the steps table and README sections filled in."""
+    text = (root / README_TEMPLATE).read_text(encoding="utf-8")
+    text = text.replace("{{steps}}", steps_table(root))
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    text = re.sub(r"\{\{readme: (.+?)\}\}", lambda m: readme_section(readme, m.group(1).strip()), text)
+    if "{{" in text:
+        raise ValueError(f"{README_TEMPLATE} has a placeholder other than {{{{steps}}}} or {{{{readme: Heading}}}}")
+    return text
 
 
 def _bodies(path: Path) -> dict[str, tuple[int, list[str]]]:
@@ -124,12 +167,15 @@ def build(root: Path = ROOT, out: Path | None = None, make_zip: bool = True) -> 
     out = (out or root / "dist" / "handout").resolve()
     if out == root or root in out.parents and out.parent == root:
         raise ValueError(f"--out {out} would overwrite the kata itself; pick a new folder such as dist/handout")
+    readme = handout_readme(root) if (root / README_TEMPLATE).is_file() else None  # fails before anything is written
     if out.exists():
         shutil.rmtree(out)
     for rel in files(root):
         dest = out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, dest)
+    if readme is not None:
+        (out / "README.md").write_text(readme, encoding="utf-8")
     if (root / "reference").is_dir():
         found = leaks(out, secrets(root))
         if found:
@@ -151,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     n = sum(1 for f in folder.rglob("*") if f.is_file())
     print(f"handout: {folder} ({n} files)\nzip:     {archive} ({archive.stat().st_size / 1e6:.1f} MB)")
-    print("grade it there with: nox -s check")
+    print(f"its README: {folder / 'README.md'}\ngrade it there with: nox -s check")
     return 0
 
 

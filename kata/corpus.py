@@ -87,10 +87,48 @@ def load_wikitext_dir(data_dir: str | Path) -> dict[str, list[str]]:
     return out
 
 
-def load_wikitext_hub() -> dict[str, list[str]]:
+_NETWORK_LIBRARIES = ("httpx", "httpcore", "requests", "urllib3", "huggingface_hub")
+
+
+class DataUnavailable(RuntimeError):
+    """A data set could not be fetched; the message says how to run without the network."""
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+
+
+def hub_dataset(name: str, *args, offline_help: str):
+    """`datasets.load_dataset(name, *args)`, or `DataUnavailable` in one line naming what
+    failed and `offline_help` (how to use a local copy) when the hub cannot be reached.
+
+    Offline (`HF_HUB_OFFLINE=1`, or no network) `datasets` raises ConnectionError,
+    huggingface_hub's OfflineModeIsEnabled / LocalEntryNotFoundError or its own
+    DatasetNotFoundError: all OSErrors. An HTTP client's own error (httpx, requests,
+    urllib3) that slips through unwrapped counts too; anything else is a bug and is raised.
+    """
     from datasets import load_dataset
 
-    ds = load_dataset("wikitext", "wikitext-2-raw-v1")
+    try:
+        return load_dataset(name, *args)
+    except Exception as e:  # noqa: BLE001 - re-raised below unless it is about reaching the hub
+        if not (isinstance(e, OSError) or type(e).__module__.split(".")[0] in _NETWORK_LIBRARIES):
+            raise
+        raise DataUnavailable(
+            f"could not load {name!r} from the Hugging Face hub ({_one_line(e)}); {offline_help}"
+        ) from None
+
+
+WIKITEXT_OFFLINE = (
+    "to run without the network, pass --data-dir DIR where DIR holds wiki.train.raw and "
+    "wiki.valid.raw (or wiki.train.tokens and wiki.valid.tokens) from WikiText-2, or use "
+    "the bundled --corpus shakespeare"
+)
+
+
+def load_wikitext_hub() -> dict[str, list[str]]:
+    ds = hub_dataset("wikitext", "wikitext-2-raw-v1", offline_help=WIKITEXT_OFFLINE)
     return {
         split: wikitext_articles("".join(ds[src]["text"]))
         for split, src in (("train", "train"), ("validation", "validation"))

@@ -20,6 +20,7 @@ from kata import distributed
 from kata.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from kata.corpus import load_corpus
 from kata.presets import RunConfig, parse_args
+from kata.progress import Progress
 from kata.runlog import RunLog
 from kata.solution import load
 from kata.tokenizer import load_tokenizer
@@ -66,7 +67,8 @@ class Run:
     """
 
     def __init__(self, cfg: RunConfig, model_config: dict, device: torch.device, total: int, log: RunLog,
-                 train_chunks: torch.Tensor, val_chunks: torch.Tensor, steps: SimpleNamespace) -> None:
+                 train_chunks: torch.Tensor, val_chunks: torch.Tensor, steps: SimpleNamespace,
+                 quiet: bool = False) -> None:
         self.cfg = cfg
         self.model_config = model_config
         self.device = device
@@ -87,19 +89,20 @@ class Run:
         self._loss_sum = torch.zeros((), device=device)
         self._n = 0
         self._t_last = time.time()
-        self._bar = None
+        self._bar: Progress | None = None
+        self.quiet = quiet  # no progress output at all (graded runs, tests)
 
     @property
     def end_step(self) -> int:
         return self.total_steps if self.stop_after is None else min(self.total_steps, self.stop_after)
 
-    def progress(self, start_step: int):
-        """`range(start_step, end)` with a tqdm bar (step, loss, tokens/s) on rank 0."""
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(range(start_step, self.end_step), initial=start_step, total=self.total_steps,
-                         desc="train", unit="step", dynamic_ncols=True, file=sys.stdout,
-                         disable=True if self.rank != 0 else None)
+    def progress(self, start_step: int) -> Progress:
+        """The steps `start_step .. end_step - 1`, showing step, loss, tokens/s on rank 0:
+        a tqdm bar on a terminal, a plain line every 30 s (and at the first and last
+        step) when stdout is a file or a pipe, where tqdm would show nothing."""
+        mode = "off" if self.quiet or self.rank != 0 else None
+        self._bar = Progress(start_step, self.end_step, self.total_steps, "train", mode=mode,
+                             tokens_per_step=self.cfg.batch_size * self.cfg.block_size, file=sys.stdout)
         self._t_last = time.time()
         return self._bar
 
@@ -130,7 +133,7 @@ class Run:
         if self.rank == 0:
             self.log.log(step, step * tokens_per_step, "train", mean, lr, tps)
             if self._bar is not None:
-                self._bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+                self._bar.set(loss=mean, lr=lr, tok_s=tps)
         self._loss_sum.zero_()
         self._n, self._t_last = 0, time.time()
 
@@ -215,7 +218,7 @@ def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -
 
     train_model = distributed.wrap_ddp(model, info)  # the model itself on a single process
     train_model = torch.compile(train_model) if run.compile else train_model
-    ctx = Run(run, asdict(config), device, total, log, train_chunks, val_chunks, steps)
+    ctx = Run(run, asdict(config), device, total, log, train_chunks, val_chunks, steps, quiet=quiet)
     if info.world_size > 1:
         say(f"data parallel: {info.world_size} ranks x {run.batch_size // info.world_size} rows "
             f"= global batch {run.batch_size}; logs, plots and checkpoints from rank 0")

@@ -20,20 +20,26 @@ import csv
 import json
 import math
 import re
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from kata.corpus import DataUnavailable, hub_dataset
+from kata.progress import Progress
 from kata.solution import load, solution_name
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # the bonus steps' convention (bonus 6)
 SPECIALS = ["<pad>", "<s>", "</s>"]
 SPLITS = {"train": ("train",), "validation": ("validation", "val", "valid"), "test": ("test",)}
 HUB_DATASET = "bentrevett/multi30k"
+OFFLINE_HELP = (
+    "to run without the network, pass --data-dir DIR where DIR holds train, validation (or val) "
+    "and test as <split>.jsonl ({\"de\": ..., \"en\": ...} per line) or as <split>.de + <split>.en"
+)
 
 
 @dataclass
@@ -64,9 +70,7 @@ class TranslateConfig:
 def load_pairs(data_dir: str | None, src: str = "de", tgt: str = "en") -> dict[str, list[tuple[str, str]]]:
     """{"train" | "validation" | "test": [(source, target), ...]} from DIR or the hub."""
     if data_dir is None:
-        from datasets import load_dataset
-
-        ds = load_dataset(HUB_DATASET)
+        ds = hub_dataset(HUB_DATASET, offline_help=OFFLINE_HELP)
         return {split: [(r[src], r[tgt]) for r in ds[split]] for split in SPLITS}
     root = Path(data_dir)
     if not root.is_dir():
@@ -199,12 +203,12 @@ def translate_run(cfg: TranslateConfig, data_dir: str | None, out_dir: str, solu
         "bonus5_decoding", "bonus6_copy_task"))
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if cfg.device == "auto" else cfg.device))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
 
     pairs = load_pairs(data_dir, cfg.src_lang, cfg.tgt_lang)
+    out = Path(out_dir)  # made only once there is data: a failed start leaves nothing behind
+    out.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer([text for pair in pairs["train"] for text in pair], cfg.vocab_size)
     tok.save(str(out / "tokenizer.json"))
     train_src, train_tgt, dropped = encode_pairs(tok, pairs["train"], cfg.max_len)
@@ -242,13 +246,14 @@ def translate_run(cfg: TranslateConfig, data_dir: str | None, out_dir: str, solu
     writer = csv.writer(log)
     writer.writerow(["step", "epoch", "train_loss", "val_loss", "lr"])
     step, val, t0 = 0, math.nan, time.perf_counter()
-    bar = tqdm(total=total_steps, desc="train", unit="step")
+    bar = Progress(0, total_steps, total_steps, "train")  # a bar on a terminal, plain lines in a log
     while step < total_steps:
         for idx in token_batches(train_src, train_tgt, cfg.batch_tokens, g):
             step += 1
-            loss = b6.train_step(model, batch_of(train_src, train_tgt, idx), criterion, optimizer, scheduler)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
+            batch = batch_of(train_src, train_tgt, idx)
+            loss = b6.train_step(model, batch, criterion, optimizer, scheduler)
+            bar.set(loss=float(loss))
+            bar.advance(tokens=int(batch.ntokens))
             end_of_epoch = step % per_epoch == 0 or step == total_steps  # the last step always validates
             if end_of_epoch:
                 val = validation_loss()
@@ -262,7 +267,8 @@ def translate_run(cfg: TranslateConfig, data_dir: str | None, out_dir: str, solu
 
     test = pairs["test"][: cfg.max_test] if cfg.max_test else pairs["test"]
     hypotheses: list[str] = []
-    for i in tqdm(range(0, len(test), 64), desc="translate test", unit="batch"):
+    print(f"translating {len(test):,} test sentences (beam {cfg.beam_size})", flush=True)
+    for i in range(0, len(test), 64):
         rows = [tok.encode(s).ids[: cfg.max_len] for s, _ in test[i : i + 64]]
         src, _ = pad_batch([r or [EOS_ID] for r in rows], None)
         src = src.to(device)
@@ -299,12 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     data_dir, out_dir, solution = args.pop("data_dir"), args.pop("out_dir"), args.pop("solution")
     try:
         translate_run(TranslateConfig(**args), data_dir, out_dir, solution)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}")
-        return 2
     except NotImplementedError as e:  # the learner's bonus steps are not finished yet
         print(f"error: {e}\n(this run uses bonus steps 1-6 of --solution {solution_name(solution)}: "
-              f"`nox -s check` shows which is next)")
+              f"`nox -s check` shows which is next)", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, DataUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -6,7 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,10 +106,43 @@ def test_the_reference_learns_a_toy_language_pair(tmp_path, capsys):
     rows = list(csv.DictReader((out / "loss.csv").open()))
     assert len(rows) == 300 and float(rows[-1]["val_loss"]) < float(rows[0]["train_loss"]) / 3
     assert (out / "translations.txt").read_text().count("\nHYP ") == 100
+    printed = capsys.readouterr().out  # not a terminal: plain progress lines, first and last step at least
+    assert "train step 1/300" in printed and re.search(r"train step 300/300  loss \d", printed), printed[-2000:]
     with capsys.disabled():
         print(f"\n[translate] toy pair: BLEU {summary['bleu']}, {summary['train_seconds']} s of training")
 
 
 def test_bad_data_dir_is_a_clear_error(tmp_path, capsys):
     assert main(["--data-dir", str(tmp_path / "missing"), "--out-dir", str(tmp_path / "o")]) == 2
-    assert "does not exist" in capsys.readouterr().out
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_multi30k_from_the_hub_offline_is_one_line_and_writes_nothing(tmp_path):
+    """Offline (HF_HUB_OFFLINE=1, an empty HF cache) the run names what failed and what
+    --data-dir must hold, exits 2 and leaves no out_dir."""
+    out = tmp_path / "run"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "hf")}
+    r = subprocess.run([sys.executable, "-m", "kata.translate", "--solution", "exercises", "--out-dir", str(out)],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, f"expected one line, got:\n{r.stderr}"
+    assert "bentrevett/multi30k" in lines[0] and "--data-dir DIR" in lines[0] and ".jsonl" in lines[0], lines[0]
+    assert not out.exists(), "a failed start must not create the out_dir"
+
+
+def test_a_connection_error_from_the_hub_is_one_line(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'bentrevett/multi30k' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    out = tmp_path / "run"
+    assert main(["--solution", "exercises", "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ConnectionError: Couldn't reach 'bentrevett/multi30k'" in err, err
+    assert "<split>.de + <split>.en" in err, err
+    assert not out.exists()
