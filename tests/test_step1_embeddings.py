@@ -185,15 +185,16 @@ def test_step1_tie_weights_shares_one_parameter() -> None:
     if head.weight is emb.weight:
         return
     if head.weight.data_ptr() == emb.weight.data_ptr():
-        why = ("they share memory but are two different nn.Parameter objects (a new nn.Parameter around the "
-               "same data?): the optimizer updates the matrix twice and count_parameters counts it twice")
+        why = ("lm_head.weight shares memory with the token embedding but is a different nn.Parameter object "
+               "(a new nn.Parameter around the same data?): the optimizer updates the matrix twice and "
+               "count_parameters counts it twice")
     elif head.weight.shape == emb.weight.shape and torch.equal(head.weight, emb.weight):
-        why = ("lm_head.weight is a copy of the embedding, not the same Parameter: the values were copied, so "
-               "the two matrices drift apart at the first optimizer step")
+        why = ("lm_head.weight is a copy of the embedding, not the same Parameter: the two matrices drift apart "
+               "at the first optimizer step")
     else:
-        why = "they are not tied at all: the two weights hold different values"
-    pytest.fail(f"after tie_weights, lm_head.weight is not the token embedding's Parameter object: {why}. "
-                f"Look at tie_weights (step1_embeddings.py)", pytrace=False)
+        why = "lm_head.weight is not tied to the token embedding at all: the two hold different values"
+    pytest.fail(f"after tie_weights, {why}. They must be one Parameter object. Look at tie_weights "
+                f"(step1_embeddings.py)", pytrace=False)
 
 
 def test_step1_tied_weights_get_one_gradient_from_both_uses() -> None:

@@ -165,17 +165,17 @@ def test_run_training_sets_the_scheduled_learning_rate_every_step(runs):
     want = expected_lrs()
     bad = [(s, got, w) for s, (got, w) in enumerate(zip(trace.lrs, want)) if not math.isclose(got, w, rel_tol=1e-9)]
     same = lambda a, b: len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-9) for x, y in zip(a, b))  # noqa: E731
-    why = ("each update used the schedule's value for the NEXT one: lr_at numbers the updates from 0"
+    why = ("Each update used the schedule's value for the NEXT one: lr_at numbers the updates from 0"
            if same(trace.lrs[:-1], want[1:]) else
-           "each update used the schedule's value for the one before: the lr is set after the update, not before"
+           "Each update used the schedule's value for the one before: the lr is set after the update, not before"
            if same(trace.lrs[1:], want[:-1]) else
-           "the lr never changes: the schedule is not applied to the optimizer"
+           "The lr never changes: the schedule is not applied to the optimizer"
            if len(set(trace.lrs)) == 1 else
-           "before every update the optimizer's lr must be set to the schedule's (lr_at's) value for that update, "
+           "Before every update the optimizer's lr must be the schedule's (lr_at's) value for that update, "
            "counted from 0")
     assert len(trace.lrs) == len(want) and not bad, (
-        "the optimizer's learning rate at each train_step does not follow the schedule; "
-        f"(step, lr used, lr expected): {bad[:4]}: {why}. Look at run_training (step8_pretrain.py)"
+        "the optimizer's learning rate at each train_step does not follow the schedule "
+        f"(step, lr used, lr expected): {bad[:4]}. {why}. Look at run_training (step8_pretrain.py)"
     )
     logged = [float(r["lr"]) for r in rows(runs.full_dir, "train")]
     # loss.csv keeps 6 significant digits.
