@@ -202,6 +202,6 @@ def test_step4_mismatched_shapes_raise_valueerror(labels_shape: tuple[int, ...])
         got = f"raised {type(e).__name__}: {e}"
     else:
         got = "returned a loss"
-    expect(False, f"next_token_loss with logits (2, 6, 10) and labels {labels_shape} {got}. Expected a ValueError "
-                  f"naming both shapes, since labels must be (B, T) for (B, T, V) logits: a mismatch means the "
-                  f"batch was built wrong, and a silent broadcast or a cryptic error hides it")
+    expect(False, f"next_token_loss with logits (2, 6, 10) and labels {labels_shape} {got}. Check that logits are "
+                  f"(B, T, V) and labels (B, T) first and raise ValueError naming both shapes: a mismatch means "
+                  f"the batch was built wrong, and a silent broadcast or a cryptic error hides it")
