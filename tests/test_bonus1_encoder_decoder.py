@@ -122,9 +122,10 @@ def test_attention_matches_scaled_dot_product_attention(B, T, S, heads, per_quer
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
         want = attn.proj(y.transpose(1, 2).reshape(B, T, C))
     assert_close(got, want, atol=ATOL, rtol=RTOL, what=f"MultiHeadAttention, mask {tuple(mask.shape)}",
-                 hint="queries come from x, keys and values from context; split C into heads (B, H, L, D), give the "
-                      "mask a head axis (mask.unsqueeze(1)) so (B, 1|T, S) broadcasts, softmax over the keys, "
-                      "re-join the heads, then proj. " + HINT)
+                 hint="expected queries from x, keys and values from context (S positions), a (B, 1|T, S) mask "
+                      "applied alike to every head, each query's weights over the S keys summing to 1, the heads "
+                      "re-joined in channel order, then proj. Look at MultiHeadAttention.forward "
+                      "(bonus1_encoder_decoder.py); stuck? `nox -s hint -- bonus 1`. " + HINT)
 
 
 def test_a_two_dimensional_mask_applies_to_the_whole_batch():
@@ -138,8 +139,9 @@ def test_a_two_dimensional_mask_applies_to_the_whole_batch():
         got = not_implemented_guard(attn, x, x, causal)
         want = attn(x, x, causal.expand(3, 5, 5))
     assert_close(got, want, atol=1e-6, rtol=0, what="attention with a (T, T) mask vs the same mask as (B, T, T)",
-                 hint="a 2-D (T, S) mask already broadcasts against (B, H, T, S) scores: add the head axis "
-                      "(unsqueeze(1)) only to a 3-D (B, 1|T, S) mask")
+                 hint="a 2-D (T, S) mask is shared by every batch row and head and must act like the same mask "
+                      "repeated per row; it already lines up with the (T, S) scores of each head, so only a 3-D "
+                      "(B, 1|T, S) mask needs a head axis")
 
 
 def test_cross_attention_can_have_a_different_length_from_its_queries():
@@ -149,7 +151,7 @@ def test_cross_attention_can_have_a_different_length_from_its_queries():
         out = not_implemented_guard(attn, torch.randn(2, 3, 16), torch.randn(2, 9, 16), torch.ones(2, 1, 9, dtype=torch.bool))
     assert out.shape == (2, 3, 16), (
         f"3 queries attending over 9 keys must give (B, 3, C) = (2, 3, 16), got {tuple(out.shape)}: the output "
-        f"has the queries' length; use context.size(1) (not T) when reshaping the keys and values"
+        f"has the queries' length, while the keys and values have the context's length S = 9, not T = 3"
     )
 
 
@@ -167,8 +169,10 @@ def test_encoder_matches_torch_transformer_encoder():
     real = (src != PAD).unsqueeze(-1).expand_as(want)
     assert got.shape == want.shape, f"encode of a (3, 7) source should be (3, 7, 32), got {tuple(got.shape)}"
     assert_close(got[real], want[real], atol=ATOL, rtol=RTOL, what="encoder memory at the real source positions",
-                 hint="each layer: x = x + self_attn(ln_1(x), ln_1(x), src_mask); x = x + mlp(ln_2(x)); no causal "
-                      "mask in the encoder; ln_enc after the last layer. " + HINT)
+                 hint="expected pre-norm encoder layers (a LayerNorm before each sub-layer, whose output is added "
+                      "to the stream), self-attention with the padding mask only (the encoder looks both ways), "
+                      "and ln_enc after the last layer. Look at EncoderLayer.forward and EncoderDecoder.encode "
+                      "(bonus1_encoder_decoder.py). " + HINT)
 
 
 def test_decoder_matches_torch_transformer_decoder():
@@ -185,14 +189,15 @@ def test_decoder_matches_torch_transformer_decoder():
                      tgt_key_padding_mask=tgt_in == PAD, memory_key_padding_mask=src == PAD)
         want = model.generator(hidden)
     assert got.shape == want.shape, (
-        f"decode with a (3, 6) decoder input should give logits (3, 6, 19), got {tuple(got.shape)}: apply ln_dec "
-        f"and the generator after the last decoder layer"
+        f"decode with a (3, 6) decoder input should give logits (3, 6, 19) over the target vocabulary, got "
+        f"{tuple(got.shape)}: the last decoder layer's output goes through ln_dec and the generator"
     )
     real = (tgt_in != PAD).unsqueeze(-1).expand_as(want)
     assert_close(got[real], want[real], atol=ATOL, rtol=RTOL, what="decoder logits at the real target positions",
-                 hint="each layer: y = y + self_attn(ln_1(y), ln_1(y), tgt_mask); y = y + cross_attn(ln_2(y), memory, "
-                      "src_mask) — queries from the decoder, keys/values from the memory as it is; y = y + mlp(ln_3(y)); "
-                      "then ln_dec and generator. " + HINT)
+                 hint="expected three pre-norm sub-layers per decoder layer, each added to the stream: "
+                      "self-attention under tgt_mask, cross-attention (queries from the decoder, keys and values "
+                      "from the encoder's memory as it is, under src_mask), the MLP; then ln_dec and the generator. "
+                      "Look at DecoderLayer.forward and EncoderDecoder.decode (bonus1_encoder_decoder.py). " + HINT)
 
 
 def test_forward_is_decode_of_encode():
@@ -203,7 +208,8 @@ def test_forward_is_decode_of_encode():
     with torch.no_grad():
         want = not_implemented_guard(model.decode, not_implemented_guard(model.encode, src, src_mask), src_mask, tgt_in, tgt_mask)
         got = model(src, tgt_in, src_mask, tgt_mask)
-    assert_close(got, want, atol=0, rtol=0, what="forward(src, tgt_in, ...)", hint="forward = decode(encode(src))")
+    assert_close(got, want, atol=0, rtol=0, what="forward(src, tgt_in, ...)",
+                 hint="forward must be decode of encode's memory, with the same masks")
 
 
 # ---------------------------------------------------------------- what attends to what
@@ -246,7 +252,7 @@ def test_decoder_reads_the_real_source_and_ignores_source_padding():
     )
     assert (base - other).abs().max().item() > 1e-4, (
         "changing a real source token did not change the decoder's logits: the decoder must cross-attend to the "
-        "encoder's memory (cross_attn(ln_2(y), memory, src_mask)) and encode must return it"
+        "encoder's memory, and encode must return it"
     )
 
 
@@ -261,5 +267,5 @@ def test_encoder_looks_both_ways():
         b = model.encode(changed, mask)
     assert (a[0, 0] - b[0, 0]).abs().max().item() > 1e-4, (
         "changing the LAST source token did not change the encoder's output at position 0: the encoder is "
-        "bidirectional — pass only src_mask (padding), not a causal mask"
+        "bidirectional, so its self-attention takes only the padding mask, not a causal one"
     )

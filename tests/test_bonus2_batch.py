@@ -41,20 +41,20 @@ def describe_mask_mistake(got: torch.Tensor, tgt_in: torch.Tensor) -> str:
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     keys = (tgt_in != PAD).unsqueeze(-2)
     wrong = {
-        "the OR of the causal and padding masks — use AND (&): a query may attend only where BOTH allow it":
-            keys | causal,
-        "only the causal mask: padded keys are still attended to — AND it with (tgt_in != pad)": causal.expand_as(got),
-        "only the padding mask: every query sees the future — AND it with the causal lower triangle":
-            keys.expand_as(got),
-        "the upper triangle (each query sees the future, not the past): use tril, not triu":
+        "the OR of the causal and padding masks: a query may attend only where BOTH allow it, so every padded "
+        "key and every future key must be False": keys | causal,
+        "only the causal mask: padded keys are still attended to": causal.expand_as(got),
+        "only the padding mask: every query sees the future": keys.expand_as(got),
+        "the upper triangle (each query sees the future, not the past): query t may attend to keys s <= t":
             keys & torch.ones(T, T, dtype=torch.bool).triu(),
-        "padding applied to the queries (rows) instead of the keys (columns): mask = (tgt_in != pad).unsqueeze(-2)":
-            (tgt_in != PAD).unsqueeze(-1) & causal,
+        "padding applied to the queries (rows) instead of the keys (columns): a padded position must not be "
+        "READ by anyone (its column is False)": (tgt_in != PAD).unsqueeze(-1) & causal,
     }
     for text, m in wrong.items():
         if got.shape == m.shape and torch.equal(got, m):
             return f"it equals {text}"
-    return "query t may attend to key s iff s <= t AND tgt_in[b, s] != pad"
+    return ("query t may attend to key s iff s <= t AND tgt_in[b, s] != pad. Look at target_mask (bonus2_batch.py); "
+            "stuck? `nox -s hint -- bonus 2`")
 
 
 def test_src_padding_mask_marks_real_tokens_with_a_query_axis_of_one():
@@ -65,7 +65,7 @@ def test_src_padding_mask_marks_real_tokens_with_a_query_axis_of_one():
         f"queries); got {tuple(got.shape)} {got.dtype}"
     )
     if torch.equal(got, ~want):
-        pytest.fail("src_padding_mask is inverted: True must mean 'a real token, attend to it' (src != pad)",
+        pytest.fail("src_padding_mask is inverted: True must mean 'a real token, attend to it', False 'padding'",
                     pytrace=False)
     assert torch.equal(got, want), f"src_padding_mask of {SRC.tolist()}: expected {want.int().tolist()}, got {got.int().tolist()}"
 
@@ -113,18 +113,20 @@ def test_batch_shifts_the_target_right_for_the_input_and_left_for_the_output():
     if b.tgt_in.shape == TGT.shape or b.tgt_out.shape == TGT.shape:
         pytest.fail(
             f"tgt_in / tgt_out have the full target's shape {tuple(TGT.shape)}: the target is not shifted. "
-            f"tgt_in = tgt[:, :-1] (starts with BOS), tgt_out = tgt[:, 1:] (what each position must predict); "
-            f"without the shift the decoder learns to copy its input",
+            f"tgt_in is what the decoder reads (BOS first) and tgt_out what each position must predict (the "
+            f"token after it), each one column shorter than tgt; without the shift the decoder learns to copy "
+            f"its input. Look at Batch.__init__ (bonus2_batch.py)",
             pytrace=False,
         )
     if torch.equal(b.tgt_out, TGT[:, :-1]):
-        pytest.fail("tgt_out equals tgt[:, :-1], the decoder's own input: position t would be trained to output "
-                    "the token it reads. tgt_out = tgt[:, 1:]", pytrace=False)
+        pytest.fail("tgt_out equals the decoder's own input: position t would be trained to output the token it "
+                    "reads, not the one after it", pytrace=False)
     assert torch.equal(b.tgt_in, TGT[:, :-1]), (
-        f"tgt_in should be tgt[:, :-1] = {TGT[:, :-1].tolist()} (BOS first, last column dropped); got {b.tgt_in.tolist()}"
+        f"tgt_in of tgt={TGT.tolist()} should be {TGT[:, :-1].tolist()} (BOS first, last column dropped); "
+        f"got {b.tgt_in.tolist()}"
     )
     assert torch.equal(b.tgt_out, TGT[:, 1:]), (
-        f"tgt_out should be tgt[:, 1:] = {TGT[:, 1:].tolist()} (shifted left: token t+1 for position t); "
+        f"tgt_out of tgt={TGT.tolist()} should be {TGT[:, 1:].tolist()} (token t+1 for position t); "
         f"got {b.tgt_out.tolist()}"
     )
 
@@ -147,9 +149,9 @@ def test_ntokens_counts_the_real_tokens_the_loss_is_taken_on():
     want = 6
     got = int(b.ntokens)
     hints = {
-        8: "that counts tgt_in or the unshifted target (BOS included) — count the non-pad tokens of tgt_out",
-        10: "that counts every position, padding included — count only tgt_out != pad",
-        12: "that counts the whole unshifted target — count tgt_out != pad",
+        8: "that counts the real tokens of tgt_in or of the unshifted target (BOS included), not of tgt_out",
+        10: "that counts every position of tgt_out, padding included",
+        12: "that counts every position of the whole unshifted target",
     }
     assert got == want, (
         f"ntokens should be the number of real tokens of tgt_out = {TGT[:, 1:].tolist()}, i.e. {want}; got {got}. "

@@ -63,15 +63,18 @@ def test_smoothed_targets_on_a_hand_example():
             [0.0, 0.7, 0.1, 0.1, 0.1],
         ]
     )
-    hint = ("row n: 1 - smoothing at target[n], smoothing / (V - 2) on the other tokens, 0 in the padding column, "
-            "and an all-zero row where target[n] is padding")
+    hint = ("expected row n: 1 - smoothing at target[n], the rest shared equally by the tokens that are neither "
+            "the target nor padding, 0 in the padding column, and an all-zero row where target[n] is padding. Look "
+            "at LabelSmoothingLoss.smoothed_targets (bonus4_label_smoothing.py); stuck? `nox -s hint -- bonus 4`")
     if got.shape == want.shape:
         if float(got[0, 0]) > 0:
             hint = "the padding column must get 0 mass: the model must never be taught to produce padding"
         elif float(got[1].sum()) > 0:
             hint = "a row whose target is padding must be all zeros: it is not a token to learn"
         elif math.isclose(float(got[0, 1]), 0.3 / 4, rel_tol=1e-4):
-            hint = "smoothing / (V - 1) spreads mass as if only the target were excluded; exclude padding too: V - 2"
+            hint = ("each other token got smoothing / (V - 1), as if only the target were left out of the sharing; "
+                    "padding gets none of the mass, so the remaining tokens' shares must be larger and the row "
+                    "sum to 1")
     assert_close(got.float(), want, atol=1e-6, rtol=0, what="smoothed_targets([2, 0, 4, 1]) with V=5, pad 0, smoothing 0.3",
                  hint=hint)
 
@@ -87,12 +90,14 @@ def test_loss_matches_the_cross_entropy_oracle(V, eps, pad_id, B, T, seed):
     crit = make_loss(V, pad_id, eps)
     got = loss_of(crit, logits, target)
     want = oracle_loss(logits, target, pad_id, eps)
-    hint = "sum KL(q || softmax(logits)) over the real (non-pad) targets, divide by their count"
+    hint = ("expected KL(q || softmax(logits)) summed over the real (non-pad) targets and divided by their count. "
+            "Look at LabelSmoothingLoss.forward (bonus4_label_smoothing.py)")
     if got.shape == want.shape and eps > 0:
         real = int((target != pad_id).sum())
         h = -(1 - eps) * math.log(1 - eps) - eps * math.log(eps / (V - 2))  # CE(q, p) = KL + H(q)
         if math.isclose(float(got), float(want) + h, rel_tol=1e-4, abs_tol=1e-5):
-            hint = "it is the cross-entropy, off by the entropy of q: return the KL divergence (F.kl_div(log_probs, q))"
+            hint = (f"it is the cross-entropy CE(q, p), which is larger than the KL divergence by the entropy of q "
+                    f"({h:.4f} here): the loss asked for is KL(q || p)")
         elif math.isclose(float(got), float(want) * real / target.numel(), rel_tol=1e-4, abs_tol=1e-5):
             hint = "it is divided by every position; divide by the number of real (non-pad) targets"
         elif math.isclose(float(got), float(want) * real, rel_tol=1e-4, abs_tol=1e-5):
@@ -112,7 +117,7 @@ def test_padding_positions_contribute_nothing():
     padded = target == pad
     assert float(logits.grad[padded].abs().max()) == 0.0, (
         "the loss has a gradient through the logits of padded positions: rows whose target is padding must "
-        "contribute exactly nothing (a zero target row, or mask them out)"
+        "contribute exactly nothing, to the value and to the gradient"
     )
     other = logits.detach().clone()
     other[padded] = torch.randn(int(padded.sum()), V, generator=g) * 10
@@ -130,7 +135,8 @@ def test_the_pad_logit_is_always_pushed_down():
     loss_of(make_loss(V, pad, 0.2), logits, target).backward()
     p_pad = logits.detach().softmax(-1)[0, :, pad] / 5
     assert_close(logits.grad[0, :, pad], p_pad, atol=1e-6, rtol=1e-4, what="gradient of the loss at the padding logit",
-                 hint="the padding token must get zero target mass (q[:, pad] = 0), so its gradient is p_pad / ntokens")
+                 hint="the padding token must get zero target mass, so the gradient at its logit is p_pad divided "
+                      "by the number of real targets (always positive: padding is always pushed down)")
 
 
 def test_more_padding_does_not_change_the_per_token_loss():
@@ -158,4 +164,5 @@ def test_without_smoothing_it_is_the_plain_cross_entropy():
     got = loss_of(make_loss(V, pad, 0.0), logits, target)
     want = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), ignore_index=pad)
     assert_close(got.float().reshape(()), want, atol=ATOL, rtol=RTOL, what="loss with smoothing=0",
-                 hint="with smoothing 0, q is one-hot and KL(q || p) is the cross-entropy with ignore_index=pad")
+                 hint="with smoothing 0, q is one-hot and KL(q || p) equals the plain cross-entropy averaged over "
+                      "the real (non-pad) targets")

@@ -118,11 +118,13 @@ def test_greedy_follows_the_argmax_stops_at_eos_and_pads_finished_rows():
     want = torch.tensor([[A, B, EOS], [B, EOS, PAD]])
     if out.shape == want.shape and torch.equal(out, want):
         return
-    hint = "append logits[:, -1].argmax(-1) each step, PAD once a row has produced EOS, stop when every row has"
+    hint = ("expected each step to append the argmax of the last position's logits, a row that has produced EOS "
+            "to get only PAD after it, and decoding to stop when every row has. Look at greedy_decode "
+            "(bonus5_decoding.py); stuck? `nox -s hint -- bonus 5`")
     if out.size(1) == 10:
         hint = "it ran to max_len although both rows had produced EOS by step 3: stop when every row is finished"
     elif out.size(1) == 4 and out[0, 0] == BOS:
-        hint = "the output starts with BOS: return only the generated tokens (ys[:, 1:])"
+        hint = "the output starts with BOS: it must hold only the generated tokens"
     elif out.shape == want.shape and out[1, 2] == A:
         hint = "row 1 went on after its EOS: a finished row must only receive pad_id"
     pytest.fail(f"greedy_decode: expected {want.tolist()}, got {out.tolist()}. {hint}", pytrace=False)
@@ -146,7 +148,8 @@ def test_greedy_matches_a_row_by_row_argmax_loop(n, max_len, seed):
     want = oracle_greedy(model, n, max_len)
     assert out.shape == want.shape and torch.equal(out, want), (
         f"greedy_decode on {n} sources, max_len={max_len}: expected {want.tolist()}, got {out.tolist()}. Feed the "
-        f"whole prefix [BOS, generated...] each step with a causal target mask, take the LAST position's argmax"
+        f"next token of a row depends on its whole prefix (BOS and everything generated so far, read under a "
+        f"causal target mask) and is the argmax at the LAST position"
     )
 
 
@@ -167,8 +170,8 @@ def test_beam_finds_the_likely_sequence_that_greedy_misses():
     assert got == [B, EOS], (
         f"beam search (beam 2, alpha 0) should find [B, EOS] = {[B, EOS]} (probability 0.4275), which greedy "
         f"misses (greedy gives {g}, log-prob {lp_greedy:.3f}); got {out[0].tolist()} (log-prob {lp_beam:.3f}). "
-        f"Keep the beam_size best (score = sum of log-probs) over all beams' continuations, and keep finished "
-        f"hypotheses competing"
+        f"At each step the beam_size best continuations of all beams together survive (score = summed "
+        f"log-probs), and finished hypotheses keep competing. Look at beam_search (bonus5_decoding.py)"
     )
     assert lp_beam > lp_greedy
 
@@ -213,7 +216,7 @@ def test_beam_of_width_one_is_greedy(n, max_len, seed, alpha):
     assert out.shape == want.shape and torch.equal(out, want), (
         f"beam_search with beam_size=1 (alpha={alpha}) must be greedy decoding: expected {want.tolist()}, got "
         f"{out.tolist()}. With one beam the best continuation is the argmax; check the beam bookkeeping "
-        f"(which beam each new token extends) and that only the first beam is live at the start"
+        f"(which beam each new token extends) and the start, where the beams are still identical"
     )
 
 
@@ -259,5 +262,5 @@ def test_batched_beam_search_equals_one_source_at_a_time():
         alone = beam(PrefixSeq2Seq(tables), src[b : b + 1], mask[b : b + 1], max_len=6, beam_size=3, alpha=0.6)
         assert upto_eos(together[b].tolist()) == upto_eos(alone[0].tolist()), (
             f"source {b} decoded in a batch of 3 gave {together[b].tolist()}, alone {alone[0].tolist()}: the "
-            f"sources' beams must not mix — pick the top beam_size per source (view the scores as (B, K * V))"
+            f"sources' beams must not mix: each source keeps its own beam_size best candidates"
         )

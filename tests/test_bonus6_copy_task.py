@@ -75,27 +75,31 @@ def test_train_step_is_one_clean_update_and_one_scheduler_step():
     grads = torch.autograd.grad(exp_loss, list(expected.parameters()))
     got = not_implemented_guard(student(MODULE).train_step, model, batch, MeanCE(), opt, sched)
 
-    assert isinstance(got, float), f"train_step should return the loss as a Python float (loss.item()), got {type(got).__name__}"
+    assert isinstance(got, float), f"train_step should return the loss as a Python float, got {type(got).__name__}"
     assert got == pytest.approx(exp_loss.item(), rel=1e-6), (
-        f"train_step returned {got:.6f}; the loss of this batch before the update is {exp_loss.item():.6f}: return "
-        f"criterion(model(src, tgt_in, src_mask, tgt_mask), tgt_out) as computed for the update"
+        f"train_step returned {got:.6f}; the loss of this batch before the update is {exp_loss.item():.6f}: "
+        f"expected the criterion's loss of the model's logits against tgt_out, the very loss the update was "
+        f"computed from"
     )
     assert len(model.seen) == 1, f"the model was called {len(model.seen)} times; one forward per step"
     src, tgt_in, src_mask, tgt_mask, training = model.seen[0]
     assert tgt_in is batch.tgt_in and src is batch.src, (
         "the model must get the batch's src and tgt_in (the target shifted right), not tgt_out or the whole target"
     )
-    assert src_mask is batch.src_mask and tgt_mask is batch.tgt_mask, "pass batch.src_mask and batch.tgt_mask to the model"
-    assert training, "train_step must put the model in train mode (model.train()) before the forward"
+    assert src_mask is batch.src_mask and tgt_mask is batch.tgt_mask, (
+        "the model did not get the batch's own src_mask and tgt_mask")
+    assert training, "the forward ran in eval mode: train_step must run the model in train mode (dropout on)"
     for (name, p), g in zip(model.named_parameters(), grads):
         want = dict(expected.named_parameters())[name].detach() - 0.5 * g
         assert torch.allclose(p.detach(), want, atol=1e-6), (
-            f"after train_step, {name} is not one SGD step (lr 0.5) from the batch's fresh gradient: zero the "
-            f"old gradients (optimizer.zero_grad()) before backward, then optimizer.step() once"
+            f"after train_step, {name} is not one SGD step (lr 0.5) from the batch's fresh gradient: stale "
+            f"gradients were left in .grad beforehand, and the update must use this batch's gradient only, "
+            f"with exactly one optimizer step"
         )
     assert sched.last_epoch == 1, (
-        f"the scheduler should have stepped once (last_epoch 1), it is at {sched.last_epoch}: call scheduler.step() "
-        f"after optimizer.step(), once per update, so the Noam rate advances"
+        f"the scheduler should have stepped once (last_epoch 1), it is at {sched.last_epoch}: it must advance "
+        f"once per update, after the optimizer's step, so the Noam rate moves on. Look at train_step "
+        f"(bonus6_copy_task.py)"
     )
     assert opt.param_groups[0]["lr"] == pytest.approx(0.25), "the learning rate did not advance after the step"
 

@@ -71,12 +71,13 @@ def test_step1_embeddings_match_reference(cfg: dict, seed: int, data: st.DataObj
     expected = reference_embeddings(cfg, state, idx)
     tok, pos = state["token.weight"][idx], state["position.weight"][: idx.shape[1]]
     hint = name_the_mistake(out, {
-        "the position embedding is missing: add self.position(torch.arange(T)) to the token vectors": tok,
-        "the token embedding is missing: add self.token(idx) to the position vectors": pos.expand_as(tok),
-        "positions are counted from the end or reversed: position t is row t of self.position":
+        "the output is the token vectors alone: no position vector was added, so word order is invisible": tok,
+        "the output is the position vectors alone: the token vectors were not added": pos.expand_as(tok),
+        "positions are counted from the end or reversed: position t must use row t of self.position":
             tok + pos.flip(0),
-    }, default="Expected token(idx) + position(arange(T)) (added, not concatenated), with dropout "
-               "through self.drop so it is off in eval mode.")
+    }, default="Expected each token's vector plus its position's vector (a sum, so C stays n_embd), with "
+               "dropout that is off in eval mode. Look at Embeddings.forward (step1_embeddings.py); "
+               "stuck? `nox -s hint -- 1`")
     # Exact same gather + add in fp32 on CPU: only summation order could differ.
     assert_close(out, expected, atol=1e-6, rtol=1e-6,
                  what=f"Embeddings({cfg}) on ids of shape {tuple(idx.shape)}", hint=hint)
@@ -90,19 +91,20 @@ def test_step1_sequence_longer_than_block_size_raises_valueerror() -> None:
         call(emb.forward, idx)
     except ValueError as e:
         expect("block_size" in str(e) or "8" in str(e), (
-            f"the ValueError for 9 tokens with block_size=8 should say what is wrong (mention "
-            f"block_size, e.g. 'sequence of length 9 is longer than block_size=8; crop it'); got: {e}"
+            f"the ValueError for 9 tokens with block_size=8 should say what is wrong: name block_size (the "
+            f"limit, 8) so the user knows to crop the input; got: {e}"
         ))
     except Exception as e:  # noqa: BLE001 - the point is to report which error came instead
         pytest.fail(
-            f"Embeddings.forward on 9 tokens with block_size=8 raised {type(e).__name__}: {e}. "
-            f"Check T > config.block_size first and raise ValueError with a message that says to crop "
-            f"the input: an IndexError from deep inside nn.Embedding tells a user nothing.",
+            f"Embeddings.forward on 9 tokens with block_size=8 raised {type(e).__name__}: {e}. Expected a "
+            f"ValueError, raised before any lookup, that says the input is longer than block_size and must be "
+            f"cropped: an IndexError from deep inside nn.Embedding tells a user nothing.",
             pytrace=False,
         )
     else:
-        pytest.fail("Embeddings.forward accepted 9 tokens with block_size=8: raise ValueError when "
-                    "T > config.block_size (there is no position embedding past block_size - 1)", pytrace=False)
+        pytest.fail("Embeddings.forward accepted 9 tokens with block_size=8 and returned without error: expected "
+                    "a ValueError, because there is no position embedding past block_size - 1 "
+                    "(Embeddings.forward, step1_embeddings.py)", pytrace=False)
 
 
 @pytest.mark.parametrize(("n_embd", "n_head"), [(10, 3), (192, 5)])
@@ -129,20 +131,24 @@ def _check_std(name: str, w: torch.Tensor, expected: float, n_layer: int) -> Non
     if abs(got - expected) <= STD_RTOL * expected and abs(mean) <= 5 * expected / math.sqrt(w.numel()):
         return
     if abs(got - 1.0) < 0.1:
-        why = "this is PyTorch's default N(0, 1) nn.Embedding init: initialise Embeddings with std 0.02 too"
+        why = "std ≈ 1 is PyTorch's default N(0, 1) nn.Embedding init: this embedding was not re-initialised"
     elif w.dim() == 2 and abs(got - 1 / math.sqrt(3 * w.shape[1])) < 0.1 * got:
-        why = "this is PyTorch's default nn.Linear init (uniform, std 1/sqrt(3*fan_in)): re-initialise every Linear"
+        why = ("this is PyTorch's default nn.Linear init (uniform, std 1/sqrt(3*fan_in)): this Linear was not "
+               "re-initialised")
     elif got < 1e-8:
-        why = "the tensor is constant: it was not re-initialised (every Linear and Embedding needs normal_)"
+        why = "the tensor is constant: it was not drawn from a normal distribution at all"
     elif name.endswith(".proj.weight") and abs(got - 0.02) < 0.1 * 0.02:
-        why = (f"residual projections (names ending in '.proj') need the smaller std "
-               f"0.02 / sqrt(2 * n_layer) = {expected:.5f}; each block adds two of them to the residual stream")
+        why = (f"this is the plain 0.02: residual projections (names ending in '.proj') get a std smaller by a "
+               f"factor sqrt(2 * n_layer), here {expected:.5f}, because each block adds two of them to the "
+               f"residual stream")
     elif not name.endswith(".proj.weight") and abs(got - 0.02 / math.sqrt(2 * n_layer)) < 0.1 * expected:
-        why = "only the residual projections (names ending in '.proj') get the scaled-down std"
+        why = "this is the residual projections' smaller std, but only the modules named '*.proj' get it"
     else:
-        why = "GPT-2 init: normal_(mean=0, std=0.02), or 0.02 / sqrt(2 * n_layer) for '*.proj'"
+        why = ("GPT-2 init draws every Linear and Embedding weight from a normal distribution with mean 0 and "
+               "std 0.02, and the '*.proj' ones with a std smaller by sqrt(2 * n_layer); stuck? `nox -s hint -- 1`")
     pytest.fail(f"after init_weights, {name} has mean {mean:.4g} and std {got:.5f}; expected mean 0 and "
-                f"std {expected:.5f} (±{STD_RTOL:.0%}). {why}", pytrace=False)
+                f"std {expected:.5f} (±{STD_RTOL:.0%}). Look at init_weights (step1_embeddings.py): {why}",
+                pytrace=False)
 
 
 def test_step1_init_weights_follows_gpt2_statistics() -> None:
@@ -161,7 +167,7 @@ def test_step1_init_weights_follows_gpt2_statistics() -> None:
             _check_std(f"{name}.weight", m.weight, resid_std if name.endswith(".proj") else 0.02, cfg.n_layer)
         if isinstance(m, nn.Linear) and m.bias is not None:
             expect(bool(torch.all(m.bias == 0)), f"after init_weights, {name}.bias should be all zeros (GPT-2 "
-                   f"init), got values up to {m.bias.abs().max().item():.3g}: zero every Linear bias")
+                   f"init), got values up to {m.bias.abs().max().item():.3g}: this bias was left as PyTorch made it")
         if isinstance(m, nn.LayerNorm):
             expect(bool(torch.all(m.weight == 1) and torch.all(m.bias == 0)), (
                 f"after init_weights, LayerNorm {name} should have weight 1 and bias 0 (it starts as the identity "
@@ -179,15 +185,16 @@ def test_step1_tie_weights_shares_one_parameter() -> None:
     if head.weight is emb.weight:
         return
     if head.weight.data_ptr() == emb.weight.data_ptr():
-        why = ("they share memory but are two different nn.Parameter objects (did you wrap it in a new "
-               "nn.Parameter?): the optimizer updates it twice and count_parameters counts it twice. "
-               "Assign the Parameter itself: lm_head.weight = token_embedding.weight")
+        why = ("lm_head.weight shares memory with the token embedding but is a different nn.Parameter object "
+               "(a new nn.Parameter around the same data?): the optimizer updates the matrix twice and "
+               "count_parameters counts it twice")
     elif head.weight.shape == emb.weight.shape and torch.equal(head.weight, emb.weight):
-        why = ("the values were copied, not shared: the two matrices drift apart at the first optimizer "
-               "step. Assign the Parameter itself: lm_head.weight = token_embedding.weight")
+        why = ("lm_head.weight is a copy of the embedding, not the same Parameter: the two matrices drift apart "
+               "at the first optimizer step")
     else:
-        why = "they are not tied at all: assign lm_head.weight = token_embedding.weight"
-    pytest.fail(f"after tie_weights, lm_head.weight is not the token embedding's Parameter: {why}", pytrace=False)
+        why = "lm_head.weight is not tied to the token embedding at all: the two hold different values"
+    pytest.fail(f"after tie_weights, {why}. They must be one Parameter object. Look at tie_weights "
+                f"(step1_embeddings.py)", pytrace=False)
 
 
 def test_step1_tied_weights_get_one_gradient_from_both_uses() -> None:
@@ -198,7 +205,9 @@ def test_step1_tied_weights_get_one_gradient_from_both_uses() -> None:
     head(emb(idx)).sum().backward()
     expect(head.weight.grad is not None and head.weight.grad is emb.weight.grad, (
         "the embedding and the output layer should have one shared .grad (it sums the gradients of both uses); "
-        "tie by assigning the Parameter object: lm_head.weight = token_embedding.weight"
+        + ("the output layer got no gradient at all" if head.weight.grad is None else
+           "they got two separate .grad tensors, so they are two Parameters, not one")
+        + ". Look at tie_weights (step1_embeddings.py)"
     ))
 
 
@@ -247,6 +256,7 @@ def test_step1_initial_loss_of_tied_head_is_about_ln_vocab() -> None:
     expect(abs(loss - ln_v) < 0.5, (
         f"the initial loss of the tied output layer is {loss:.2f}, expected ≈ ln({cfg.vocab_size}) = {ln_v:.2f} "
         f"(±0.5): at init the model should spread its bets evenly. "
-        + ("A loss this high means huge logits: the tied token embedding kept PyTorch's N(0, 1) init — "
-           "use std 0.02." if loss > ln_v + 5 else "Check init_weights (std 0.02) and tie_weights.")
+        + ("A loss this high means huge logits: the tied token embedding kept PyTorch's N(0, 1) init "
+           "instead of std 0.02 (init_weights)." if loss > ln_v + 5 else
+           "Check init_weights (std 0.02) and tie_weights (step1_embeddings.py).")
     ))

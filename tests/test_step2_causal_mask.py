@@ -48,15 +48,16 @@ def test_step2_causal_mask_is_lower_triangular_bool(T: int) -> None:
         return
     if torch.equal(m, expected.T):
         why = ("it is the upper triangle: the mask is transposed. Row i is the query, column j the key; "
-               "query i may see keys j <= i — use tril, not triu")
+               "query i may see keys j <= i, so every query sees the future here")
     elif torch.equal(m, expected & ~torch.eye(T, dtype=torch.bool)):
-        why = "the diagonal is False: position i must be able to attend to itself (use tril(), not tril(-1))"
+        why = "the diagonal is False: position i must be able to attend to itself (query 0 has no key left)"
     elif torch.equal(m, ~expected):
         why = "it is inverted: True must mean 'may attend' (j <= i), not 'masked'"
     else:
         why = "expected True exactly where column j <= row i (the lower triangle, diagonal included)"
     bad = tuple(int(x) for x in torch.nonzero(m != expected)[0])
-    expect(False, f"causal_mask({T}) is wrong at (query, key) = {bad}: {why}")
+    expect(False, f"causal_mask({T}) is wrong at (query, key) = {bad}, where it is {bool(m[bad])}: {why}. "
+                  f"Look at causal_mask (step2_causal_mask.py)")
 
 
 def test_step2_causal_mask_is_made_on_the_requested_device() -> None:
@@ -64,8 +65,9 @@ def test_step2_causal_mask_is_made_on_the_requested_device() -> None:
     # The "meta" device exists on every machine, so a mask that ignores `device` shows
     # here too (on a GPU it would fail inside attention with a device mismatch).
     m = call(s2.causal_mask, 4, device="meta")
-    expect(m.device.type == "meta", f"causal_mask(4, device='meta') returned a tensor on {m.device}: create it "
-                                    f"with device=device so it lands next to q and k (e.g. on the GPU)")
+    expect(m.device.type == "meta", f"causal_mask(4, device='meta') returned a tensor on {m.device}: the mask "
+                                    f"must be made on the device it is given, so it lands next to q and k "
+                                    f"(on a GPU, a CPU mask fails inside attention)")
 
 
 # --- masked_attention_scores ----------------------------------------------------------
@@ -85,25 +87,29 @@ def test_step2_scores_match_reference(shape: tuple[int, int, int, int], seed: in
     expected = reference_scores(q, k, mask)
     expect(isinstance(out, torch.Tensor) and tuple(out.shape) == (B, H, T, T),
            f"masked_attention_scores on q, k of shape {shape} should return (B, H, T, T) = {(B, H, T, T)}, got "
-           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}: q @ k.transpose(-2, -1)")
+           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}: one score for every "
+           f"(query, key) pair of each batch row and head")
     raw = q @ k.transpose(-2, -1)
     allowed = mask.expand(B, H, T, T)
     expect(not torch.isinf(out[allowed]).any(),
-           "some allowed positions (key j <= query i) are -inf: you filled where the mask is True. "
-           "Fill where it is False: scores.masked_fill(~mask, float('-inf'))")
+           "some allowed positions (key j <= query i) are -inf: the mask was applied inverted. True means "
+           "'may attend', so -inf belongs only where the mask is False")
     hint = name_the_mistake(out[allowed], {
-        "the scores are not scaled: divide q @ k^T by sqrt(D), D = q.size(-1) (the head size)": raw[allowed],
-        "the scores are divided by D; divide by sqrt(D)": (raw / D)[allowed],
-        "the scores are divided by sqrt(T) (sequence length); divide by sqrt(D), the head size": (raw / math.sqrt(T))[allowed],
-    }, default="expected q @ k.transpose(-2, -1) / sqrt(D) at every allowed position.")
+        "the scores are the raw dot products, not scaled: they must be divided by sqrt(D), D the head size":
+            raw[allowed],
+        "the scores are divided by D instead of sqrt(D)": (raw / D)[allowed],
+        "the scores are divided by sqrt(T) (the sequence length) instead of sqrt(D) (the head size)":
+            (raw / math.sqrt(T))[allowed],
+    }, default="expected the dot product of query i with key j divided by sqrt(D) (D = the head size) at every "
+               "allowed position. Look at masked_attention_scores (step2_causal_mask.py); stuck? `nox -s hint -- 2`")
     # fp32 matmuls of <= 16 terms on CPU: differences are rounding, ~1e-6.
     assert_close(out[allowed], expected[allowed], atol=1e-5, rtol=1e-5,
                  what=f"the allowed (j <= i) scores for q, k of shape {shape}", hint=hint)
     masked = out[~allowed]
     worst = masked.max().item() if masked.numel() else float("-inf")
     expect(bool((masked <= MASKED).all()),
-           f"positions with key j > query i (the future) should be -inf, got values up to {worst:.3g}: "
-           f"scores.masked_fill(~mask, float('-inf')) so the softmax gives them exactly zero weight")
+           f"positions with key j > query i (the future) should be -inf, got values up to {worst:.3g}: the future "
+           f"is not masked, and only -inf makes the softmax give it exactly zero weight")
 
 
 @given(T=st.integers(2, 10), seed=SEEDS)
@@ -132,7 +138,7 @@ def test_step2_scores_are_scaled_by_one_over_sqrt_head_size(D: int, T: int) -> N
            D / math.sqrt(T): "divided by sqrt(T) instead of sqrt(D)"}
     guess = next((w for v, w in why.items() if abs(got - v) < 1e-4 and abs(v - want) > 1e-4), "")
     if math.isinf(got):
-        guess = "query 0 may attend to key 0, yet its score is -inf: you filled where the mask is True (use ~mask)"
+        guess = "query 0 may attend to key 0, yet its score is -inf: the mask was applied inverted"
     # exact arithmetic on small integers in fp32.
     expect(abs(got - want) < 1e-4,
            f"with q = k = all-ones of head size D={D}, every allowed score is D / sqrt(D) = {want:g}, got {got:g}"
@@ -153,6 +159,7 @@ def test_step2_softmax_gives_the_future_exactly_zero_weight(shape: tuple[int, in
     worst = future.max().item() if future.numel() else 0.0
     expect(bool((future == 0).all()),
            f"after the softmax, a query gives weight {worst:.3g} to a key in its future (j > i): "
-           f"the model could read the token it is asked to predict. Mask the upper triangle with -inf")
+           f"the model could read the token it is asked to predict. Every score above the diagonal must be -inf "
+           f"(causal_mask and masked_attention_scores, step2_causal_mask.py)")
     # each row is a probability distribution; fp32 sum of <= 12 terms.
     assert_close(w.sum(-1), torch.ones(B, H, T), atol=1e-5, rtol=0, what="the attention weights' row sums")

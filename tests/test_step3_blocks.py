@@ -92,10 +92,12 @@ def test_step3_mlp_matches_reference(cfg: dict, seed: int, T: int) -> None:
     out = run(mlp, x)
     with torch.no_grad():
         hint = name_the_mistake(out, {
-            "the activation is missing: proj(act(fc(x)))": mlp.proj(mlp.fc(x)),
-            "ReLU instead of GPT-2's tanh-approximate GELU: use self.act": mlp.proj(F.relu(mlp.fc(x))),
-            "exact GELU instead of GPT-2's tanh approximation: use self.act": mlp.proj(F.gelu(mlp.fc(x))),
-        }, default="expected self.drop(self.proj(self.act(self.fc(x)))).")
+            "the activation is missing: the two Linear layers were applied back to back": mlp.proj(mlp.fc(x)),
+            "ReLU instead of GPT-2's tanh-approximate GELU (the given self.act)": mlp.proj(F.relu(mlp.fc(x))),
+            "the exact GELU instead of GPT-2's tanh approximation (the given self.act)":
+                mlp.proj(F.gelu(mlp.fc(x))),
+        }, default="expected the given layers in the docstring's order: expand to 4C, GPT-2's GELU, project back "
+                   "to C, dropout. Look at MLP.forward (step3_blocks.py); stuck? `nox -s hint -- 3`")
     assert_close(out, reference_output("MLP", cfg, state, x), atol=ATOL, rtol=RTOL,
                  what=f"MLP({cfg}) on x of shape {tuple(x.shape)}", hint=hint)
 
@@ -109,29 +111,34 @@ def _check_attention(cfg: dict, seed: int, T: int, extra: str) -> None:
     out = run(attn, x)
     with torch.no_grad():
         hint = name_the_mistake(out, {
-            "attention is not causal: positions see the future (is_causal=True, or step 2's mask)":
+            f"attention is not causal ({cfg['attn_impl']} path): every position also attends to the future":
                 attention_variant(attn, x, causal=False),
-            "the heads are split wrongly: view(B, T, n_head, D).transpose(1, 2), not a reshape to (B, H, T, D)":
+            "the heads are split wrongly: the (B, T, C) tensor was reshaped straight to (B, H, T, D), which mixes "
+            "positions into heads; head h must own channels h*D .. (h+1)*D - 1 of every position":
                 attention_variant(attn, x, split="wrong"),
-            "the heads are re-joined wrongly: transpose(1, 2) back to (B, T, H, D) before .view(B, T, C)":
+            "the heads are re-joined wrongly: the (B, H, T, D) output was flattened straight to (B, T, C), which "
+            "mixes positions; each position's heads must go back side by side in channel order":
                 attention_variant(attn, x, rejoin="wrong"),
-        }, default="expected split into heads, causal softmax(q k^T / sqrt(D)) v per head, re-join, proj. " + extra)
+        }, default="expected each head to attend causally over its own D channels (scaled scores, each query's "
+                   "weights over the keys summing to 1), the heads put back side by side, then proj. " + extra
+                   + " Look at CausalSelfAttention.forward (step3_blocks.py); stuck? `nox -s hint -- 3`")
     assert_close(out, reference_output("CausalSelfAttention", cfg, state, x), atol=ATOL, rtol=RTOL,
                  what=f"CausalSelfAttention({cfg}) on x of shape {tuple(x.shape)}", hint=hint)
 
 
 @given(cfg=gpt_configs(max_heads=1), seed=SEEDS, T=st.integers(1, 10))
 def test_step3_attention_matches_reference_with_one_head(cfg: dict, seed: int, T: int) -> None:
-    _check_attention(cfg, seed, T, "Check q, k, v = qkv(x).split(C, dim=2), the causal mask and the softmax "
-                                   "over the keys (dim=-1).")
+    _check_attention(cfg, seed, T, "With one head there is no split to get wrong: check which of qkv's 3C "
+                                   "output features are the queries, keys and values (in that order), the "
+                                   "causal mask, and that the softmax runs over the keys.")
 
 
 @given(cfg=gpt_configs(min_heads=2), seed=SEEDS, T=st.integers(2, 10))
 @example(cfg=dict(vocab_size=11, block_size=8, n_layer=1, n_head=3, n_embd=12, dropout=0.1, bias=True,
                   attn_impl="manual"), seed=0, T=6)
 def test_step3_attention_matches_reference_with_several_heads(cfg: dict, seed: int, T: int) -> None:
-    _check_attention(cfg, seed, T, "If the one-head test passes, look at how you split C into heads "
-                                   "(view(B, T, H, D).transpose(1, 2)) and join them back.")
+    _check_attention(cfg, seed, T, "If the one-head test passes, look at how C is split into heads (head h "
+                                   "owns channels h*D .. (h+1)*D - 1 at every position) and joined back.")
 
 
 # --- Block -------------------------------------------------------------------------------
@@ -148,17 +155,21 @@ def test_step3_block_matches_reference(cfg: dict, seed: int, T: int) -> None:
         try:
             after_attn = x + a(block.ln_1(x))
             candidates = {
-                "the residual around attention is missing: x = x + self.attn(self.ln_1(x))":
+                "the residual around attention is missing: the attention output replaced the stream instead "
+                "of being added to it":
                     a(block.ln_1(x)) + m(block.ln_2(a(block.ln_1(x)))),
-                "the residual around the MLP is missing: x = x + self.mlp(self.ln_2(x))": m(block.ln_2(after_attn)),
-                "both residual additions are missing": m(block.ln_2(a(block.ln_1(x)))),
+                "the residual around the MLP is missing: the MLP output replaced the stream instead of being "
+                "added to it": m(block.ln_2(after_attn)),
+                "both residual additions are missing: each sub-layer's output replaced the stream":
+                    m(block.ln_2(a(block.ln_1(x)))),
                 "post-norm (LayerNorm after the addition): GPT-2 normalises *before* each sub-layer":
                     block.ln_2(block.ln_1(x + a(x)) + m(block.ln_1(x + a(x)))),
             }
         except NotImplementedError:
             candidates = {}
-    hint = name_the_mistake(out, candidates, default="expected x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)). "
-                             "If the MLP or attention tests fail too, fix those first.")
+    hint = name_the_mistake(out, candidates, default="expected pre-norm: attention reads ln_1 of the stream, the "
+                             "MLP reads ln_2 of it, and each output is added to the stream. Look at Block.forward "
+                             "(step3_blocks.py); if the MLP or attention tests fail too, fix those first.")
     assert_close(out, reference_output("Block", cfg, state, x), atol=ATOL, rtol=RTOL,
                  what=f"Block({cfg}) on x of shape {tuple(x.shape)}", hint=hint)
 
@@ -177,8 +188,8 @@ def test_step3_block_with_zeroed_sublayers_is_the_identity(cfg: dict, seed: int)
            "a residual addition is missing, or something is applied to x outside the sub-layers")
     # x + 0 + 0 is exactly x in floating point.
     expect(isinstance(out, torch.Tensor) and out.shape == x.shape and torch.equal(out, x),
-           f"a Block whose attention and MLP output zeros must return its input unchanged (the residual stream "
-           f"carries x through: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))); {why}")
+           f"a Block whose attention and MLP output zeros must return its input unchanged (each sub-layer's output "
+           f"is added to the stream, so zeros leave x as it is); {why}. Look at Block.forward (step3_blocks.py)")
 
 
 # --- TinyGPT ---------------------------------------------------------------------------
@@ -198,14 +209,16 @@ def test_step3_tinygpt_logits_match_reference(cfg: dict, seed: int, data: st.Dat
             h = model.embed(idx)
             for b in model.blocks:
                 h = b(h)
-            candidates = {"ln_f is not applied before the output layer: logits = lm_head(ln_f(x))": model.lm_head(h)}
+            candidates = {"ln_f is not applied: the last block's output went straight to the output layer":
+                          model.lm_head(h)}
             h1 = model.blocks[0](model.embed(idx))
             if len(model.blocks) > 1:
                 candidates["only the first block is used: run every block in order"] = model.lm_head(model.ln_f(h1))
         except NotImplementedError:
             candidates = {}
-    hint = name_the_mistake(logits, candidates, default="expected embed -> every block -> ln_f -> lm_head. "
-                             "If the Block tests fail too, fix those first.")
+    hint = name_the_mistake(logits, candidates, default="expected embed -> every block in order -> ln_f -> lm_head. "
+                             "Look at TinyGPT.forward (step3_blocks.py); if the Block tests fail too, fix those "
+                             "first.")
     assert_close(logits, reference_output("TinyGPT", cfg, state, idx), atol=ATOL, rtol=RTOL,
                  what=f"TinyGPT({cfg}) logits for ids of shape {tuple(idx.shape)}", hint=hint)
 
@@ -227,7 +240,8 @@ def test_step3_future_tokens_never_change_past_logits(cfg: dict, seed: int, data
     expect(not bad,
            f"the logits at position {bad[0] if bad else 0} changed (by {diff.max().item():.3g}) when token {t} "
            f"changed ({cfg['attn_impl']} attention): a position can see the future. Check which triangle is "
-           f"masked, that the mask is applied, and is_causal=True for sdpa")
+           f"masked, that the mask is applied, and that the sdpa path is causal too "
+           f"(CausalSelfAttention.forward, step3_blocks.py)")
 
 
 @given(cfg=gpt_configs(), seed=SEEDS, data=st.data())
@@ -236,12 +250,13 @@ def test_step3_tinygpt_loss_is_the_next_token_loss_of_its_logits(cfg: dict, seed
     idx = data.draw(token_batches(cfg["vocab_size"], cfg["block_size"], min_len=2), label="idx")
     logits, loss = run(model, idx, idx)
     expect(isinstance(loss, torch.Tensor) and loss.dim() == 0,
-           f"TinyGPT.forward(input_ids, labels) should return a 0-dim loss tensor, got {loss!r}: "
-           f"loss = next_token_loss(logits, labels) when labels is not None")
+           f"TinyGPT.forward(input_ids, labels) should return a 0-dim loss tensor, got {loss!r}: with labels, the "
+           f"loss is step 4's next-token loss of the logits and labels")
     V = cfg["vocab_size"]
     # The shifted cross-entropy, by hand: logits at t score token t+1.
     by_hand = F.cross_entropy(logits[:, :-1].reshape(-1, V), idx[:, 1:].reshape(-1))
     # same fp32 computation up to summation order.
     assert_close(loss, by_hand, atol=1e-5, rtol=1e-5, what="the loss TinyGPT returns",
-                 hint="pass the logits and the labels to next_token_loss(logits, labels)")
+                 hint="expected step 4's next_token_loss of these very logits and the labels given "
+                      "(TinyGPT.forward, step3_blocks.py)")
 

@@ -66,8 +66,8 @@ def _loss(s4, logits, labels, ignore_index):
     except (RuntimeError, IndexError) as e:
         message = f"{type(e).__name__}: {e}"
     expect(False, f"next_token_loss crashed on labels that contain ignore_index={ignore_index}: {message}. "
-                  f"Pass ignore_index=ignore_index to F.cross_entropy so those positions are skipped "
-                  f"(its default, -100, is not the value you were given)")
+                  f"Pairs whose label is ignore_index must be skipped, and the value to skip is the one passed "
+                  f"in (here {ignore_index}, not PyTorch's default -100). Look at next_token_loss (step4_loss.py)")
 
 
 @given(inputs=loss_inputs())
@@ -83,22 +83,22 @@ def test_step4_loss_matches_reference(inputs: tuple[torch.Tensor, torch.Tensor, 
     flat = lambda lg, lb, **kw: F.cross_entropy(lg.reshape(-1, V), lb.reshape(-1), **kw)  # noqa: E731
     shifted_lg, shifted_lb = logits[:, :-1], labels[:, 1:]
     candidates = {
-        "the loss is not shifted: logits at position t must be scored on labels[:, t+1], "
-        "i.e. logits[:, :-1] against labels[:, 1:]": flat(logits, labels, ignore_index=ig),
-        "the shift goes the wrong way: use logits[:, :-1] with labels[:, 1:] (not logits[:, 1:] with labels[:, :-1])":
-            flat(logits[:, 1:], labels[:, :-1], ignore_index=ig),
-        "the loss is a sum: average over the real (non-ignored) pairs": flat(shifted_lg, shifted_lb, ignore_index=ig,
-                                                                           reduction="sum"),
-        "the mean divides by every pair, padding included: average over the real pairs only "
-        "(cross_entropy with ignore_index does this)":
+        "the loss is not shifted: the logits at t were scored against token t, not t+1, which trains the "
+        "model to copy its input": flat(logits, labels, ignore_index=ig),
+        "the shift goes the wrong way: the logits at t+1 were scored against token t; position t predicts "
+        "token t+1": flat(logits[:, 1:], labels[:, :-1], ignore_index=ig),
+        "the loss is the sum over the real pairs, not their mean": flat(shifted_lg, shifted_lb, ignore_index=ig,
+                                                                      reduction="sum"),
+        "the sum was divided by all B*(T-1) pairs, padding included; the mean is over the pairs that count":
             flat(shifted_lg, shifted_lb, ignore_index=ig, reduction="sum") / shifted_lb.numel(),
     }
     if ig >= 0:
-        candidates["ignore_index is not passed to cross_entropy: padding is counted as a real token"] = (
+        candidates[f"pairs whose label is ignore_index={ig} were counted as real tokens"] = (
             flat(shifted_lg, shifted_lb))
     hint = name_the_mistake(out.detach().reshape(()), candidates,
-                            default="expected the mean cross-entropy of logits[:, :-1] against labels[:, 1:] "
-                                    "over the pairs whose label is not ignore_index.")
+                            default="expected the mean cross-entropy of position t's logits against label t+1, over "
+                                    "the pairs whose label is not ignore_index. Look at next_token_loss "
+                                    "(step4_loss.py); stuck? `nox -s hint -- 4`")
     assert_close(out.detach().float(), reference_loss(logits, labels, ig), atol=ATOL, rtol=RTOL,
                  what=f"the loss for logits {tuple(logits.shape)}, ignore_index={ig}", hint=hint)
 
@@ -121,8 +121,9 @@ def test_step4_loss_is_shifted_compared_with_a_hand_computation() -> None:
     expect(abs(loss - expected) < 1e-4 and copy_loss > 5,
            f"a model whose logits at t pick labels[t+1] should have loss ≈ {expected:.1e}, got {loss:.3g}; "
            f"a model that copies its current token should have a large loss, got {copy_loss:.3g}. "
-           + ("Your loss rewards copying the input: it is not shifted. Score logits[:, :-1] against labels[:, 1:]."
-              if copy_loss < 1 else "Check the shift: logits[:, :-1] against labels[:, 1:]."))
+           + ("Your loss rewards copying the input: the logits at t are scored against token t, not t+1."
+              if copy_loss < 1 else "Check the shift: position t's logits are scored against label t+1 "
+              "(next_token_loss, step4_loss.py)."))
 
 
 @given(inputs=loss_inputs(), extra=st.integers(1, 4))
@@ -138,8 +139,8 @@ def test_step4_padding_does_not_change_the_loss(inputs: tuple[torch.Tensor, torc
     # same pairs, same fp32 terms; only the number of skipped entries differs.
     assert_close(padded.detach(), plain.detach(), atol=ATOL, rtol=RTOL,
                  what=f"the loss with {extra} padding positions (label {ig}) appended, compared with the loss without them,",
-                 hint="padding must not count: pass ignore_index to cross_entropy and average over the real "
-                      "pairs only (not over B*(T-1))")
+                 hint="positions labelled ignore_index must not count: the mean is over the real pairs only, "
+                      "not over B*(T-1)")
 
 
 def test_step4_uniform_logits_give_ln_vocab() -> None:
@@ -149,7 +150,10 @@ def test_step4_uniform_logits_give_ln_vocab() -> None:
     # log-softmax of equal logits is exactly -ln V in fp32 (up to one rounding).
     expect(abs(loss.item() - math.log(V)) < 1e-5,
            f"with all-zero logits every word has probability 1/V, so the loss must be ln({V}) = {math.log(V):.5f}; "
-           f"got {loss.item():.5f}. Use F.cross_entropy (mean over the pairs), not a sum or a hand-made log")
+           f"got {loss.item():.5f}"
+           + (f": that is {loss.item() / math.log(V):.0f} pairs' worth, a sum instead of a mean"
+              if loss.item() > 1.5 * math.log(V) else
+              ": the loss should be the mean negative log-probability, normalised over the V words"))
 
 
 def test_step4_gradient_skips_the_last_position_and_ignored_pairs() -> None:
@@ -159,14 +163,15 @@ def test_step4_gradient_skips_the_last_position_and_ignored_pairs() -> None:
     labels = torch.randint(0, V, (2, 7), generator=torch.Generator().manual_seed(3))
     labels[1, 4] = -100  # so logits[1, 3] has no target
     call(s4.next_token_loss, logits, labels).backward()
-    expect(logits.grad is not None, "the loss does not depend on the logits (no gradient reached them)")
+    expect(logits.grad is not None, "no gradient reached the logits: the loss must be computed from them and "
+                                    "stay in the graph (next_token_loss, step4_loss.py)")
     per_position = logits.grad.abs().sum(-1)
     expect(bool((per_position[:, -1] == 0).all()),
            "the logits at the last position got a gradient, but there is no token after it to predict: "
-           "the loss is not shifted (use logits[:, :-1] with labels[:, 1:])")
+           "the loss is not shifted")
     expect(per_position[1, 3].item() == 0,
            "the logits at position 3 got a gradient although their target labels[:, 4] is ignore_index: "
-           "pass ignore_index to cross_entropy")
+           "ignored pairs must drop out of the loss")
     expect(bool((per_position[0, :-1] > 0).all()),
            "some positions with a real next token got no gradient: every pair (t, t+1) must count")
 
@@ -177,8 +182,9 @@ def test_step4_bf16_logits_give_a_float32_loss() -> None:
     labels = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(4))
     loss = call(s4.next_token_loss, logits, labels)
     expect(loss.dtype == torch.float32,
-           f"with bf16 logits (mixed-precision training) the loss should be float32, got {loss.dtype}: call "
-           f".float() on the logits before cross_entropy; a bf16 log-softmax over 50k words loses precision")
+           f"with bf16 logits (mixed-precision training) the loss should be float32, got {loss.dtype}: the "
+           f"loss must be computed in float32 whatever the logits' dtype, since a bf16 log-softmax over 50k words "
+           f"loses precision")
 
 
 @pytest.mark.parametrize("labels_shape", [(2, 7), (2, 6, 1), (3, 6)])

@@ -106,8 +106,8 @@ def test_configure_optimizer_decays_matrices_only_and_lists_every_parameter_once
     for group in opt.param_groups:
         for p in group["params"]:
             assert id(p) not in seen, (
-                "a parameter appears twice in the optimizer (the tied embedding / lm_head matrix?): "
-                "take model.parameters(), which lists a shared Parameter once, not named_modules()"
+                "a parameter appears twice in the optimizer (the tied embedding / lm_head matrix?): a Parameter "
+                "shared by two modules must be listed once, or AdamW updates it twice per step"
             )
             seen[id(p)] = group["weight_decay"]
     names = {id(p): n for n, p in model.named_parameters()}
@@ -126,7 +126,8 @@ def test_configure_optimizer_decays_matrices_only_and_lists_every_parameter_once
 def test_configure_optimizer_uses_the_given_betas():
     opt = call("configure_optimizer", TinyLM(), 3e-4, 0.01, betas=(0.8, 0.9))
     assert tuple(opt.param_groups[0]["betas"]) == (0.8, 0.9), (
-        f"betas are {opt.param_groups[0]['betas']}, expected (0.8, 0.9): pass betas=betas to AdamW"
+        f"betas are {opt.param_groups[0]['betas']}, expected (0.8, 0.9): the betas given to configure_optimizer "
+        f"must reach the optimizer"
     )
 
 
@@ -149,8 +150,9 @@ def test_lr_at_hits_its_endpoints(schedule):
     lr = lambda s: call("lr_at", s, max_lr, warmup, total, min_lr)  # noqa: E731
     # rel 1e-9: plain float arithmetic, only rounding differs between correct formulas.
     assert lr(0) == pytest.approx(max_lr / warmup, rel=1e-9), (
-        f"lr_at(0) = {lr(0):.6g}, expected max_lr / warmup_steps = {max_lr / warmup:.6g}: warmup is "
-        f"max_lr * (step + 1) / warmup_steps, so the first step is not wasted at lr 0"
+        f"lr_at(0) = {lr(0):.6g}, expected max_lr / warmup_steps = {max_lr / warmup:.6g}: the warm-up rises in "
+        f"equal steps from the first update on, so the first step is not wasted at lr 0 "
+        f"(lr_at, step5_train_loop.py)"
     )
     assert lr(warmup - 1) == pytest.approx(max_lr, rel=1e-9), (
         f"lr_at(warmup_steps - 1 = {warmup - 1}) = {lr(warmup - 1):.6g}, expected the peak max_lr = {max_lr:.6g}"
@@ -185,11 +187,17 @@ def test_lr_at_matches_the_reference_cosine(schedule, frac):
     got = call("lr_at", step, max_lr, warmup, total, min_lr)
     want = reference_lr(step, max_lr, warmup, total, min_lr)
     progress = (step - warmup) / (total - warmup)
+    from_zero = min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * min(step / total, 1.0)))
+    mistake = (" Your value is what a cosine that counts its progress from step 0 gives: the decay must start "
+               "where the warm-up ends." if step >= warmup and math.isclose(got, from_zero, rel_tol=1e-9)
+               and not math.isclose(from_zero, want, rel_tol=1e-9) else "")
     assert got == pytest.approx(want, rel=1e-9, abs=1e-15), (
         f"lr_at({step}, max_lr={max_lr:.3g}, warmup={warmup}, total={total}, min_lr={min_lr:.3g}) = {got:.6g}, "
-        f"expected {want:.6g}. After warmup the cosine runs over progress = (step - warmup_steps) / "
-        f"(total_steps - warmup_steps) (here {progress:.3f}), from max_lr at progress 0 to min_lr at 1: "
-        f"check you subtract warmup_steps in both places and use min_lr + 0.5*(max_lr-min_lr)*(1+cos(pi*progress))"
+        f"expected {want:.6g}. After warm-up the lr follows half a cosine from max_lr, where the warm-up ends, "
+        f"down to min_lr at total_steps; this step is "
+        + (f"{progress:.1%} of the way through that decay." if 0 <= progress <= 1 else
+           ("still in the warm-up." if progress < 0 else "past total_steps."))
+        + mistake + " Look at lr_at (step5_train_loop.py); stuck? `nox -s hint -- 5`"
     )
 
 
@@ -248,20 +256,22 @@ def test_train_step_clips_before_the_optimizer_step(seed, max_norm):
     seen = spy.grad_norms[0]
     # 1e-4 relative: clip_grad_norm_ scales by max_norm / (norm + 1e-6), plus fp32 rounding.
     assert seen <= max_norm * (1 + 1e-4), (
-        f"when optimizer.step() ran, the total gradient norm was {seen:.4g} > max_grad_norm={max_norm}: "
-        f"clip with torch.nn.utils.clip_grad_norm_ after loss.backward() and BEFORE optimizer.step() — "
-        f"clipping after the step changes nothing the optimizer used"
+        f"when optimizer.step() ran, the total gradient norm was {seen:.4g} > max_grad_norm={max_norm}: the "
+        f"gradients were not clipped before the optimizer used them (clipping after the step changes nothing "
+        f"it used)"
     )
     want = reference_train_step(seed, max_norm)
     assert_close(norm.detach().reshape(()).float(), want["norm"].float(), atol=1e-6, rtol=1e-5,
                  what="the returned gradient norm",
-                 hint="return the total norm from before clipping (what clip_grad_norm_ returns), not the clipped one")
+                 hint="expected the total gradient norm from before clipping, not the clipped one")
     # fp32 on CPU, same operations in the same order: only rounding differs.
     assert_close(loss.detach().reshape(()), want["loss"], atol=1e-6, rtol=1e-5, what="the returned loss",
-                 hint="return the loss of this batch, computed as model(input_ids, labels=input_ids)")
+                 hint="expected the model's loss on this batch (the inputs are their own labels), before the "
+                      "update")
     for name, p in model.state_dict().items():
         assert_close(p, want["params"][name], atol=1e-6, rtol=1e-5, what=f"parameter {name} after one step",
-                     hint="order: zero_grad, forward, backward, clip_grad_norm_(max_grad_norm), optimizer.step()")
+                     hint="expected exactly one AdamW update from this batch's fresh, clipped gradients. Look at "
+                          "train_step (step5_train_loop.py); stuck? `nox -s hint -- 5`")
 
 
 def test_train_step_zeroes_old_gradients():
@@ -273,8 +283,8 @@ def test_train_step_zeroes_old_gradients():
     _, n2 = call("train_step", model, x, spy, 1e9)
     assert spy.grad_norms[1] == pytest.approx(spy.grad_norms[0], rel=1e-5), (
         f"the same batch on unchanged weights gave gradient norm {spy.grad_norms[0]:.4g} the first time and "
-        f"{spy.grad_norms[1]:.4g} the second: gradients accumulate unless you call optimizer.zero_grad() "
-        f"before backward() in every step"
+        f"{spy.grad_norms[1]:.4g} the second: the second step's gradients still hold the first's, and each "
+        f"step must start from fresh gradients"
     )
     assert float(n2) == pytest.approx(float(n1), rel=1e-5), "the returned norm changed between identical steps"
 
@@ -282,10 +292,12 @@ def test_train_step_zeroes_old_gradients():
 def test_train_step_returns_detached_scalars_and_puts_the_model_in_train_mode():
     model = TinyLM(seed=2, dropout=0.5).eval()
     loss, norm = call("train_step", model, batch(2), torch.optim.SGD(model.parameters(), lr=0.0), 1.0)
-    assert model.training, "train_step must call model.train(): dropout is part of training"
+    assert model.training, ("train_step left a model that came in eval mode in eval mode: training must run in "
+                            "train mode (dropout is part of training)")
     for what, t in (("loss", loss), ("grad norm", norm)):
         assert isinstance(t, torch.Tensor) and t.dim() == 0, f"the {what} should be a 0-dim tensor, got {t!r}"
-        assert not t.requires_grad, f"return the {what} detached (.detach()): a graph kept alive leaks memory"
+        assert not t.requires_grad, (f"the returned {what} still requires grad: it must come back detached from the "
+                                     f"graph, or the graph it holds stays alive and leaks memory")
 
 
 # --------------------------------------------------------------------- evaluate
@@ -313,14 +325,15 @@ def test_evaluate_is_the_token_weighted_mean_in_eval_mode(n, bs, seed):
     assert out["loss"] == pytest.approx(want, rel=1e-5), (
         f"evaluate over {n} chunks in batches of {bs} gave loss {out['loss']:.6f}, expected {want:.6f} "
         f"(the mean over all chunks, dropout off). "
-        + (f"The last batch has only {short} rows: weight each batch's loss by its size (sum loss * len(batch), "
-           f"divide by the number of rows), a plain mean of batch losses over-counts it. " if short else "")
-        + "Also check model.eval() is called before the forward passes."
+        + (f"The last batch has only {short} rows, and a plain mean of the batch losses gives it as much weight "
+           f"as a full one: every chunk must count equally. " if short else "")
+        + "Also check that dropout is off (eval mode) during the forward passes (evaluate, step5_train_loop.py)."
     )
     assert out["perplexity"] == pytest.approx(math.exp(out["loss"]), rel=1e-9), (
         f"perplexity {out['perplexity']:.6g} should be exp(loss) = {math.exp(out['loss']):.6g}"
     )
-    assert model.training, "evaluate left the model in eval mode: restore it with model.train(was_training)"
+    assert model.training, ("evaluate left a model that came in train mode in eval mode: it must give the model "
+                            "back in the mode it came in")
 
 
 def test_evaluate_turns_dropout_off_and_restores_eval_mode():
@@ -331,8 +344,8 @@ def test_evaluate_turns_dropout_off_and_restores_eval_mode():
     torch.manual_seed(1)
     b = call("evaluate", model, chunks, 4)["loss"]
     assert a == b, (
-        f"evaluating the same model on the same chunks gave {a:.6f} and {b:.6f}: dropout is still on — call "
-        f"model.eval() before evaluating"
+        f"evaluating the same model on the same chunks gave {a:.6f} and {b:.6f}: dropout is still on, and "
+        f"evaluation must run in eval mode"
     )
     model.eval()
     call("evaluate", model, chunks, 4)

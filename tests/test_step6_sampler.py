@@ -53,9 +53,10 @@ def test_temperature_divides_the_logits(temperature, seed):
     if d > TV_TOL:
         multiplied = tv(freq, (LOGITS * temperature).softmax(-1))
         hint = (
-            "they match softmax(logits * T): you multiplied by the temperature — divide instead, so T < 1 "
-            "sharpens the distribution" if multiplied < TV_TOL else
-            "check you divide the logits by the temperature before the softmax and draw with torch.multinomial"
+            "they match softmax(logits * T): the temperature multiplied the logits, but it must divide them, so "
+            "that T < 1 sharpens the distribution" if multiplied < TV_TOL else
+            "each row must be drawn at random from the softmax of its temperature-scaled logits. Look at "
+            "sample_next (step6_sampler.py); stuck? `nox -s hint -- 6`"
         )
         pytest.fail(
             f"at temperature {temperature:.3g} the sampled frequencies {freq.numpy().round(3)} are off "
@@ -70,7 +71,8 @@ def test_low_temperature_sharpens_and_high_temperature_flattens():
     best = int(LOGITS.argmax())
     assert cold[best] > hot[best] + 0.2, (
         f"the most likely token was drawn {cold[best]:.2f} of the time at T=0.5 and {hot[best]:.2f} at T=2: a lower "
-        f"temperature must make it more likely (divide the logits by T; multiplying does the opposite)"
+        f"temperature must make it more likely"
+        + (" (here it did the opposite: is the temperature multiplying the logits?)" if cold[best] < hot[best] else "")
     )
 
 
@@ -81,7 +83,9 @@ def test_temperature_towards_zero_tends_to_argmax(seed, V):
     best = logits.argmax(-1, keepdim=True)
     greedy = call("sample_next", logits, temperature=0.0, generator=g)
     assert torch.equal(greedy, best), (
-        "temperature=0 must be greedy: return logits.argmax(-1, keepdim=True) (and do not divide by zero)"
+        f"temperature=0 must be greedy: each row's id of its largest logit, shape (B, 1) = (64, 1), without "
+        f"dividing by zero; got shape {tuple(greedy.shape)}, first ids {greedy.flatten()[:5].tolist()} where "
+        f"the argmax is {best.flatten()[:5].tolist()}"
     )
     # Make the best logit clearly best, so T = 1e-3 puts all but ~e^-100 of the mass on it.
     logits.scatter_(1, best, logits.max(-1, keepdim=True).values + 0.1)
@@ -113,8 +117,8 @@ def test_top_k_never_samples_outside_the_k_best(seed, V, k, temperature):
         rank = int((logits[row] > logits[row, out[row, 0]]).sum())
         pytest.fail(
             f"with top_k={k} (V={V}), row {row} drew token {int(out[row, 0])}, which is number {rank + 1} by logit: "
-            f"only the {k} largest logits may be drawn. Set every logit below the k-th largest "
-            f"(torch.topk(logits, k).values[:, -1:]) to -inf before the softmax — and check you keep k, not k±1",
+            f"only the {k} largest logits may be drawn: every token below the k-th largest must be impossible "
+            f"before the draw, and exactly k survive (not k±1). Look at sample_next (step6_sampler.py)",
             pytrace=False,
         )
 
@@ -181,9 +185,12 @@ def test_generate_keeps_the_prompt_adds_max_new_tokens_and_crops_the_context(B, 
     assert torch.equal(out[:, :T0], prompt), "the returned ids do not start with the prompt: keep the full history"
     assert len(model.calls) == new, f"the model was called {len(model.calls)} times for {new} new tokens, expected once per token"
     longest = max((n for n, _ in model.calls), default=0)
-    assert longest <= block, f"the model was fed {longest} tokens, more than block_size={block}: use crop_context"
-    assert all(not training for _, training in model.calls), "generate must run the model in eval mode (model.eval())"
-    assert model.training, "generate must restore the model's train mode afterwards"
+    assert longest <= block, (f"the model was fed {longest} tokens, more than block_size={block}: it must only "
+                              f"ever see the last block_size tokens (crop_context)")
+    assert all(not training for _, training in model.calls), ("generate ran the model in train mode: generation "
+                                                              "runs in eval mode, with dropout off")
+    assert model.training, ("generate left a model that came in train mode in eval mode: it must give the model "
+                            "back in the mode it came in")
 
 
 def test_greedy_generate_samples_from_the_last_position():
@@ -196,8 +203,8 @@ def test_greedy_generate_samples_from_the_last_position():
     for _ in range(8):
         want.append(int(tab[want[-1]].argmax()))
     assert out[0].tolist() == want, (
-        f"greedy generation should follow the logits of the LAST position each time (logits[:, -1, :]); "
-        f"expected {want}, got {out[0].tolist()}"
+        f"greedy generation should follow the logits of the LAST position each time, the one that predicts "
+        f"the next token; expected {want}, got {out[0].tolist()} (generate, step6_sampler.py)"
     )
 
 
@@ -206,7 +213,8 @@ def test_generate_is_reproducible_with_a_seeded_generator():
     prompt = torch.tensor([[1, 2, 3]])
     runs = [call("generate", model, prompt, 30, temperature=1.0, top_k=10,
                  generator=torch.Generator().manual_seed(s)) for s in (5, 5, 6)]
-    assert torch.equal(runs[0], runs[1]), "two generations with generators seeded alike differ: pass `generator` to sample_next"
+    assert torch.equal(runs[0], runs[1]), ("two generations with generators seeded alike differ: every draw must "
+                                           "come from the `generator` given to generate")
     assert not torch.equal(runs[0], runs[2]), "different seeds gave the same 30 tokens: is the generator used at all?"
 
 

@@ -52,7 +52,7 @@ def test_hf_config_has_the_tinygpt_shape():
     )
     why = {
         "n_positions": "the position table has block_size rows (n_positions=block_size), or TinyGPT's wpe does not fit",
-        "activation_function": "TinyGPT's MLP uses nn.GELU(approximate='tanh'), which HF calls 'gelu_new'",
+        "activation_function": "TinyGPT's MLP uses GPT-2's tanh-approximate GELU, not the exact one",
         "layer_norm_epsilon": "nn.LayerNorm's default eps is 1e-5 (GPT2Config's default is the same; keep it)",
         "tie_word_embeddings": "TinyGPT's lm_head is the token embedding: tie them",
     }
@@ -104,14 +104,15 @@ def test_tinygpt_weights_give_the_same_logits_in_gpt2lmheadmodel(shape):
     except RuntimeError as e:
         pytest.fail(
             f"TinyGPT's weights do not fit a GPT2LMHeadModel built from hf_config ({str(e).splitlines()[0][:300]}): "
-            f"check n_positions=block_size, n_embd, n_layer and vocab_size", pytrace=False,
+            f"the config's sizes (positions, width, layers, heads, vocabulary) must be TinyGPT's. Look at "
+            f"hf_config (step7_trainer.py)", pytrace=False,
         )
     with torch.no_grad():
         got = hf(ids).logits
     # fp32 on CPU; HF's Conv1D (addmm) and nn.Linear round differently: ~1e-6.
     assert_close(got, want, atol=1e-4, rtol=1e-4, what="GPT2LMHeadModel's logits with TinyGPT's weights",
-                 hint="the architectures must match exactly: activation_function='gelu_new' (tanh GELU), "
-                 "layer_norm_epsilon=1e-5, tied embeddings")
+                 hint="the architectures must match exactly: the same activation (GPT-2's tanh GELU), the same "
+                 "LayerNorm eps (1e-5), tied embeddings. Look at hf_config (step7_trainer.py)")
 
 
 # --------------------------------------------------------------------- collator
@@ -131,8 +132,8 @@ def test_collator_keeps_real_eos_labels_even_when_pad_is_eos(tokenizer):
     assert torch.equal(labels, torch.tensor(rows)), (
         f"equal-length chunks have no padding, so the labels should be the input ids unchanged {rows}; got "
         f"{labels.tolist()}. The stock DataCollatorForLanguageModeling sets every label equal to pad_token_id to "
-        f"-100, and with pad_token = eos_token that hides every real <|endoftext|>: build the labels from the "
-        f"attention mask instead"
+        f"-100, and with pad_token = eos_token that hides every real <|endoftext|>: a token id alone cannot tell "
+        f"padding from a real end of text. Look at CausalLMCollator (step7_trainer.py)"
     )
 
 
@@ -144,7 +145,7 @@ def test_collator_masks_only_real_padding(tokenizer, pad_is_eos):
     batch = collate(tok, [[5, EOS, 7, 8], [EOS, 1]])
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]], (
         f"the attention mask should mark the padding of the short row: got {batch['attention_mask'].tolist()}; "
-        f"keep what super().torch_call builds"
+        f"the padded batch's own attention mask must come through unchanged"
     )
     want = [[5, EOS, 7, 8], [EOS, 1, -100, -100]]
     assert batch["labels"].tolist() == want, (
@@ -182,8 +183,8 @@ def test_training_arguments_overrides_win(tmp_path):
     args = call(s7().training_arguments, str(tmp_path), learning_rate=1e-3, max_steps=7, use_cpu=True, logging_steps=3)
     got = (args.learning_rate, args.max_steps, args.use_cpu, args.logging_steps)
     assert got == (1e-3, 7, True, 3), (
-        f"(learning_rate, max_steps, use_cpu, logging_steps) = {got}, expected (0.001, 7, True, 3): pass the "
-        f"named arguments through and let **overrides replace any default"
+        f"(learning_rate, max_steps, use_cpu, logging_steps) = {got}, expected (0.001, 7, True, 3): every "
+        f"override passed to training_arguments must replace the default it names"
     )
 
 

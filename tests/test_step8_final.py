@@ -77,11 +77,12 @@ def test_trainer_run_matches_the_manual_loop(smoke_result: dict) -> None:
     assert abs(hf - manual) <= TRAINER_MARGIN, (
         f"on the smoke tier (same data, shape, hyper-parameters, seed {seed}) the Trainer reached validation "
         f"loss {hf:.3f} and your manual loop {manual:.3f}; they should agree within {TRAINER_MARGIN}. "
-        + ("The Trainer learns much less: check training_arguments (learning_rate, warmup_steps, max_steps "
-           "passed through, lr_scheduler_type='cosine') and that CausalLMCollator's labels equal the input ids."
+        + ("The Trainer learns much less: check training_arguments (the lab's learning rate, warm-up and cosine "
+           "schedule, overrides passed through) and that CausalLMCollator's labels equal the input ids outside "
+           "padding (step7_trainer.py)."
            if hf > manual else
-           "The Trainer does much better than your loop: check your loop's schedule (lr_at / set_lr every step) "
-           "and clipping.")
+           "The Trainer does much better than your loop: check your loop's schedule (the scheduled lr before "
+           "every update) and clipping (run_training, step8_pretrain.py).")
     )
 
 

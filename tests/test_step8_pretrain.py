@@ -147,12 +147,15 @@ def expected_lrs() -> list[float]:
 def test_run_training_takes_max_steps_steps_and_the_loss_falls(runs):
     summary, trace = runs.full.get()
     n = RUN["max_steps"]
-    assert len(trace.lrs) == n, f"train_step ran {len(trace.lrs)} times for max_steps={n}: one update per step of run.progress(start_step)"
+    assert len(trace.lrs) == n, (f"train_step ran {len(trace.lrs)} times for max_steps={n}: expected exactly one "
+                                 f"update per step (run_training, step8_pretrain.py)")
     train = [float(r["loss"]) for r in rows(runs.full_dir, "train")]
     # ln V = 10.82; with the reference loop the 10 steps end near 9.9 (0.9 nats lower).
     assert len(train) == n and sum(train[-3:]) / 3 < train[0] - 0.3, (
         f"the logged training loss went {train[:1]} ... {train[-3:]}: it should fall by more than 0.3 nats in "
-        f"{n} steps. Log each step's loss with run.log_train(step + 1, loss, lr) and train on run.batches(...)"
+        f"{n} steps. "
+        + (f"loss.csv has {len(train)} train rows for {n} updates: every update's loss must be logged."
+           if len(train) != n else "Does every update train on the next batch, with the scheduled lr?")
     )
     assert summary["steps"] == n
 
@@ -161,16 +164,24 @@ def test_run_training_sets_the_scheduled_learning_rate_every_step(runs):
     _, trace = runs.full.get()
     want = expected_lrs()
     bad = [(s, got, w) for s, (got, w) in enumerate(zip(trace.lrs, want)) if not math.isclose(got, w, rel_tol=1e-9)]
+    same = lambda a, b: len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-9) for x, y in zip(a, b))  # noqa: E731
+    why = ("Each update used the schedule's value for the NEXT one: lr_at numbers the updates from 0"
+           if same(trace.lrs[:-1], want[1:]) else
+           "Each update used the schedule's value for the one before: the lr is set after the update, not before"
+           if same(trace.lrs[1:], want[:-1]) else
+           "The lr never changes: the schedule is not applied to the optimizer"
+           if len(set(trace.lrs)) == 1 else
+           "Before every update the optimizer's lr must be the schedule's (lr_at's) value for that update, "
+           "counted from 0")
     assert len(trace.lrs) == len(want) and not bad, (
         "the optimizer's learning rate at each train_step does not follow the schedule "
-        f"(step, used, expected lr_at(step, cfg.lr, cfg.warmup_steps, run.total_steps, cfg.min_lr)): {bad[:4]}. "
-        "Call set_lr(optimizer, lr_at(step, ...)) before every train_step, with step counting from 0"
+        f"(step, lr used, lr expected): {bad[:4]}. {why}. Look at run_training (step8_pretrain.py)"
     )
     logged = [float(r["lr"]) for r in rows(runs.full_dir, "train")]
     # loss.csv keeps 6 significant digits.
     assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(logged, want)), (
         f"loss.csv's lr column {logged[:4]}... should be the lr each step used {[f'{x:.6g}' for x in want[:4]]}...: "
-        f"pass that lr to run.log_train"
+        f"log the lr the update was taken with"
     )
 
 
@@ -187,9 +198,9 @@ def test_run_training_evaluates_every_eval_interval(runs):
     every = RUN["eval_interval"]
     want = [s for s in range(1, RUN["max_steps"]) if s % every == 0]
     assert trace.evals == want, (
-        f"run.evaluate was called after steps {trace.evals}, expected {want}: evaluate when the number of "
-        f"updates done (step + 1) is a multiple of eval_interval={every}, before the last step (the final "
-        f"evaluation is the scaffolding's). Using step instead of step + 1 evaluates one update early"
+        f"run.evaluate was called after steps {trace.evals}, expected {want}: after every {every} updates done "
+        f"(eval_interval), except after the last one, whose evaluation the scaffolding does"
+        + ". Mind the count: after the update with loop index s, s + 1 updates are done"
     )
     val_steps = [int(r["step"]) for r in rows(runs.full_dir, "validation")]
     assert val_steps == [0, *want, RUN["max_steps"]], f"validation rows in loss.csv at steps {val_steps}"
@@ -200,8 +211,8 @@ def test_run_training_checkpoints_every_interval_and_at_the_end(runs):
     every, n = RUN["checkpoint_interval"], RUN["max_steps"]
     want = sorted({s for s in range(1, n + 1) if s % every == 0} | {n})
     assert trace.saves == want, (
-        f"run.save was called after steps {trace.saves}, expected {want}: save when step + 1 is a multiple of "
-        f"checkpoint_interval={every}, and after the last update (done == run.end_step), so a run can always resume"
+        f"run.save was called after steps {trace.saves}, expected {want}: after every {every} updates done "
+        f"(checkpoint_interval) and after the run's last update, so a run can always resume"
     )
     ckpt = torch.load(runs.full_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ckpt["step"] == n, f"the last checkpoint is at step {ckpt['step']}, expected {n}"
@@ -215,18 +226,19 @@ def test_an_interrupted_run_resumes_exactly(runs):
     _, first = runs.first.get()
     assert first.saves and first.saves[-1] == STOP_AFTER, (
         f"a run stopped after {STOP_AFTER} updates (run.end_step = {STOP_AFTER}) saved at steps {first.saves}: "
-        f"save when done == run.end_step, or everything since the last interval is lost"
+        f"a run must also save after its last update, or everything since the last checkpoint is lost"
     )
     _, second = runs.second.get()
     assert len(second.lrs) == RUN["max_steps"] - STOP_AFTER, (
-        f"the resumed run did {len(second.lrs)} updates, expected {RUN['max_steps'] - STOP_AFTER}: iterate over "
-        f"run.progress(start_step) and take batches from run.batches(start_step)"
+        f"the resumed run did {len(second.lrs)} updates, expected {RUN['max_steps'] - STOP_AFTER}: a resumed run "
+        f"takes only the updates that remain, from start_step on"
     )
     key = lambda r: (r["step"], r["split"], r["loss"], r["lr"])  # noqa: E731 (tokens/s differ, of course)
     a, b = [key(r) for r in rows(runs.full_dir)], [key(r) for r in rows(runs.resumed_dir)]
     diff = next(((x, y) for x, y in zip(a, b) if x != y), None) or (len(a), len(b))
     assert a == b, (
         f"the interrupted + resumed run's loss.csv differs from the uninterrupted run's; first difference "
-        f"(step, split, loss, lr): {diff}. Resuming at start_step must use lr_at(step) with the same step "
-        f"numbers, run.batches(start_step) and run.progress(start_step)"
+        f"(step, split, loss, lr): {diff}. A resumed run must continue exactly where the first stopped: the same "
+        f"step numbers (so the same lr) and the same batches as the uninterrupted run (run_training, "
+        f"step8_pretrain.py)"
     )
