@@ -65,7 +65,7 @@ def _import_failure(e: BaseException, solution: str) -> tuple[Path | None, str]:
         return Path(e.filename), f"has a syntax error at line {e.lineno}: {e.msg}"
     frame = _solution_frame(e.__traceback__, solution)
     if frame is None:
-        return None, f"failed to import: {type(e).__name__}: {e}"
+        return None, f"failed: {type(e).__name__}: {e}"
     path, line, _ = frame
     return path, f"raised {type(e).__name__} at line {line} while being imported: {e}"
 

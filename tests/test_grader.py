@@ -144,14 +144,14 @@ def test_scores_totals_and_what_next(fake_results):
     assert "nox -s final" in by["step12"].note
 
 
-def test_report_renders_the_table_the_first_failure_and_the_hint(fake_results):
+def test_report_renders_the_table_the_first_failure_and_how_to_ask_for_a_hint(fake_results):
     from rich.console import Console
 
     root, results = fake_results
     console = Console(record=True, width=120)
     report.render(results, "exercises", root, console)
     text = console.export_text()
-    for needle in ("fake step1", "✔ passed", "not started", "waiting on step 3", "needs a GPU", "hint: make f return 42",
+    for needle in ("fake step1", "✔ passed", "not started", "waiting on step 3", "needs a GPU", "hint: `nox -s hint -- 2`",
                    "first failing test: test_step2_returns_42", "next: open exercises/step2_fake.py"):
         assert needle in text, f"{needle!r} missing from:\n{text}"
 
