@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -21,6 +22,7 @@ STYLE = {PASSED: "bold green", FAILED: "bold red", NOT_STARTED: "dim", WAITING: 
          NEEDS_GPU: "cyan", NO_TESTS: "dim"}
 ICON = {PASSED: "✔", FAILED: "✘", NOT_STARTED: "·", WAITING: "…", NEEDS_GPU: "⚡", NO_TESTS: "-"}
 MESSAGE_LINES = 14
+_SYNTAX = re.compile(r"(\S+\.py) has a syntax error at line (\d+)")
 
 
 def _fmt(x: float) -> str:
@@ -159,6 +161,9 @@ def _next_line(results: list[StepResult], root: Path, manifest: list[Step], scop
             return f"next: every step passes here — {gpu.note.replace('needs a GPU — ', '')} for the lab tier"
         return "next: nothing — every step passes. Well done!"
     fail = r.first_failure
+    broken = _SYNTAX.search(fail.message) if fail else None
+    if broken:  # the file does not even parse: that comes first, wherever it is
+        return f"next: open {broken.group(1)} and fix the syntax error at line {broken.group(2)}"
     fn = _function_at(root, fail.where) if fail and fail.where else ""
     if r.status == NOT_STARTED or not fn:
         return _open_line(r.step)
@@ -205,8 +210,6 @@ def progress(results: list[StepResult], scoped: bool = False) -> Table:
     else:  # only bonus steps graded: count those, not an empty main course
         grid.add_row(label, ProgressBar(total=max(btop, 1), completed=bscore, width=30),
                      f"bonus {bdone}/{len(bonus)} steps · +{_fmt(bscore)}/{_fmt(btop)} points")
-    if scoped:
-        grid.add_row("", "", f"(only {', '.join(r.step.number for r in results)}: `nox -s check` grades every step)")
     return grid
 
 
@@ -221,4 +224,8 @@ def render(results: list[StepResult], solution: str, root: Path, console: Consol
     if panel is not None:
         console.print(panel)
     console.print(progress(results, scoped))
+    if scoped:
+        names = ", ".join(r.step.number for r in results)
+        console.print(Text(f"(only step{'s' if len(results) > 1 else ''} {names} graded: `nox -s check` grades every step)",
+                           style="dim"))
     console.print(Text(next_line(results, root, solution, manifest, scoped), style="bold"))
