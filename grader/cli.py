@@ -72,6 +72,10 @@ def _steps(args: argparse.Namespace) -> list[Step]:
     return _pick(steps, args.step) if args.step else steps
 
 
+def _name(step: Step) -> str:
+    return step.number if step.bonus else f"step {step.number}"
+
+
 HEARTBEAT_S = 60.0  # a plain "still grading" line this often when stdout is not a terminal
 
 
@@ -95,12 +99,12 @@ def _progress(console: Console, todo: list[Step], solution: str):
         done.add(r.step.id)
         tests = f" {r.passed}/{r.total} tests" if r.total else ""
         how = " (unchanged: reused)" if r.cached else f" in {r.seconds:.0f} s" if r.seconds else ""
-        say(f"step {r.step.number}: {r.note if r.status in ('waiting', 'needs a GPU') else r.status}{tests}{how}")
+        say(f"{_name(r.step)}: {r.note if r.status in ('waiting', 'needs a GPU') else r.status}{tests}{how}")
 
     def beat() -> None:
         while not stop.wait(HEARTBEAT_S):
-            left = [s.number for s in todo if s.id not in done]
-            say(f"... still grading (step {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}), "
+            left = [_name(s) for s in todo if s.id not in done]
+            say(f"... still grading ({', '.join(left[:3])}{' ...' if len(left) > 3 else ''}), "
                 f"{time.monotonic() - start:.0f} s so far")
 
     say(f"grading {len(todo)} step(s) of {solution}/ (step 8 trains a model: minutes the first time)")

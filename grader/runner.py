@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -446,10 +446,13 @@ def _order(step_id: str) -> tuple[int, int]:
 
 def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: bool | None = None,
           on_result=None, ignore_needs: bool = False, cache: Path | None = None, **kw) -> list[StepResult]:
-    """Grade steps in manifest order; a step whose `needs` have not all passed waits.
+    """Grade steps; a step whose `needs` have not all passed waits.
 
-    Steps without pending needs run `jobs` at a time; the result list is always in
-    manifest order, so the report does not depend on scheduling.
+    A step starts as soon as its needs are graded and a worker is free (`jobs` at a
+    time): main steps before bonus steps, and among those the longest (the largest time
+    limit: step 8's training run) first, so the run that takes minutes does not queue
+    behind bonus steps. The result list is always in manifest order, so the report does
+    not depend on scheduling.
     """
     has_gpu = [gpu]  # asked lazily: importing torch to ask costs seconds
 
@@ -459,8 +462,10 @@ def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: b
         return has_gpu[0]
 
     by_id = {s.id: s for s in steps}
+    order = {s.id: i for i, s in enumerate(steps)}
     results: dict[str, StepResult] = {}
     pending = list(steps)
+    running: dict = {}  # future -> step
 
     def blocker(step: Step) -> str | None:
         for need in step.needs:
@@ -469,30 +474,33 @@ def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: b
                 return need
         return None
 
+    def settle(s: Step, r: StepResult) -> None:
+        results[s.id] = r
+        if on_result:
+            on_result(r)
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        while pending:
-            ready, later = [], []
-            for s in pending:
-                missing = [n for n in s.needs if n in by_id and n not in results]
-                (later if missing else ready).append(s)
-            if not ready:  # a cycle in needs; treat as waiting rather than hang
-                ready, later = later, []
-            runs = []
+        while pending or running:
+            ready = [s for s in pending if not [n for n in s.needs if n in by_id and n not in results]]
+            if not ready and not running and pending:  # a cycle in needs: treat as waiting rather than hang
+                ready = list(pending)
+            ready.sort(key=lambda s: (s.bonus, -s.time_limit, order[s.id]))
             for s in ready:
                 need = None if ignore_needs else blocker(s)
                 if need is not None:
                     r = by_id[need]
-                    results[s.id] = StepResult(s, WAITING, note=f"waiting on {'' if r.bonus else 'step '}{r.number}",
-                                               blocked_by=r.id)
+                    settle(s, StepResult(s, WAITING, note=f"waiting on {'' if r.bonus else 'step '}{r.number}",
+                                         blocked_by=r.id))
                 elif s.gpu and not gpu_here():
-                    results[s.id] = StepResult(s, NEEDS_GPU, note=f"needs a GPU — run `{s.gpu_command or 'nox -s final'}` on a GPU machine")
+                    settle(s, StepResult(s, NEEDS_GPU,
+                                         note=f"needs a GPU — run `{s.gpu_command or 'nox -s final'}` on a GPU machine"))
+                elif len(running) < max(1, jobs):
+                    running[pool.submit(run_step_cached, s, root, solution, cache, **kw)] = s
                 else:
-                    runs.append((s, pool.submit(run_step_cached, s, root, solution, cache, **kw)))
-                if s.id in results and on_result:
-                    on_result(results[s.id])
-            for s, fut in runs:
-                results[s.id] = fut.result()
-                if on_result:
-                    on_result(results[s.id])
-            pending = later
+                    continue  # no free worker: stays pending, ordered again next round
+                pending.remove(s)
+            if running:
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: order[running[f].id]):
+                    settle(running.pop(fut), fut.result())
     return [results[s.id] for s in steps]
