@@ -72,7 +72,7 @@ def reveal(root: Path, step: Step, show_all: bool = False) -> list[str]:
         shown = [upto - 1]
     lines = [f"hint {i + 1}/{n}: {step.hints[i]}" for i in shown]
     if not show_all and before >= n:
-        lines.append(f"(that was the last of step {step.number}'s {n} hints; `--all` lists them all)")
+        lines.append(f"(that was the last of {'' if step.bonus else 'step '}{step.number}'s {n} hints; `--all` lists them all)")
     elif not show_all and upto < n:
         lines.append(f"({n - upto} more: run the same command again)")
     if upto > before:
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     manifest = args.root / "grader" / "steps.toml"
     step = find_step(load_manifest(manifest if manifest.exists() else MANIFEST), args.step)
-    print(f"step {step.number}: {step.title}")
+    print(f"{'' if step.bonus else 'step '}{step.number}: {step.title}")
     for line in reveal(args.root, step, args.all):
         print(line)
     return 0
