@@ -203,6 +203,28 @@ _KATA = re.compile(r"\bkata(?:\.(\w+)|\s+import\s+\(?\s*([\w, \n]+))")
 _PLAIN = re.compile(r"^\s*(?:from|import)\s+(\w+)", re.M)
 
 
+def _names_in(text: str) -> set[str]:
+    """Identifiers and string constants of a Python file, docstrings and comments aside
+    (a docstring's example `load("step3_blocks")` loads nothing); every word when the
+    file does not parse (a learner's syntax error must not hide what it imports)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return set(_WORD.findall(text))
+    docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    names: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
+            names.update(_WORD.findall(n.value))
+        elif isinstance(n, ast.Name):
+            names.add(n.id)
+        elif isinstance(n, ast.alias):
+            names.update(n.name.split("."))
+        elif isinstance(n, ast.ImportFrom) and n.module:
+            names.update(n.module.split("."))
+    return names
+
+
 def graded_files(step: Step, root: Path, solution: str) -> list[Path]:
     """Every file a step's grade can depend on, whatever `--step` filter is in force.
 
@@ -232,7 +254,7 @@ def graded_files(step: Step, root: Path, solution: str) -> list[Path]:
             continue
         seen.add(f)
         text = f.read_text(encoding="utf-8", errors="replace")
-        reached = {root / solution / f"{w}.py" for w in set(_WORD.findall(text)) & stems}
+        reached = {root / solution / f"{w}.py" for w in _names_in(text) & stems}
         if f.parent == root / solution:
             reached |= {root / solution / f"{m}.py" for m in _RELATIVE.findall(text)}
         for a, b in _KATA.findall(text):

@@ -183,6 +183,8 @@ def test_the_step_8_key_covers_every_step_the_final_run_trains():
     three = {f.name for f in graded_files(steps["step3"], ROOT, "exercises")}
     assert {"step1_embeddings.py", "step2_causal_mask.py", "step3_blocks.py", "step4_loss.py"} <= three, three
     assert "step6_sampler.py" not in three, "step 3 does not touch step 6: its edits must not re-grade step 3"
+    one = {f.name for f in graded_files(steps["step1"], ROOT, "exercises")}
+    assert "step1_embeddings.py" in one and "step4_loss.py" not in one, one
 
 
 def test_the_trainer_comparison_is_cached_like_the_smoke_run(monkeypatch, tmp_path):
