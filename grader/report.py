@@ -200,15 +200,15 @@ def progress(results: list[StepResult], scoped: bool = False) -> Table:
     bdone = sum(r.status == PASSED for r in bonus)
     grid = Table.grid(padding=(0, 1))
     grid.add_column(no_wrap=True)
-    grid.add_column(width=30)
+    grid.add_column(width=24)
     grid.add_column(no_wrap=True)
     label = "graded" if scoped else "progress"
     if core or not bonus:
-        extra = f" · bonus {bdone}/{len(bonus)} steps, +{_fmt(bscore)}/{_fmt(btop)}" if bonus else ""
-        grid.add_row(label, ProgressBar(total=max(top, 1), completed=score, width=30),
+        extra = f" · bonus +{_fmt(bscore)}/{_fmt(btop)}" if bonus else ""
+        grid.add_row(label, ProgressBar(total=max(top, 1), completed=score, width=24),
                      f"{done}/{len(core)} steps · {_fmt(score)}/{_fmt(top)} points{extra}")
     else:  # only bonus steps graded: count those, not an empty main course
-        grid.add_row(label, ProgressBar(total=max(btop, 1), completed=bscore, width=30),
+        grid.add_row(label, ProgressBar(total=max(btop, 1), completed=bscore, width=24),
                      f"bonus {bdone}/{len(bonus)} steps · +{_fmt(bscore)}/{_fmt(btop)} points")
     return grid
 
