@@ -107,7 +107,9 @@ def _progress(console: Console, todo: list[Step], solution: str):
             say(f"... still grading ({', '.join(left[:3])}{' ...' if len(left) > 3 else ''}), "
                 f"{time.monotonic() - start:.0f} s so far")
 
-    say(f"grading {len(todo)} step(s) of {solution}/ (step 8 trains a model: minutes the first time)")
+    longest = max(todo, key=lambda s: s.time_limit, default=None)
+    slow = f" ({_name(longest)} may take minutes the first time)" if longest and longest.time_limit > 600 else ""
+    say(f"grading {len(todo)} step(s) of {solution}/{slow}")
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
     try:
