@@ -172,6 +172,12 @@ def _next_line(results: list[StepResult], root: Path, manifest: list[Step], scop
 
 def details(results: list[StepResult], used: dict[str, int] | None = None, scoped: bool = False) -> Panel | None:
     r = first_unfinished(results) or (first_unfinished(results, bonus=True) if scoped else None)
+    waiting = next((t for t in r.tests if t.outcome == "waiting"), None) if r is not None else None
+    if r is not None and r.status == WAITING and waiting is not None:
+        # Its tests ran: say which one waits and on what, so "next:" is not a riddle.
+        return Panel(Group(Text.from_markup(f"[bold]waiting test:[/] {escape(waiting.name)}"), Text(waiting.message)),
+                     title=f"step {r.step.number}: {r.step.title} — {r.note}", title_align="left",
+                     border_style=STYLE[WAITING])
     if r is None or r.status in (WAITING, NO_TESTS):
         return None
     fail = r.first_failure

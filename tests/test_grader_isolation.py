@@ -123,6 +123,8 @@ def test_a_waiting_step_later_in_the_course_is_what_next_points_to(tmp_path):
     # graded alone (--step 1): the row waits on step 2 and "next:" sends the learner there
     nxt = report.next_line([one], root, manifest=load_manifest(root / "grader" / "steps.toml"), scoped=True)
     assert nxt.startswith("next: step 1 waits on step 2: open exercises/step2_b.py and implement g"), nxt
+    text = _render([one], root, manifest=load_manifest(root / "grader" / "steps.toml"), scoped=True)
+    assert "waiting test: test_step1_f_is_g_plus_one" in text and "still raises NotImplementedError" in text, text
 
 
 def test_a_real_failure_of_the_step_itself_comes_before_waiting(tmp_path):
