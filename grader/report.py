@@ -16,7 +16,7 @@ from rich.text import Text
 
 from .hints import how_to_ask, load_used, seen
 from .manifest import Step
-from .runner import FAILED, NEEDS_GPU, NO_TESTS, NOT_STARTED, PASSED, WAITING, StepResult
+from .runner import FAILED, NEEDS_GPU, NO_TESTS, NOT_STARTED, PASSED, WAITING, StepResult, _waiting_on
 
 STYLE = {PASSED: "bold green", FAILED: "bold red", NOT_STARTED: "dim", WAITING: "yellow",
          NEEDS_GPU: "cyan", NO_TESTS: "dim"}
@@ -172,7 +172,8 @@ def _next_line(results: list[StepResult], root: Path, manifest: list[Step], scop
 
 def details(results: list[StepResult], used: dict[str, int] | None = None, scoped: bool = False) -> Panel | None:
     r = first_unfinished(results) or (first_unfinished(results, bonus=True) if scoped else None)
-    waiting = next((t for t in r.tests if t.outcome == "waiting"), None) if r is not None else None
+    waiting = next((t for t in sorted(r.tests, key=lambda t: _waiting_on(t.message) != r.blocked_by)
+                    if t.outcome == "waiting"), None) if r is not None else None
     if r is not None and r.status == WAITING and waiting is not None:
         # Its tests ran: say which one waits and on what, so "next:" is not a riddle.
         return Panel(Group(Text.from_markup(f"[bold]waiting test:[/] {escape(waiting.name)}"), Text(waiting.message)),
