@@ -146,6 +146,13 @@ def check(session: nox.Session) -> None:
 
 
 @nox.session
+def hint(session: nox.Session) -> None:
+    """The next hint of a step you have not seen (`-- 3`, `-- bonus 2`; `-- 3 --all`: every hint)."""
+    install(session)
+    session.run("python", "-m", "grader.hints", *session.posargs, env=OFFLINE)
+
+
+@nox.session
 def watch(session: nox.Session) -> None:
     """Re-grade whenever you save a file in exercises/ (Ctrl-C to stop)."""
     install(session)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -58,12 +60,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _steps(args: argparse.Namespace) -> list[Step]:
+def _manifest(args: argparse.Namespace) -> list[Step]:
     manifest = args.root / "grader" / "steps.toml"
-    steps = load_manifest(manifest if manifest.exists() else MANIFEST)
+    return load_manifest(manifest if manifest.exists() else MANIFEST)
+
+
+def _steps(args: argparse.Namespace) -> list[Step]:
+    steps = _manifest(args)
     if args.no_bonus:
         steps = [s for s in steps if not s.bonus]
     return _pick(steps, args.step) if args.step else steps
+
+
+def _name(step: Step) -> str:
+    return step.number if step.bonus else f"step {step.number}"
+
+
+HEARTBEAT_S = 60.0  # a plain "still grading" line this often when stdout is not a terminal
+
+
+@contextmanager
+def _progress(console: Console, todo: list[Step], solution: str):
+    """A spinner on a terminal; elsewhere (CI, a pipe, a log) plain lines: one when grading
+    starts, one as each step is graded, and a "still grading" line every minute, so a long
+    run is never silent."""
+    if console.is_terminal:
+        with console.status(f"grading {len(todo)} step(s) of {solution}/ ...", spinner="dots"):
+            yield lambda r: None
+        return
+    start = time.monotonic()
+    done: set[str] = set()
+    stop = threading.Event()
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    def on_result(r: StepResult) -> None:
+        done.add(r.step.id)
+        tests = f" {r.passed}/{r.total} tests" if r.total else ""
+        how = " (unchanged: reused)" if r.cached else f" in {r.seconds:.0f} s" if r.seconds else ""
+        say(f"{_name(r.step)}: {r.note if r.status in ('waiting', 'needs a GPU') else r.status}{tests}{how}")
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            left = [_name(s) for s in todo if s.id not in done]
+            say(f"... still grading ({', '.join(left[:3])}{' ...' if len(left) > 3 else ''}), "
+                f"{time.monotonic() - start:.0f} s so far")
+
+    longest = max(todo, key=lambda s: s.time_limit, default=None)
+    slow = f" ({_name(longest)} may take minutes the first time)" if longest and longest.time_limit > 600 else ""
+    say(f"grading {len(todo)} step(s) of {solution}/{slow}")
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield on_result
+    finally:
+        stop.set()
 
 
 def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | None = None,
@@ -71,18 +123,18 @@ def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | Non
     all_steps = _steps(args)
     todo = steps if steps is not None else all_steps
     start = time.monotonic()
-    with console.status(f"grading {len(todo)} step(s) of {args.solution}/ ...", spinner="dots"):
+    with _progress(console, todo, args.solution) as on_result:
         cache = None if args.no_cache else args.root / ".kata_cache" / "grader"
-        fresh = grade(todo, args.root, args.solution, jobs=args.jobs, cache=cache,
+        fresh = grade(todo, args.root, args.solution, jobs=args.jobs, cache=cache, on_result=on_result,
                       time_limit=args.time_limit, memory=int(args.memory_gb * 2**30))
     merged = {**(previous or {}), **{r.step.id: r for r in fresh}}
     results = [merged[s.id] for s in all_steps if s.id in merged]
-    report.render(results, args.solution, args.root, console)
+    report.render(results, args.solution, args.root, console, manifest=_manifest(args), scoped=bool(args.step))
     reused = sum(r.cached for r in fresh)
     console.print(f"[dim]graded in {time.monotonic() - start:.1f} s"
                   + (f" ({reused} unchanged step(s) reused; --no-cache re-runs them)" if reused else "") + "[/]")
     if args.json:
-        gradescope.write(results, args.solution, args.json)
+        gradescope.write(results, args.solution, args.json, root=args.root)
         console.print(f"[dim]wrote {args.json}[/]")
     return results
 

@@ -3,29 +3,39 @@
 Shape (https://gradescope-autograders.readthedocs.io/en/latest/specs/):
     {"score": float, "max_score": float, "output": str, "visibility": "visible",
      "stdout_visibility": "visible",
+     "extra_data": {"hints_used": {"step3": 2, ...}},
      "tests": [{"name": str, "score": float, "max_score": float, "output": str,
-                "visibility": "visible", "number": str}, ...]}
+                "visibility": "visible", "number": str,
+                "extra_data": {"step": "step3", "status": str, "hints_used": int, "hints_total": int}}, ...]}
 A step's points are split evenly over its graded tests. Bonus steps add to `score`
 (extra credit) but not to `max_score`; a GPU-only step on a CPU machine has max 0.
+`extra_data` (the spec's free-form field) records how many of each step's hints the
+learner asked for (`exercises/hints_used.json`, written by `nox -s hint`).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from .report import totals
+from .hints import how_to_ask, load_used, seen
+from .report import figure, totals
 from .runner import NEEDS_GPU, NO_TESTS, NOT_STARTED, PASSED, WAITING, StepResult
 
 
-def results_json(results: list[StepResult], solution: str) -> dict:
+def results_json(results: list[StepResult], solution: str, root: Path | None = None) -> dict:
+    used = load_used(root) if root is not None else {}
     tests: list[dict] = []
     for r in results:
         s = r.step
         label = f"step {s.number}: {s.title}"
+        extra = {"step": s.id, "status": r.status, "hints_used": seen(s, used), "hints_total": len(s.hints)}
+        shown = figure(r, root, solution)
+        if shown:
+            extra["figure"] = shown
         if r.status in (WAITING, NEEDS_GPU, NO_TESTS) or not r.total:
             top = 0.0 if r.status == NEEDS_GPU or s.bonus else s.points
             tests.append({"name": label, "number": s.id, "score": 0.0, "max_score": top,
-                          "output": r.note or r.status, "visibility": "visible"})
+                          "output": r.note or r.status, "visibility": "visible", "extra_data": extra})
             continue
         each = s.points / r.total
         for t in r.graded:
@@ -35,8 +45,9 @@ def results_json(results: list[StepResult], solution: str) -> dict:
                 "score": round(each if ok else 0.0, 4),
                 "max_score": 0.0 if s.bonus else round(each, 4),
                 "output": "passed" if ok else (t.message + (f"\n(at {t.where})" if t.where else "")
-                                               + f"\nhint: {s.hint}"),
+                                               + (f"\nhint: {how_to_ask(s, used)}" if s.hints else "")),
                 "visibility": "visible",
+                "extra_data": extra,
             })
     score, top, bscore, btop = totals(results)
     done = sum(r.status == PASSED for r in results if r.counts_toward_max)
@@ -47,12 +58,13 @@ def results_json(results: list[StepResult], solution: str) -> dict:
                   + (f"; bonus {bscore:g}/{btop:g}" if btop else ""),
         "visibility": "visible",
         "stdout_visibility": "visible",
+        "extra_data": {"hints_used": {r.step.id: seen(r.step, used) for r in results}},
         "tests": tests,
     }
 
 
-def write(results: list[StepResult], solution: str, path: Path | str) -> dict:
-    data = results_json(results, solution)
+def write(results: list[StepResult], solution: str, path: Path | str, root: Path | None = None) -> dict:
+    data = results_json(results, solution, root)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return data

@@ -1,6 +1,8 @@
 """The step manifest, `grader/steps.toml`: the one place that lists the kata's steps.
 
-Each `[[step]]` table: `id`, `module`, `title`, `points`, `open`, `hint`, and optionally
+Each `[[step]]` table: `id`, `module`, `title`, `points`, `open`, `hints` (a list, from
+the concept to nearly the code; `nox -s hint -- N` shows them one at a time; an older
+single `hint = "..."` reads as a one-item list), and optionally
 - `bonus = true`: an extra step after the main ones (its points are extra credit);
 - `needs = ["step1", ...]`: graded only once these steps pass ("waiting on step N");
 - `tests = "step8"`: whose test files to run (default: the step's own id, i.e.
@@ -30,7 +32,7 @@ class Step:
     title: str
     points: float
     open: str
-    hint: str
+    hints: tuple[str, ...] = ()
     bonus: bool = False
     needs: tuple[str, ...] = ()
     tests: str = ""
@@ -39,6 +41,11 @@ class Step:
     gpu_command: str = ""
     time_limit: float = DEFAULT_TIME_LIMIT
     extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def hint(self) -> str:
+        """The first hint (older callers read one hint)."""
+        return self.hints[0] if self.hints else ""
 
     @property
     def test_group(self) -> str:
@@ -63,7 +70,7 @@ class Step:
 
 
 _KNOWN = {f for f in Step.__dataclass_fields__ if f != "extra"}
-_REQUIRED = ("id", "module", "title", "points", "open", "hint")
+_REQUIRED = ("id", "module", "title", "points", "open")
 
 
 def load_manifest(path: Path | str = MANIFEST) -> list[Step]:
@@ -82,11 +89,17 @@ def load_manifest(path: Path | str = MANIFEST) -> list[Step]:
         missing = [k for k in _REQUIRED if k not in table]
         if missing:
             raise ValueError(f"{path}: [[step]] number {i} lacks {', '.join(missing)}")
+        hints = table.get("hints", [table["hint"]] if "hint" in table else None)
+        if isinstance(hints, str):
+            hints = [hints]
+        if not hints or not all(isinstance(h, str) and h.strip() for h in hints):
+            raise ValueError(f"{path}: [[step]] number {i} lacks hints (a list of strings: hints = [\"...\", \"...\"])")
         known = {k: v for k, v in table.items() if k in _KNOWN}
+        known["hints"] = tuple(hints)
         known["needs"] = tuple(known.get("needs", ()))
         known["points"] = float(known["points"])
         known["time_limit"] = float(known.get("time_limit", DEFAULT_TIME_LIMIT))
-        steps.append(Step(**known, extra={k: v for k, v in table.items() if k not in _KNOWN}))
+        steps.append(Step(**known, extra={k: v for k, v in table.items() if k not in _KNOWN and k != "hint"}))
     ids = [s.id for s in steps]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

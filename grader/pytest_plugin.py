@@ -6,8 +6,11 @@ results file in `$KATA_GRADER_RESULTS`. One JSON object per line:
     {"event": "collected", "nodeids": [...]}
     {"event": "collect_error", "where": "...", "message": "..."}
     {"event": "start", "nodeid": "..."}
-    {"event": "result", "nodeid": "...", "outcome": "passed|failed|skipped",
-     "message": "...", "stub": bool, "where": "exercises/x.py:12", "duration": 0.1}
+    {"event": "result", "nodeid": "...", "outcome": "passed|failed|skipped|waiting",
+     "message": "...", "stub": bool, "where": "exercises/x.py:12", "duration": 0.1, "extras": {...}}
+
+"waiting": the test skipped itself with "waiting on step N: ..." (tests/_support.py does,
+when it needs another step that is unfinished or broken); "extras": its `record_property`s.
 
 Each line is flushed at once, so when learner code kills the process (`os._exit`, a
 segfault, the grader's time limit) the grader still knows which tests finished and
@@ -188,7 +191,7 @@ class GraderPlugin:
     # tests ----------------------------------------------------------------------
     def pytest_runtest_logstart(self, nodeid: str, location) -> None:
         self.log.write(event="start", nodeid=nodeid)
-        self._outcome = {"outcome": "passed", "message": "", "stub": False, "where": "", "duration": 0.0}
+        self._outcome = {"outcome": "passed", "message": "", "stub": False, "where": "", "duration": 0.0, "extras": {}}
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
@@ -196,6 +199,8 @@ class GraderPlugin:
         report: pytest.TestReport = outcome.get_result()
         state = self._outcome
         state["duration"] += call.duration
+        # Figures a test records (`record_property("loss", 6.35)`) travel to the report.
+        state["extras"] = {str(k): v for k, v in item.user_properties if isinstance(v, (int, float, str, bool))}
         if call.when == "teardown":  # after fixtures (pytest's monkeypatch) have undone their patches
             patched = _changed(self.snapshot)
             if patched:
@@ -212,10 +217,14 @@ class GraderPlugin:
         where = _learner_location(call.excinfo.tb)
         if report.skipped:
             # A skip raised from the learner's own file is not a way to dodge a test.
+            text = str(getattr(exc, "msg", "") or exc)
             if where:
                 report.outcome = "failed"
                 state.update(outcome="failed", where=where,
                              message=f"the code in {where} skipped the test (pytest.skip); solutions must not skip tests")
+            elif text.startswith("waiting on ") and state["outcome"] in ("passed", "skipped"):
+                # tests/_support.py: the test needs another step that is unfinished or broken.
+                state.update(outcome="waiting", message=_truncate(text))
             elif state["outcome"] == "passed":
                 state.update(outcome="skipped", message=_truncate(_message(exc)))
             return

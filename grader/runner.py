@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,11 +39,12 @@ PASSED, FAILED, NOT_STARTED, WAITING, NEEDS_GPU, NO_TESTS = (
 @dataclass
 class TestResult:
     name: str
-    outcome: str  # passed | failed | skipped
+    outcome: str  # passed | failed | skipped | waiting (needs another step that is unfinished or broken)
     message: str = ""
     stub: bool = False
     where: str = ""
     duration: float = 0.0
+    extras: dict = field(default_factory=dict)  # what the test recorded (pytest's record_property)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class StepResult:
     note: str = ""  # why a step did not run (waiting on step N, needs a GPU) or why it crashed
     seconds: float = 0.0
     cached: bool = False  # reused: nothing it depends on changed since it was graded
+    blocked_by: str = ""  # the id of the step it waits on ("step4"), when status is WAITING
 
     @property
     def graded(self) -> list[TestResult]:
@@ -195,29 +197,85 @@ def _short_name(nodeid: str) -> str:
     return nodeid.split("::", 1)[1] if "::" in nodeid else nodeid
 
 
-def cache_key(step: Step, root: Path, solution: str, steps: list[Step], extra: str = "") -> str:
-    """A hash of everything a step's grade depends on: its test files and the tests'
-    helpers and stored answers, kata/ and grader/, the manifest, and the graded files of
-    this step, of the steps it needs and of any step its module or tests name."""
-    h = hashlib.sha256(f"{solution}|{sys.version}|{extra}|{step!r}".encode())
+_WORD = re.compile(r"\b\w+\b")
+_RELATIVE = re.compile(r"^\s*from\s+\.(\w+)\s+import", re.M)
+_KATA = re.compile(r"\bkata(?:\.(\w+)|\s+import\s+\(?\s*([\w, \n]+))")
+_PLAIN = re.compile(r"^\s*(?:from|import)\s+(\w+)", re.M)
+
+
+def _names_in(text: str) -> set[str]:
+    """Identifiers and string constants of a Python file, docstrings and comments aside
+    (a docstring's example `load("step3_blocks")` loads nothing); every word when the
+    file does not parse (a learner's syntax error must not hide what it imports)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return set(_WORD.findall(text))
+    docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    names: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
+            names.update(_WORD.findall(n.value))
+        elif isinstance(n, ast.Name):
+            names.add(n.id)
+        elif isinstance(n, ast.alias):
+            names.update(n.name.split("."))
+        elif isinstance(n, ast.ImportFrom) and n.module:
+            names.update(n.module.split("."))
+    return names
+
+
+def graded_files(step: Step, root: Path, solution: str) -> list[Path]:
+    """Every file a step's grade can depend on, whatever `--step` filter is in force.
+
+    The step's own test files, every test helper and stored answer (tests/ except other
+    steps' test files), kata/ and grader/ (with the manifest), pyproject.toml and the root
+    conftest, and the solution files the step can reach: its own module, any solution
+    module named in a file reached (a test's `student("step3_blocks")`, kata/final.py's list
+    of graded steps), followed through relative imports (`from .step2_causal_mask import`),
+    `kata.*` imports and test helper imports. A file that cannot be parsed is read as text,
+    so a syntax error in step 2 still counts for step 3.
+    """
     tests = root / "tests"
-    own = {f.name for f in step_test_files(root, step)}
+    own = step_test_files(root, step)
     graded = re.compile(r"test_(step|bonus)\d+_")
     files = [f for f in sorted(tests.rglob("*")) if f.is_file() and "__pycache__" not in f.parts
-             and (f.name in own or not graded.match(f.name))]
+             and (f in own or not graded.match(f.name))]
     for d in ("kata", "grader"):
-        files += [f for f in sorted((root / d).rglob("*.py")) if "__pycache__" not in f.parts]
-    files.append(root / "grader" / "steps.toml")
-    text = "".join(f.read_text(encoding="utf-8", errors="replace") for f in files if f.name in own)
-    mine = root / solution / f"{step.module}.py"
-    text += mine.read_text(encoding="utf-8", errors="replace") if mine.exists() else ""
-    by_id = {s.id: s for s in steps}
-    modules = {step.module} | {by_id[n].module for n in step.needs if n in by_id}
-    modules |= {s.module for s in steps if s.module in text}
-    files += [root / solution / f"{m}.py" for m in sorted(modules)] + [root / solution / "__init__.py"]
-    for f in files:
-        h.update(str(f.relative_to(root)).encode())
+        files += [f for f in sorted((root / d).rglob("*")) if f.is_file() and "__pycache__" not in f.parts
+                  and f.suffix in (".py", ".toml")]
+    files += [root / "pyproject.toml", root / "conftest.py", root / solution / "__init__.py"]
+    stems = {f.stem for f in (root / solution).glob("*.py")} - {"__init__"}
+    seen: set[Path] = set()
+    todo = [*own, tests / "_support.py", tests / "conftest.py", tests / "strategies.py", root / solution / f"{step.module}.py"]
+    while todo:
+        f = todo.pop()
+        if f in seen or not f.is_file():
+            continue
+        seen.add(f)
+        text = f.read_text(encoding="utf-8", errors="replace")
+        reached = {root / solution / f"{w}.py" for w in _names_in(text) & stems}
+        if f.parent == root / solution:
+            reached |= {root / solution / f"{m}.py" for m in _RELATIVE.findall(text)}
+        for a, b in _KATA.findall(text):
+            for name in [a] if a else re.split(r"[\s,()]+", b):
+                if name:
+                    reached.add(root / "kata" / f"{name}.py")
+        reached |= {tests / f"{m}.py" for m in _PLAIN.findall(text)}
+        todo += [r for r in reached if r not in seen]
+    files += sorted(p for p in seen if p.parent == root / solution)
+    return files
+
+
+def cache_key(step: Step, root: Path, solution: str, extra: str = "") -> str:
+    """A hash of everything a step's grade depends on (`graded_files`), the Python and
+    torch versions and the step's settings. It does not depend on which other steps are
+    graded in the same run: `--step 3` and a full check share one cache."""
+    h = hashlib.sha256(f"{solution}|{sys.version}|{extra}|{step!r}".encode())
+    for f in graded_files(step, root, solution):
+        h.update(str(f.relative_to(root)).encode() + b"\0")
         h.update(f.read_bytes() if f.exists() else b"<missing>")
+        h.update(b"\0")
     try:
         from importlib.metadata import version
 
@@ -228,18 +286,20 @@ def cache_key(step: Step, root: Path, solution: str, steps: list[Step], extra: s
 
 
 def _to_json(r: StepResult) -> dict:
-    return {"status": r.status, "note": r.note, "seconds": r.seconds, "tests": [vars(t) for t in r.tests]}
+    return {"status": r.status, "note": r.note, "seconds": r.seconds, "blocked_by": r.blocked_by,
+            "tests": [vars(t) for t in r.tests]}
 
 
 def _from_json(step: Step, d: dict) -> StepResult:
-    return StepResult(step, d["status"], [TestResult(**t) for t in d["tests"]], d.get("note", ""), d.get("seconds", 0.0))
+    return StepResult(step, d["status"], [TestResult(**t) for t in d["tests"]], d.get("note", ""), d.get("seconds", 0.0),
+                      blocked_by=d.get("blocked_by", ""))
 
 
-def run_step_cached(step: Step, root: Path, solution: str, cache: Path | None, steps: list[Step], **kw) -> StepResult:
+def run_step_cached(step: Step, root: Path, solution: str, cache: Path | None, **kw) -> StepResult:
     """`run_step`, reusing the stored result when nothing the step depends on changed."""
     if cache is None or os.environ.get("KATA_SNAPSHOTS") in ("record", "verify"):
         return run_step(step, root, solution, **kw)
-    path = cache / f"{solution}-{step.id}-{cache_key(step, root, solution, steps, repr(sorted(kw.items())))}.json"
+    path = cache / f"{solution}-{step.id}-{cache_key(step, root, solution, repr(sorted(kw.items())))}.json"
     if path.exists():
         try:
             result = _from_json(step, json.loads(path.read_text(encoding="utf-8")))
@@ -346,7 +406,8 @@ def _assemble(step: Step, events: list[dict], rc: int | None, timed_out: bool, l
             running = e["nodeid"]
         elif kind == "result":
             done[e["nodeid"]] = TestResult(_short_name(e["nodeid"]), e["outcome"], e.get("message", ""),
-                                           bool(e.get("stub")), e.get("where", ""), float(e.get("duration", 0.0)))
+                                           bool(e.get("stub")), e.get("where", ""), float(e.get("duration", 0.0)),
+                                           dict(e.get("extras") or {}))
             running = None
         elif kind == "finished":
             finished = True
@@ -374,6 +435,13 @@ def _assemble(step: Step, events: list[dict], rc: int | None, timed_out: bool, l
     if not graded:
         return StepResult(step, NO_TESTS, tests, note="every test was skipped: " + tests[0].message[:200])
     failures = [t for t in graded if t.outcome == "failed"]
+    waiting = [t for t in graded if t.outcome == WAITING_OUTCOME]
+    if not failures and waiting:
+        # Only unfinished or broken other steps stand between this step and a pass:
+        # it waits on the earliest of them (its own failures would have come first).
+        ids = sorted({_waiting_on(t.message) for t in waiting}, key=_order)
+        first = next(t for t in waiting if _waiting_on(t.message) == ids[0])
+        return StepResult(step, WAITING, tests, note=first.message.split(":", 1)[0], blocked_by=ids[0])
     if not failures:
         status = PASSED
     elif stubs_untouched and all(t.stub for t in failures):
@@ -383,12 +451,30 @@ def _assemble(step: Step, events: list[dict], rc: int | None, timed_out: bool, l
     return StepResult(step, status, tests, note=why)
 
 
+WAITING_OUTCOME = "waiting"
+_WAITING = re.compile(r"^waiting on (step|bonus) (\d+)")
+
+
+def _waiting_on(message: str) -> str:
+    """`waiting on step 4: ...` -> "step4" (tests/_support.py words it so)."""
+    m = _WAITING.match(message)
+    return f"{m.group(1)}{m.group(2)}" if m else ""
+
+
+def _order(step_id: str) -> tuple[int, int]:
+    m = re.match(r"(step|bonus)(\d+)", step_id)
+    return (m.group(1) == "bonus", int(m.group(2))) if m else (2, 0)
+
+
 def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: bool | None = None,
           on_result=None, ignore_needs: bool = False, cache: Path | None = None, **kw) -> list[StepResult]:
-    """Grade steps in manifest order; a step whose `needs` have not all passed waits.
+    """Grade steps; a step whose `needs` have not all passed waits.
 
-    Steps without pending needs run `jobs` at a time; the result list is always in
-    manifest order, so the report does not depend on scheduling.
+    A step starts as soon as its needs are graded and a worker is free (`jobs` at a
+    time): main steps before bonus steps, and among those the longest (the largest time
+    limit: step 8's training run) first, so the run that takes minutes does not queue
+    behind bonus steps. The result list is always in manifest order, so the report does
+    not depend on scheduling.
     """
     has_gpu = [gpu]  # asked lazily: importing torch to ask costs seconds
 
@@ -398,8 +484,10 @@ def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: b
         return has_gpu[0]
 
     by_id = {s.id: s for s in steps}
+    order = {s.id: i for i, s in enumerate(steps)}
     results: dict[str, StepResult] = {}
     pending = list(steps)
+    running: dict = {}  # future -> step
 
     def blocker(step: Step) -> str | None:
         for need in step.needs:
@@ -408,29 +496,33 @@ def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: b
                 return need
         return None
 
+    def settle(s: Step, r: StepResult) -> None:
+        results[s.id] = r
+        if on_result:
+            on_result(r)
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        while pending:
-            ready, later = [], []
-            for s in pending:
-                missing = [n for n in s.needs if n in by_id and n not in results]
-                (later if missing else ready).append(s)
-            if not ready:  # a cycle in needs; treat as waiting rather than hang
-                ready, later = later, []
-            runs = []
+        while pending or running:
+            ready = [s for s in pending if not [n for n in s.needs if n in by_id and n not in results]]
+            if not ready and not running and pending:  # a cycle in needs: treat as waiting rather than hang
+                ready = list(pending)
+            ready.sort(key=lambda s: (s.bonus, -s.time_limit, order[s.id]))
             for s in ready:
                 need = None if ignore_needs else blocker(s)
                 if need is not None:
                     r = by_id[need]
-                    results[s.id] = StepResult(s, WAITING, note=f"waiting on step {r.number}")
+                    settle(s, StepResult(s, WAITING, note=f"waiting on {'' if r.bonus else 'step '}{r.number}",
+                                         blocked_by=r.id))
                 elif s.gpu and not gpu_here():
-                    results[s.id] = StepResult(s, NEEDS_GPU, note=f"needs a GPU — run `{s.gpu_command or 'nox -s final'}` on a GPU machine")
+                    settle(s, StepResult(s, NEEDS_GPU,
+                                         note=f"needs a GPU — run `{s.gpu_command or 'nox -s final'}` on a GPU machine"))
+                elif len(running) < max(1, jobs):
+                    running[pool.submit(run_step_cached, s, root, solution, cache, **kw)] = s
                 else:
-                    runs.append((s, pool.submit(run_step_cached, s, root, solution, cache, steps, **kw)))
-                if s.id in results and on_result:
-                    on_result(results[s.id])
-            for s, fut in runs:
-                results[s.id] = fut.result()
-                if on_result:
-                    on_result(results[s.id])
-            pending = later
+                    continue  # no free worker: stays pending, ordered again next round
+                pending.remove(s)
+            if running:
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: order[running[f].id]):
+                    settle(running.pop(fut), fut.result())
     return [results[s.id] for s in steps]

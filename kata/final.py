@@ -13,7 +13,9 @@ Tiers:
   is "needs-gpu" (neither passed nor failed) with the command to run it elsewhere.
 
 Results are cached in `.kata_cache/final/` under a hash of the solution's step files,
-the preset and the scaffolding, so re-checking unchanged code does not retrain.
+the preset and the scaffolding, so re-checking unchanged code does not retrain; so is
+step 7's Trainer run that step 8's test compares with the loop (`trainer_loss`), under
+a hash that also covers step 7.
 
     python -m kata.final --tier smoke --solution reference
 """
@@ -44,6 +46,9 @@ GRADED_MODULES = (
 )
 # The scaffolding the run goes through: a change there can change the loss too.
 SCAFFOLDING = ("kata/pretrain.py", "kata/final.py", "kata/presets.py", "kata/corpus.py", "kata/tokens.py")
+# The Trainer comparison also runs step 7 and loads the tokenizer itself.
+TRAINER_MODULES = (*GRADED_MODULES, "step7_trainer")
+TRAINER_SCAFFOLDING = (*SCAFFOLDING, "kata/tokenizer.py")
 GPU_COMMAND = "nox -s final  (on a machine with a CUDA GPU; or: python -m kata.final --tier lab)"
 
 
@@ -172,12 +177,13 @@ def _module_file(solution: str, module: str) -> Path:
     return Path(spec.origin)
 
 
-def cache_key(solution: str, run: RunConfig) -> str:
+def cache_key(solution: str, run: RunConfig, modules: tuple[str, ...] = GRADED_MODULES,
+              scaffolding: tuple[str, ...] = SCAFFOLDING) -> str:
     """Hash of the solution's step files, the run settings (threshold aside) and scaffolding."""
     h = hashlib.sha256()
-    for m in GRADED_MODULES:
+    for m in modules:
         h.update(m.encode() + b"\0" + _module_file(solution, m).read_bytes() + b"\0")
-    for rel in SCAFFOLDING:
+    for rel in scaffolding:
         p = REPO_ROOT / rel
         h.update(rel.encode() + b"\0" + (p.read_bytes() if p.exists() else b"") + b"\0")
     settings = asdict(replace(run, threshold=None, out_dir=""))
@@ -277,6 +283,8 @@ def grade_final(
         return {**base, "status": "error", "seconds": round(time.time() - t0, 1),
                 "message": f"the final run raised {type(e).__name__}: {e}"}
     result = {
+        "tier": tier,
+        "threshold": run.threshold,  # what it was graded against (the report shows the last lab run)
         "loss": summary.get("graded_val_loss", summary["val_loss"]),
         "own_eval_loss": summary["val_loss"],
         "steps": summary["steps"],
@@ -291,22 +299,37 @@ def grade_final(
     return _verdict({**base, **result})
 
 
-def trainer_loss(solution: str | None = None, tier: str = "smoke", **overrides) -> dict:
+def trainer_loss(solution: str | None = None, tier: str = "smoke", *, use_cache: bool = True, **overrides) -> dict:
     """Step 7's Trainer on the tier's data, model shape, hyper-parameters and seed.
 
-    Returns {"loss", "seconds"}: the validation loss measured exactly as `grade_final`
+    Returns {"loss", "seconds", "cached"}: the validation loss measured exactly as `grade_final`
     measures the manual loop's (same batches, the kata's own next-token loss), so the
     two can be compared. The Trainer's cosine schedule ends at 0 rather than `min_lr`,
     and it draws its own batch order and initial weights: the margin in the step 8
-    test allows for that (benchmarks/CALIBRATION.md).
+    test allows for that (benchmarks/CALIBRATION.md). Cached like `grade_final`, keyed on
+    steps 1-8 (step 7 included), the scaffolding and the run settings.
     """
+    solution = solution_name(solution)
+    run = tier_config(tier, **overrides)
+    path = cache_dir() / "final" / f"{solution}-{tier}-trainer-{cache_key(solution, run, TRAINER_MODULES, TRAINER_SCAFFOLDING)}.json"
+    if use_cache and path.exists():
+        try:
+            return {**json.loads(path.read_text()), "cached": True}
+        except ValueError:
+            pass
+    result = _trainer_run(solution, run)
+    if use_cache:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+    return {**result, "cached": False}
+
+
+def _trainer_run(solution: str, run: RunConfig) -> dict:
     import tempfile
 
     from kata.pretrain import prepare_data, solution_steps
     from kata.tokenizer import load_tokenizer
 
-    solution = solution_name(solution)
-    run = tier_config(tier, **overrides)
     s7 = load("step7_trainer", solution)
     steps = solution_steps(solution)
     tokenizer = load_tokenizer(run.tokenizer)

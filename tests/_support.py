@@ -4,7 +4,10 @@ Tests never import `exercises` or `reference` directly:
 - `student(module)` is the code being graded (exercises/ or reference/, by the switch);
 - `oracle(module)` is the hidden reference the student's output is compared with;
 - `with_reference_deps(...)` runs a student's step on top of the reference versions
-  of the *other* steps, so an unfinished step 2 does not fail step 3's tests.
+  of the *other* steps, so an unfinished step 2 does not fail step 3's tests;
+- where the reference is absent (the learner handout), a test that meets another
+  step's stub or import error skips as "waiting on step N: ..." (the grader shows the
+  step as waiting on step N): a step never fails because another one is unfinished.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import importlib.util
 import json
 import math
 import os
+import re
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -27,18 +32,86 @@ from kata.paths import atomic_path
 from kata.solution import load, solution_name
 
 
+_STEP_FILE = re.compile(r"^(step|bonus)(\d+)_\w+$")
+
+
+def _step_label(stem: str) -> str:
+    """`step4_loss` -> "step 4", `bonus1_encoder_decoder` -> "bonus 1", anything else -> ""."""
+    m = _STEP_FILE.match(stem)
+    return f"{m.group(1)} {m.group(2)}" if m else ""
+
+
+def _current_test_step() -> str:
+    """The step whose test file is running (`tests/test_step3_blocks.py::...` -> "step 3")."""
+    m = re.search(r"test_((?:step|bonus)\d+)_", os.environ.get("PYTEST_CURRENT_TEST", ""))
+    return _step_label(m.group(1) + "_x") if m else ""
+
+
+def _solution_frame(tb, solution: str) -> tuple[Path, int, str] | None:
+    """(file, line, function) of the innermost traceback frame in the graded solution's folder."""
+    found = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        path = Path(code.co_filename)
+        if path.parent.name == solution:
+            found = path, tb.tb_lineno, getattr(code, "co_qualname", code.co_name)
+        tb = tb.tb_next
+    return found
+
+
+def _import_failure(e: BaseException, solution: str) -> tuple[Path | None, str]:
+    """(the file that really failed, what happened there) for an exception raised by an import."""
+    if isinstance(e, SyntaxError) and e.filename:
+        return Path(e.filename), f"has a syntax error at line {e.lineno}: {e.msg}"
+    frame = _solution_frame(e.__traceback__, solution)
+    if frame is None:
+        return None, f"failed: {type(e).__name__}: {e}"
+    path, line, _ = frame
+    return path, f"raised {type(e).__name__} at line {line} while being imported: {e}"
+
+
+def _waiting(label: str, detail: str) -> None:
+    """Skip a test that needs another step which is unfinished or broken. The grader
+    reports it (and, when nothing else fails, the step's row) as waiting on that step."""
+    pytest.skip(f"waiting on {label}: {detail}")
+
+
 def student(module: str) -> ModuleType:
     """The graded solution's module, e.g. `student("step3_blocks")`.
 
-    Import errors (a syntax error, a missing name) fail the test with a message that
-    names the file, instead of an import traceback.
+    Import errors fail the test with a message naming the file and line that really
+    failed, not the module being loaded: a syntax error in step 2 is step 2's. When the
+    failing file is another step's (step 3 imports step 2), the module is loaded on top
+    of the reference's version of that step where the reference exists; in the learner
+    handout the test waits on that step ("waiting on step 2: ..."), it does not fail.
     """
+    solution = solution_name()
+    standins: list[str] = []
+    problem = None
     try:
-        return load(module)
-    except SyntaxError as e:
-        pytest.fail(f"{solution_name()}/{module}.py has a syntax error at line {e.lineno}: {e.msg}", pytrace=False)
-    except ImportError as e:
-        pytest.fail(f"importing {solution_name()}/{module}.py failed: {e}", pytrace=False)
+        for _ in range(16):  # one stand-in per broken step the module imports
+            try:
+                return load(module)
+            except Exception as e:  # noqa: BLE001 - a syntax error, a missing name, anything raised at import
+                path, what = _import_failure(e, solution)
+            problem = (path, what)
+            dep = path.stem if path is not None and path.parent.name == solution else None
+            if (dep is None or dep == module or dep in standins or not _step_label(dep)
+                    or solution == "reference" or not reference_available()):
+                break
+            sys.modules[f"{solution}.{dep}"] = importlib.import_module(f"reference.{dep}")
+            standins.append(dep)
+    finally:
+        package = sys.modules.get(solution)
+        for dep in standins:  # the stand-ins serve this import only: step 2's own tests see step 2
+            stand_in = sys.modules.pop(f"{solution}.{dep}", None)
+            if package is not None and getattr(package, dep, None) is stand_in:
+                delattr(package, dep)
+    path, what = problem
+    where = f"{solution}/{path.name}" if path is not None else f"{solution}/{module}.py"
+    if path is not None and path.stem != module and _step_label(path.stem):
+        _waiting(_step_label(path.stem), f"{where} {what} ({solution}/{module}.py imports it)")
+    pytest.fail(f"{where} {what}" if path is not None else f"importing {where} {what}", pytrace=False)
 
 
 def oracle(module: str) -> ModuleType:
@@ -49,16 +122,39 @@ def oracle(module: str) -> ModuleType:
         pytest.skip("the reference solution is not in this checkout (learner handout)")
 
 
+def _other_step_stub(e: BaseException, own: str) -> str:
+    """"waiting on ..." detail when a stub of another step than `own` raised `e`, else ""."""
+    frame = _solution_frame(e.__traceback__, solution_name())
+    if frame is None or not own:
+        return ""
+    path, _, fn = frame
+    label = _step_label(path.stem)
+    if not label or label == own:
+        return ""
+    return f"{fn} in {solution_name()}/{path.name} still raises NotImplementedError (this test uses it)"
+
+
 @contextlib.contextmanager
 def with_reference_deps(module: ModuleType, **names: str):
     """Temporarily replace names a student's step module imported from other steps.
 
     `with_reference_deps(s3, causal_mask="step2_causal_mask")` makes the student's
     step 3 call the reference `causal_mask`. Only the given names change. In the
-    learner handout (no reference/) nothing changes: the learner's own steps are used.
+    learner handout (no reference/) the learner's own steps stand in; a test that then
+    meets another step's stub waits on that step ("waiting on step 4: ...") instead of
+    failing.
     """
     if not reference_available():  # the learner handout: the student's own steps stand in
-        yield module
+        detail = label = ""
+        try:
+            yield module
+        except NotImplementedError as e:
+            detail = _other_step_stub(e, _step_label(module.__name__.rsplit(".", 1)[-1]))
+            if not detail:
+                raise
+            label = _step_label(_solution_frame(e.__traceback__, solution_name())[0].stem)
+        if detail:  # outside the `except`: the report is the message, not a chained traceback
+            _waiting(label, detail)
         return
     saved = {n: getattr(module, n) for n in names if hasattr(module, n)}
     try:
@@ -72,7 +168,11 @@ def with_reference_deps(module: ModuleType, **names: str):
 
 
 def not_implemented_guard(fn, *args, **kwargs):
-    """Call student code; turn a stub's NotImplementedError into a clear failure."""
+    """Call student code; turn a stub's NotImplementedError into a clear failure.
+
+    A stub of another step than the test's (bonus 1 calling an unfinished step 2) makes
+    the test wait on that step instead: it is not this step's failure.
+    """
     try:
         return fn(*args, **kwargs)
     except NotImplementedError as e:
@@ -85,6 +185,10 @@ def not_implemented_guard(fn, *args, **kwargs):
         where = getattr(code, "co_qualname", getattr(code, "co_name", "")) or getattr(fn, "__qualname__", repr(fn))
         file = code.co_filename.rsplit("/", 1)[-1] if code is not None else "?"
         message = f"{where} still raises NotImplementedError: open {solution_name()}/{file} and implement it. {e}"
+        other = _other_step_stub(e, _current_test_step())
+        other_label = _step_label(_solution_frame(e.__traceback__, solution_name())[0].stem) if other else ""
+    if other:
+        _waiting(other_label, other)
     # Fail outside the `except`, so the report is the message, not a chained traceback.
     pytest.fail(message, pytrace=False)
 

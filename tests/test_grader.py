@@ -144,14 +144,14 @@ def test_scores_totals_and_what_next(fake_results):
     assert "nox -s final" in by["step12"].note
 
 
-def test_report_renders_the_table_the_first_failure_and_the_hint(fake_results):
+def test_report_renders_the_table_the_first_failure_and_how_to_ask_for_a_hint(fake_results):
     from rich.console import Console
 
     root, results = fake_results
     console = Console(record=True, width=120)
     report.render(results, "exercises", root, console)
     text = console.export_text()
-    for needle in ("fake step1", "✔ passed", "not started", "waiting on step 3", "needs a GPU", "hint: make f return 42",
+    for needle in ("fake step1", "✔ passed", "not started", "waiting on step 3", "needs a GPU", "hint: `nox -s hint -- 2`",
                    "first failing test: test_step2_returns_42", "next: open exercises/step2_fake.py"):
         assert needle in text, f"{needle!r} missing from:\n{text}"
 
@@ -300,6 +300,37 @@ def test_handout_grades_a_mixed_tree(built_handout, tmp_path):
     assert by[looping.id].status == FAILED and by[looping.id].score == 0
     assert any(w in by[looping.id].first_failure.message.lower() for w in ("time limit", "timeout")), \
         by[looping.id].first_failure
+
+
+def test_handout_step_waits_on_the_unfinished_or_broken_step_it_uses(built_handout, tmp_path):
+    """Issue 11: step 3 written, step 4 a stub -> step 3 waits on step 4 and "next:" says so;
+    then step 4 written and step 2 broken -> re-graded (the cache key covers step 4), and
+    step 3 waits on step 2, naming the file and line that really failed."""
+    three = next((s for s in load_manifest() if s.id == "step3"), None)
+    if three is None or not step_test_files(ROOT, three):
+        pytest.skip("no step 3 tests")
+    tree = tmp_path / "tree"
+    shutil.copytree(built_handout, tree)
+    for m in ("step1_embeddings", "step2_causal_mask", "step3_blocks"):
+        shutil.copy(ROOT / "reference" / f"{m}.py", tree / "exercises" / f"{m}.py")
+    cache = tmp_path / "cache"
+    r = grade([three], tree, "exercises", gpu=False, cache=cache)[0]
+    assert r.status == WAITING and r.blocked_by == "step4" and r.note == "waiting on step 4", \
+        (r.status, r.note, r.first_failure, [t for t in r.tests if t.outcome != "passed"])
+    assert r.passed >= 1 and r.score == 0
+    nxt = report.next_line([r], tree, manifest=load_manifest(), scoped=True)
+    assert "exercises/step4_loss.py" in nxt and "next_token_loss" in nxt, nxt
+
+    shutil.copy(ROOT / "reference" / "step4_loss.py", tree / "exercises" / "step4_loss.py")
+    step2 = tree / "exercises" / "step2_causal_mask.py"
+    line = len(step2.read_text().splitlines()) + 2
+    step2.write_text(step2.read_text() + "\ndef broken(:\n    pass\n")
+    r = grade([three], tree, "exercises", gpu=False, cache=cache)[0]
+    assert not r.cached, "step 4 changed: step 3 (which imports it) must be re-graded"
+    assert r.status == WAITING and r.blocked_by == "step2", (r.status, r.note, r.first_failure)
+    msg = next(t.message for t in r.tests if t.outcome == "waiting")
+    assert f"exercises/step2_causal_mask.py has a syntax error at line {line}" in msg, msg
+    assert "step3_blocks.py has a syntax error" not in msg
 
 
 def test_unchanged_steps_keep_their_grade_and_a_change_regrades(tmp_path):

@@ -1,0 +1,281 @@
+"""The grader tells the truth: isolation between steps, import errors, caching, summaries, hints.
+
+Throwaway katas in temp folders (see test_grader.py) keep these to seconds: no real step
+is trained or graded here. Parametrize ids avoid 'stepN', so `pytest -k step1` selects
+step 1's own tests only.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from grader import cli, gradescope, hints, report
+from grader.manifest import load_manifest
+from grader.runner import FAILED, NEEDS_GPU, NOT_STARTED, PASSED, WAITING, StepResult, cache_key, grade
+from grader.runner import TestResult as Result
+from test_grader import FAKE_STEPS, make_fake_kata
+
+pytestmark = pytest.mark.infra
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------------------------- a kata that uses _support
+
+# Step 1 is written and calls step 2's g() (as step 3 calls step 4's next_token_loss);
+# its test goes through tests/_support.py like the real ones do.
+USES_SUPPORT = '''
+from _support import not_implemented_guard as call, student, with_reference_deps
+
+
+def test_{id}_f_is_g_plus_one():
+    s = student("{module}")
+    with with_reference_deps(s, g="step2_b"):
+        assert call(s.f) == 42, "f() should return g() + 1 = 42"
+'''
+STEP1 = "from .step2_b import g\n\n\ndef f():\n    return g() + 1\n"
+STEP2_DONE = "def g():\n    return 41\n"
+STEP2_STUB = 'def g():\n    """Return 41."""\n    raise NotImplementedError("write g")\n'
+STEP2_SYNTAX = "def g():\n    return 41\n\n\ndef h(:\n    pass\n"
+STEP2_RAISES = 'def g():\n    return 41\n\n\nraise RuntimeError("boom at import")\n'
+
+
+def make_support_kata(root: Path, step2: str, with_reference: bool) -> Path:
+    """Steps 1 and 2 as above; tests through the real tests/_support.py."""
+    (root / "exercises").mkdir(parents=True)
+    (root / "tests").mkdir()
+    shutil.copytree(ROOT / "grader", root / "grader", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "kata").mkdir()
+    for name in ("__init__.py", "paths.py", "solution.py"):  # what _support imports
+        shutil.copy(ROOT / "kata" / name, root / "kata" / name)
+    shutil.copy(ROOT / "tests" / "_support.py", root / "tests" / "_support.py")
+    (root / "tests" / "conftest.py").write_text("")
+    sources = {"step1_a": STEP1, "step2_b": step2}
+    folders = ["exercises"] + (["reference"] if with_reference else [])
+    for folder in folders:
+        (root / folder).mkdir(exist_ok=True)
+        (root / folder / "__init__.py").write_text("")
+    for module, source in sources.items():
+        (root / "exercises" / f"{module}.py").write_text(source)
+        if with_reference:
+            (root / "reference" / f"{module}.py").write_text(STEP1 if module == "step1_a" else STEP2_DONE)
+    (root / "tests" / "test_step1_a.py").write_text(USES_SUPPORT.format(id="step1", module="step1_a"))
+    (root / "tests" / "test_step2_b.py").write_text(
+        "from _support import not_implemented_guard as call, student\n\n\n"
+        "def test_step2_g_is_41():\n    assert call(student('step2_b').g) == 41\n")
+    (root / "grader" / "steps.toml").write_text(textwrap.dedent('''
+        [[step]]
+        id = "step1"
+        module = "step1_a"
+        title = "f"
+        points = 10
+        open = "exercises/step1_a.py: f"
+        hints = ["f is g plus one", "return g() + 1"]
+
+        [[step]]
+        id = "step2"
+        module = "step2_b"
+        title = "g"
+        points = 10
+        open = "exercises/step2_b.py: g"
+        hint = "return 41"
+        '''))
+    return root
+
+
+def _grade(root: Path, **kw) -> dict[str, StepResult]:
+    steps = load_manifest(root / "grader" / "steps.toml")
+    return {r.step.id: r for r in grade(steps, root, "exercises", jobs=2, gpu=False, **kw)}
+
+
+@pytest.mark.parametrize("step2, reference, status1, needle1, status2, needle2", [
+    # the handout: a written step waits on the unfinished one it uses, and says which
+    (STEP2_STUB, False, WAITING, "g in exercises/step2_b.py still raises NotImplementedError", NOT_STARTED, "write g"),
+    (STEP2_SYNTAX, False, WAITING, "exercises/step2_b.py has a syntax error at line 5", FAILED,
+     "exercises/step2_b.py has a syntax error at line 5"),
+    (STEP2_RAISES, False, WAITING, "exercises/step2_b.py raised RuntimeError at line 5", FAILED, "boom at import"),
+    # with the reference: the written step passes on the reference's step 2
+    (STEP2_SYNTAX, True, PASSED, "", FAILED, "exercises/step2_b.py has a syntax error at line 5"),
+], ids=["handout-stub", "handout-syntax-error", "handout-raises-at-import", "reference-syntax-error"])
+def test_a_step_never_fails_because_another_is_unfinished_or_broken(tmp_path, step2, reference, status1, needle1,
+                                                                     status2, needle2):
+    root = make_support_kata(tmp_path / "kata", step2, reference)
+    by = _grade(root)
+    one, two = by["step1"], by["step2"]
+    assert one.status == status1, (one.status, one.note, [vars(t) for t in one.tests])
+    if status1 == WAITING:
+        assert one.note == "waiting on step 2" and one.blocked_by == "step2", (one.note, one.blocked_by)
+        assert needle1 in one.tests[0].message, one.tests[0].message
+        assert one.score == 0
+        # "next:" points at the step it waits on, not back at step 1
+        nxt = report.next_line([one, two], root)
+        assert "exercises/step2_b.py" in nxt and "step1_a" not in nxt, nxt
+    assert two.status == status2 and needle2 in two.first_failure.message, (two.status, two.first_failure)
+
+
+def test_a_waiting_step_later_in_the_course_is_what_next_points_to(tmp_path):
+    root = make_support_kata(tmp_path / "kata", STEP2_STUB, False)
+    one = _grade(root)["step1"]
+    # graded alone (--step 1): the row waits on step 2 and "next:" sends the learner there
+    nxt = report.next_line([one], root, manifest=load_manifest(root / "grader" / "steps.toml"), scoped=True)
+    assert nxt.startswith("next: step 1 waits on step 2: open exercises/step2_b.py and implement g"), nxt
+    text = _render([one], root, manifest=load_manifest(root / "grader" / "steps.toml"), scoped=True)
+    assert "waiting test: test_step1_f_is_g_plus_one" in text and "still raises NotImplementedError" in text, text
+
+
+def test_a_real_failure_of_the_step_itself_comes_before_waiting(tmp_path):
+    root = make_support_kata(tmp_path / "kata", STEP2_STUB, False)
+    (root / "exercises" / "step1_a.py").write_text(STEP1.replace("g() + 1", "g() + 2") + "\nx = 1 +\n")
+    one = _grade(root)["step1"]
+    assert one.status == FAILED and "exercises/step1_a.py has a syntax error at line 7" in one.first_failure.message, \
+        one.first_failure
+
+
+# ------------------------------------------------------------------------------- caching
+
+def _chain_kata(root: Path) -> Path:
+    """Fake step 1 imports step 2 (like step 3 imports step 4); step 3 stands alone."""
+    steps = {"step1": ("from .step2_fake import g\n\n\ndef f():\n    return g()\n", ""),
+             "step2": ("def g():\n    return 42\n\n\ndef f():\n    return 42\n", ""),
+             "step3": FAKE_STEPS["step1"]}
+    return make_fake_kata(root, steps)
+
+
+def test_a_grade_is_stale_when_any_step_it_imports_changes(tmp_path):
+    root = _chain_kata(tmp_path / "kata")
+    steps = load_manifest(root / "grader" / "steps.toml")
+    cache = tmp_path / "cache"
+    one = [s for s in steps if s.id == "step1"]
+    first = grade(one, root, "exercises", cache=cache, gpu=False)[0]
+    assert first.status == PASSED and not first.cached
+    again = grade(one, root, "exercises", cache=cache, gpu=False)[0]
+    assert again.cached, "nothing changed: the grade is reused"
+    (root / "exercises" / "step2_fake.py").write_text("def g():\n    return 41\n\n\ndef f():\n    return 42\n")
+    after = grade(one, root, "exercises", cache=cache, gpu=False)[0]
+    assert not after.cached and after.status == FAILED, "step 1 imports step 2: editing step 2 re-grades step 1"
+
+
+def test_grading_one_step_and_grading_all_share_one_cache(tmp_path):
+    root = _chain_kata(tmp_path / "kata")
+    steps = load_manifest(root / "grader" / "steps.toml")
+    cache = tmp_path / "cache"
+    grade(steps, root, "exercises", cache=cache, gpu=False, jobs=2)
+    for s in steps:
+        assert grade([s], root, "exercises", cache=cache, gpu=False)[0].cached, f"--step {s.id} after a full check"
+    # keys ignore the filter; an unrelated step's edit keeps step 3's key
+    key = cache_key(steps[2], root, "exercises")
+    (root / "exercises" / "step2_fake.py").write_text("def g():\n    return 7\n")
+    assert cache_key(steps[2], root, "exercises") == key
+
+
+def test_the_step_8_key_covers_every_step_the_final_run_trains():
+    from grader.runner import graded_files
+
+    steps = {s.id: s for s in load_manifest(ROOT / "grader" / "steps.toml")}
+    names = {f.name for f in graded_files(steps["step8"], ROOT, "exercises")}
+    want = {"step1_embeddings.py", "step2_causal_mask.py", "step3_blocks.py", "step4_loss.py",
+            "step5_train_loop.py", "step6_sampler.py", "step7_trainer.py", "step8_pretrain.py"}
+    assert want <= names, want - names
+    three = {f.name for f in graded_files(steps["step3"], ROOT, "exercises")}
+    assert {"step1_embeddings.py", "step2_causal_mask.py", "step3_blocks.py", "step4_loss.py"} <= three, three
+    assert "step6_sampler.py" not in three, "step 3 does not touch step 6: its edits must not re-grade step 3"
+    one = {f.name for f in graded_files(steps["step1"], ROOT, "exercises")}
+    assert "step1_embeddings.py" in one and "step4_loss.py" not in one, one
+
+
+def test_the_trainer_comparison_is_cached_like_the_smoke_run(monkeypatch, tmp_path):
+    import kata.final as final
+
+    monkeypatch.setenv("KATA_CACHE_DIR", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(final, "_trainer_run", lambda solution, run: calls.append(1) or {"loss": 6.3, "seconds": 1.0})
+    first = final.trainer_loss("reference", "smoke")
+    second = final.trainer_loss("reference", "smoke")
+    assert calls == [1] and not first["cached"] and second["cached"] and second["loss"] == 6.3
+    assert list((tmp_path / "final").glob("reference-smoke-trainer-*.json"))
+    key = final.cache_key("reference", final.tier_config("smoke"), final.TRAINER_MODULES, final.TRAINER_SCAFFOLDING)
+    assert key != final.cache_key("reference", final.tier_config("smoke")), "the Trainer's key covers step 7"
+
+
+# ---------------------------------------------------------------------------- summaries
+
+def _result(step, status, tests=(), **kw) -> StepResult:
+    return StepResult(step, status, list(tests), **kw)
+
+
+def _render(results, root, **kw) -> str:
+    console = Console(record=True, width=250)  # wide enough that no cell wraps
+    report.render(results, "exercises", root, console, **kw)
+    return console.export_text()
+
+
+def test_a_step_filter_summarises_that_step_only(tmp_path):
+    root = make_fake_kata(tmp_path / "kata", {k: FAKE_STEPS[k] for k in ("step1", "bonus1")})
+    steps = load_manifest(root / "grader" / "steps.toml")
+    one = _result(steps[0], PASSED, [Result("t", "passed")])
+    text = _render([one], root, manifest=steps, scoped=True)
+    assert "Well done" not in text and "`nox -s check` grades every step" in text, text
+    bonus = _result(steps[1], PASSED, [Result("t", "passed")])
+    text = _render([bonus], root, manifest=steps, scoped=True)
+    assert "0/0 steps" not in text and "bonus 1/1 steps · +10/10 points" in text, text
+
+
+def test_run_rows_show_the_graded_loss_and_the_last_lab_result(tmp_path, monkeypatch):
+    monkeypatch.delenv("KATA_CACHE_DIR", raising=False)
+    steps = {s.id: s for s in load_manifest(ROOT / "grader" / "steps.toml")}
+    smoke = _result(steps["step8"], PASSED, [Result("test_smoke", "passed", extras={"loss": 6.3512, "threshold": 6.8})])
+    lab = _result(steps["step8_lab"], NEEDS_GPU, note="needs a GPU — run `nox -s final` on a GPU machine")
+    (tmp_path / ".kata_cache" / "final").mkdir(parents=True)
+    (tmp_path / ".kata_cache" / "final" / "exercises-lab-abc.json").write_text(json.dumps({"loss": 5.12, "threshold": 5.5}))
+    text = _render([smoke, lab], tmp_path)
+    assert "loss 6.35 < 6.8" in text and "last lab run 5.12 < 5.5" in text, text
+
+
+def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path, capsys):
+    root = make_fake_kata(tmp_path / "kata", {k: FAKE_STEPS[k] for k in ("step1", "step2")})
+    cli.main(["--root", str(root), "--solution", "exercises", "--step", "1", "--no-cache"])
+    out = capsys.readouterr().out
+    assert "grading 1 step(s) of exercises/" in out and "step 1: passed 2/2 tests" in out, out
+    assert "Well done" not in out and "only step 1 graded" in out, out
+
+
+# -------------------------------------------------------------------------------- hints
+
+def test_hints_come_one_at_a_time_and_are_recorded(tmp_path, capsys):
+    root = make_support_kata(tmp_path / "kata", STEP2_DONE, False)
+    step1, step2 = load_manifest(root / "grader" / "steps.toml")
+    assert step1.hints == ("f is g plus one", "return g() + 1") and step2.hints == ("return 41",), "hint = '...' is one hint"
+    assert hints.reveal(root, step1)[0] == "hint 1/2: f is g plus one"
+    assert hints.load_used(root) == {"step1": 1}
+    assert hints.reveal(root, step1)[0] == "hint 2/2: return g() + 1"
+    assert "last" in " ".join(hints.reveal(root, step1)), "past the last hint it says so"
+    assert hints.load_used(root) == {"step1": 2}
+    hints.main(["--root", str(root), "2", "--all"])
+    assert "hint 1/1: return 41" in capsys.readouterr().out
+    assert json.loads((root / "exercises" / "hints_used.json").read_text()) == {"step1": 2, "step2": 1}
+
+
+@pytest.mark.parametrize("words, want", [(["3"], "step3"), (["step3"], "step3"), (["bonus", "2"], "bonus2"),
+                                         (["bonus2"], "bonus2"), (["8_lab"], "step8_lab")],
+                         ids=["number", "id", "bonus-two-words", "bonus-one-word", "lab-tier"])
+def test_hint_takes_a_step_the_way_a_learner_names_it(words, want):
+    assert hints.find_step(load_manifest(ROOT / "grader" / "steps.toml"), words).id == want
+
+
+def test_failure_panel_says_how_to_ask_for_a_hint_and_the_json_records_hints(tmp_path):
+    root = make_fake_kata(tmp_path / "kata", {k: FAKE_STEPS[k] for k in ("step1", "step2")})
+    steps = load_manifest(root / "grader" / "steps.toml")
+    hints.save_used(root, {"step2": 1})
+    results = grade(steps, root, "exercises", gpu=False, jobs=2)
+    text = _render(results, root)
+    assert "make f return 42" not in text, "the panel no longer prints the hint itself"
+    assert "all 1 hints seen" in text or "`nox -s hint -- 2`" in text, text
+    assert "1/1" in text  # the hints column of step 2
+    data = gradescope.results_json(results, "exercises", root)
+    assert data["extra_data"]["hints_used"] == {"step1": 0, "step2": 1}
+    assert all(t["extra_data"]["hints_total"] == 1 for t in data["tests"])
+    assert {t["extra_data"]["hints_used"] for t in data["tests"] if t["number"] == "step2"} == {1}
