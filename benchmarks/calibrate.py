@@ -73,7 +73,7 @@ def child(spec: dict) -> None:
         from kata.final import trainer_loss
 
         overrides.pop("out_dir", None)
-        result = {"status": "trainer", **trainer_loss("reference", spec["tier"], **overrides)}
+        result = {"status": "trainer", **trainer_loss("reference", spec["tier"], use_cache=False, **overrides)}
     else:
         result = grade_final("reference", spec["tier"], use_cache=False, quiet=True, **overrides)
     result["wall_s"] = round(time.time() - t0, 1)
