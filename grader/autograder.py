@@ -203,7 +203,8 @@ def results_json(results: list[StepResult], policy: Policy, found: Found, skippe
         "missing": found.missing,
     }
     output = "\n".join([data["output"], where + " (its tests/, grader/ and conftest.py are never used)"] + found.notes)
-    return {**data, "tests": tests, "output": output, "visibility": policy.visibility,
+    # stdout (the whole table) is for instructors: it would show steps the policy hides.
+    return {**data, "tests": tests, "output": output, "visibility": policy.visibility, "stdout_visibility": "hidden",
             "execution_time": int(round(seconds)), "extra_data": extra}
 
 

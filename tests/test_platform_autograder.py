@@ -154,15 +154,16 @@ def test_syntax_error_missing_file_and_endless_loop_are_graded_per_step(source, 
     sub = root / "submission"  # bare files, no folder
     (sub / "step2_causal_mask.py").write_text("def causal_mask(T:\n    pass\n")
     (sub / "step4_loss.py").write_text(_reference_file("step4_loss") + "\n\nwhile True:  # loops at import\n    pass\n")
-    (sub / "step1_embeddings.py").write_text(_reference_file("step1_embeddings"))  # not graded in this run
-    data = run_autograder(root, "step2,step3,step4", "--time-limit", "75")
+    # step1_embeddings.py is missing (step 1 imports no other step; step 3 imports step 2's
+    # file, so there step 2's syntax error would fail step 3 too).
+    data = run_autograder(root, "step1,step2,step4", "--time-limit", "75")
     steps = data["extra_data"]["steps"]
     assert steps["step2"]["status"] == "failed" and "syntax" in json.dumps(_by_step(data)["step2"]).lower()
-    assert steps["step3"]["status"] == "not started"
-    assert _by_step(data)["step3"][0]["output"].startswith("missing: the submission has no exercises/step3_blocks.py")
+    assert steps["step1"]["status"] == "not started", _by_step(data)["step1"][0]["output"][:300]
+    assert _by_step(data)["step1"][0]["output"].startswith("missing: the submission has no exercises/step1_embeddings.py")
     assert steps["step4"]["status"] == "failed" and steps["step4"]["score"] == 0
     assert "time limit" in json.dumps(_by_step(data)["step4"]), _by_step(data)["step4"][0]["output"][:300]
-    assert data["score"] == 0 and data["max_score"] == 40
+    assert data["score"] == 0 and data["max_score"] == 30
 
 
 def test_lab_tier_is_a_row_that_says_it_is_not_graded(tmp_path):

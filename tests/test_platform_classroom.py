@@ -57,8 +57,9 @@ def _sh(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run a workflow command the way the runner's bash would, with this test's Python as `python`."""
     bindir = cwd / ".bin"
     bindir.mkdir(exist_ok=True)
-    if not (bindir / "python").exists():
-        (bindir / "python").symlink_to(sys.executable)
+    if not (bindir / "python").exists():  # a wrapper, not a link: a venv's python finds its venv by its own path
+        (bindir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        (bindir / "python").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST_", "HYPOTHESIS_"))}
     env.update(PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}", OMP_NUM_THREADS="1",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@x")
