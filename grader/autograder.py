@@ -274,8 +274,9 @@ def build_zip(root: Path = OFFICIAL, out: Path | None = None, wheelhouse: Path |
             for p in sorted(folder.rglob("*")):
                 if p.is_file():
                     z.write(p, Path("official") / p.relative_to(folder))
-            for p in sorted(wheelhouse.glob("*.whl")) if wheelhouse else ():
-                z.write(p, Path("wheels") / p.name, compress_type=zipfile.ZIP_STORED)  # wheels are zips already
+            packages = [p for p in sorted(wheelhouse.iterdir()) if p.name.endswith((".whl", ".tar.gz", ".zip"))] if wheelhouse else []
+            for p in packages:  # wheels, and the sdists of packages without one
+                z.write(p, Path("wheels") / p.name, compress_type=zipfile.ZIP_STORED)  # compressed already
         part.replace(out)
     return out
 

