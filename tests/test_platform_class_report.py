@@ -50,3 +50,33 @@ def test_class_report_counts_passes_first_failures_and_median_hints(tmp_path):
 def test_class_report_without_results_says_so(tmp_path, capsys):
     assert class_report.main([str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     assert "no results.json" in capsys.readouterr().err
+
+
+def test_class_report_grades_each_submission_folder_or_zip_first(tmp_path, monkeypatch):
+    """`--grade`: each folder (or lone zip) is one submission, graded by the autograder
+    (replaced here by a stand-in that records what it was given)."""
+    from grader import autograder
+
+    seen = []
+
+    def fake_grade(submission, target, **kw):
+        files = sorted(p.name for p in submission.rglob("*") if p.is_file())
+        seen.append((files, kw))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        passed = "step1_embeddings.py" in files
+        target.write_text(json.dumps({"tests": [], "extra_data": {
+            "steps": {"step1": {"status": "passed" if passed else "not started", "first_failure": ""}}, "hints_used": {}}}))
+        return {}
+
+    monkeypatch.setattr(autograder, "grade_submission", fake_grade)
+    subs = tmp_path / "submissions"
+    (subs / "ada" / "exercises").mkdir(parents=True)
+    (subs / "ada" / "exercises" / "step1_embeddings.py").write_text("x = 1\n")
+    (subs / "bo").mkdir()
+    (subs / "cy.zip").write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip
+    out = tmp_path / "out"
+    assert class_report.main(["--grade", str(subs), "--steps", "step1", "--out", str(out)]) == 0
+    assert [files for files, _ in seen] == [["step1_embeddings.py"], [], ["cy.zip"]]
+    assert all(kw == {"only": ["step1"]} for _, kw in seen)
+    rows = {r["step"]: r for r in csv.DictReader(open(out / "class-report.csv"))}
+    assert (rows["step1"]["learners"], rows["step1"]["passed"], rows["step1"]["not_started"]) == ("3", "1", "2")
