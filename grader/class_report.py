@@ -113,7 +113,7 @@ def summarize(learners: list[Learner], steps: list[Step]) -> list[dict]:
             continue
         fails = Counter(x.first_failure[s.id] for x in seen if x.status[s.id] != PASSED and x.first_failure.get(s.id))
         top, count = fails.most_common(1)[0] if fails else ("", 0)
-        hints = [x.hints.get(s.id, 0) for x in learners]
+        hints = [x.hints.get(s.id, 0) for x in seen]
         rows.append({
             "step": s.id, "title": s.title, "learners": len(seen),
             "passed": sum(x.status[s.id] == PASSED for x in seen),
@@ -138,6 +138,7 @@ def plot(rows: list[dict], path: Path, n: int) -> None:
 
     matplotlib.use("Agg")  # no display on a server
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(rows), 3) + 1.2))
     labels = [r["step"] for r in rows][::-1]
@@ -145,11 +146,12 @@ def plot(rows: list[dict], path: Path, n: int) -> None:
     not_started = [r["not_started"] for r in rows][::-1]
     failed = [r["learners"] - r["passed"] - r["not_started"] for r in rows][::-1]
     ax.barh(labels, passed, color="#2a9d4b", label="pass")
-    ax.barh(labels, failed, left=passed, color="#d1495b", label="fail")
+    ax.barh(labels, failed, left=passed, color="#d1495b", label="fail (or waiting on a step)")
     ax.barh(labels, not_started, left=[p + f for p, f in zip(passed, failed)], color="#cccccc", label="not started")
     for y, r in enumerate(rows[::-1]):
         ax.text(r["learners"] + 0.02 * n, y, f"hints {r['median_hints']:g}", va="center", fontsize=8)
     ax.set_xlim(0, n * 1.18)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel(f"learners (of {n})")
     ax.set_title("tinygpt-kata: learners per step (median hints used on the right)")
     ax.legend(loc="lower right", fontsize=8)
