@@ -53,14 +53,17 @@ def test_install_commands_pin_what_the_noxfile_pins():
     assert "[test]" in install and "test = [" in (ROOT / "pyproject.toml").read_text()
 
 
-def _sh(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run a workflow command the way the runner's bash would, with this test's Python as `python`."""
+def _sh(cmd: str, cwd: Path, official: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a workflow command the way the runner's bash would, with this test's Python as
+    `python` and, standing in for `pip install ./official`, the official tree on its path."""
     bindir = cwd / ".bin"
     bindir.mkdir(exist_ok=True)
     if not (bindir / "python").exists():  # a wrapper, not a link: a venv's python finds its venv by its own path
         (bindir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
         (bindir / "python").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST_", "HYPOTHESIS_"))}
+    if official is not None:
+        env["PYTHONPATH"] = str(official)
     env.update(PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}", OMP_NUM_THREADS="1",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@x")
     return subprocess.run(["bash", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
@@ -93,5 +96,5 @@ def test_workflow_commands_run_on_the_handout_and_ignore_edited_tests(tmp_path):
     commands = {s["id"]: s["with"]["command"] for s in _steps() if "with" in s and "command" in s["with"]}
     for sid, want in (("step2", 0), ("step4", 1)):
         assert shlex.split(commands[sid])[:3] == ["python", "-m", "grader"]
-        p = _sh(commands[sid], ws)
+        p = _sh(commands[sid], ws, official=ws / "official")
         assert p.returncode == want, f"{commands[sid]} exited {p.returncode}, expected {want}\n{p.stdout[-2500:]}\n{p.stderr[-1500:]}"
