@@ -185,3 +185,20 @@ def mutants(session: nox.Session) -> None:
     """The kata's self-check: reference passes, stubs fail, every mutant in tests/mutants/ is caught."""
     install(session)
     session.run("python", "tests/mutants/run.py", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def autograder(session: nox.Session) -> None:
+    """Instructors: dist/autograder.zip for Gradescope (`-- --wheelhouse DIR` carries wheels)."""
+    install(session)
+    session.run("python", "-m", "grader.autograder", "build", *session.posargs, env=OFFLINE)
+
+
+@nox.session(name="class-report")
+def class_report(session: nox.Session) -> None:
+    """Instructors: per step pass counts, first failures, hints -> dist/class-report/ (CSV + PNG).
+
+    `-- results/` reads every results.json below results/; `-- --grade submissions/` grades each folder first.
+    """
+    install(session)
+    session.run("python", "-m", "grader.class_report", *session.posargs, env=OFFLINE)

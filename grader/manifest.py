@@ -109,3 +109,65 @@ def load_manifest(path: Path | str = MANIFEST) -> list[Step]:
         if unknown:
             raise ValueError(f"{path}: step {s.id} needs unknown step(s) {', '.join(unknown)}")
     return [s for s in steps if not s.bonus] + [s for s in steps if s.bonus]
+
+
+# --------------------------------------------------------------------------- platform policy
+# `load_policy` reads the grading policy of a course platform (the `[gradescope]` table at
+# the end of steps.toml): per step its visibility, time budget, or why it is not graded there.
+
+VISIBILITIES = ("visible", "after_due_date", "after_published", "hidden")  # Gradescope's words
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    """How one step is graded on a course platform (the `[gradescope.steps]` row)."""
+    visibility: str = "visible"
+    time_limit: float | None = None  # None: the step's own [[step]] time_limit
+    graded: bool = True
+    why: str = ""  # why it is not graded there (shown in results.json)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The `[gradescope]` table at the end of steps.toml."""
+    timeout: float = 2400.0
+    jobs: int = 2
+    memory_gb: float = 12.0
+    visibility: str = "visible"
+    steps: dict[str, StepPolicy] = field(default_factory=dict)
+
+    def step(self, step_id: str) -> StepPolicy:
+        return self.steps.get(step_id, StepPolicy())
+
+
+def load_policy(path: Path | str = MANIFEST, platform: str = "gradescope") -> Policy:
+    """The grading policy of `platform`, checked against the manifest's steps: a row for an
+    unknown step, an unknown key or visibility, or a non-positive time limit is an error."""
+    path = Path(path)
+    data = tomllib.loads(path.read_text(encoding="utf-8")).get(platform, {})
+    ids = {s.id for s in load_manifest(path)}
+    where = f"{path} [{platform}]"
+    top_keys = {"timeout", "jobs", "memory_gb", "visibility", "steps"}
+    unknown = sorted(set(data) - top_keys)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(top_keys))}")
+    rows: dict[str, StepPolicy] = {}
+    for sid, row in data.get("steps", {}).items():
+        if sid not in ids:
+            raise ValueError(f"{where}.steps: {sid} is not a step id of the manifest ({', '.join(sorted(ids))})")
+        bad = sorted(set(row) - set(StepPolicy.__dataclass_fields__))
+        if bad:
+            raise ValueError(f"{where}.steps.{sid}: unknown key(s) {', '.join(bad)}; use visibility, time_limit, graded, why")
+        p = StepPolicy(**{**row, "time_limit": float(row["time_limit"]) if "time_limit" in row else None})
+        if p.visibility not in VISIBILITIES:
+            raise ValueError(f"{where}.steps.{sid}: visibility {p.visibility!r}; use one of {', '.join(VISIBILITIES)}")
+        if p.time_limit is not None and p.time_limit <= 0:
+            raise ValueError(f"{where}.steps.{sid}: time_limit must be positive seconds, not {p.time_limit}")
+        if not p.graded and not p.why:
+            raise ValueError(f"{where}.steps.{sid}: graded = false needs a `why` (what the learner is told)")
+        rows[sid] = p
+    vis = data.get("visibility", "visible")
+    if vis not in VISIBILITIES:
+        raise ValueError(f"{where}: visibility {vis!r}; use one of {', '.join(VISIBILITIES)}")
+    return Policy(timeout=float(data.get("timeout", 2400)), jobs=int(data.get("jobs", 2)),
+                  memory_gb=float(data.get("memory_gb", 12)), visibility=vis, steps=rows)
