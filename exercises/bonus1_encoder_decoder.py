@@ -84,6 +84,17 @@ class MultiHeadAttention(nn.Module):
         )
 
 
+class FeedForward(MLP):
+    """Step 3's MLP with the Annotated Transformer's dropout after the activation too.
+
+    (B, T, C) -> (B, T, C): fc, activation, dropout, proj, dropout. The second
+    dropout is the sub-layer's output dropout before the residual addition.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(self.drop(self.act(self.fc(x)))))
+
+
 class EncoderLayer(nn.Module):
     """Pre-norm: x + self_attn(ln(x)) over the whole source (no causal mask), then x + mlp(ln(x))."""
 
@@ -92,7 +103,7 @@ class EncoderLayer(nn.Module):
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.self_attn = MultiHeadAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = FeedForward(config)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
@@ -113,7 +124,7 @@ class DecoderLayer(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.cross_attn = MultiHeadAttention(config)
         self.ln_3 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = FeedForward(config)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(

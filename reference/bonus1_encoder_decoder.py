@@ -90,6 +90,17 @@ class MultiHeadAttention(nn.Module):
         return self.proj(y)
 
 
+class FeedForward(MLP):
+    """Step 3's MLP with the Annotated Transformer's dropout after the activation too.
+
+    (B, T, C) -> (B, T, C): fc, activation, dropout, proj, dropout. The second
+    dropout is the sub-layer's output dropout before the residual addition.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(self.drop(self.act(self.fc(x)))))
+
+
 class EncoderLayer(nn.Module):
     """Pre-norm: x + self_attn(ln(x)) over the whole source (no causal mask), then x + mlp(ln(x))."""
 
@@ -98,7 +109,7 @@ class EncoderLayer(nn.Module):
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.self_attn = MultiHeadAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = FeedForward(config)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
@@ -119,7 +130,7 @@ class DecoderLayer(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.cross_attn = MultiHeadAttention(config)
         self.ln_3 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = FeedForward(config)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(
