@@ -7,14 +7,15 @@ it has written so far, plus cross-attention into the encoder's output ("memory")
 
 Built from your own pieces: step 2's `masked_attention_scores` does the maths of
 every attention here (a (T, S) mask broadcasts as well as the causal (T, T) one), and
-step 3's `MLP` is the feed-forward sub-layer. Layers are pre-norm like step 3's
+step 3's `MLP` is the feed-forward sub-layer (as `FeedForward`, given). Layers are pre-norm like step 3's
 `Block`, with a final LayerNorm after each stack, so the model matches
 `torch.nn.Transformer(norm_first=True)` weight for weight (the tests' oracle).
 
 Dropout sits where the Annotated Transformer puts it: on the embeddings plus
 positions (`Seq2SeqEmbedding`, given), on the attention probabilities, and on each
-sub-layer's output before it is added to the residual stream (the feed-forward's
-output dropout is inside step 3's `MLP`). In eval mode (`model.eval()`) all of it is
+sub-layer's output before it is added to the residual stream, and inside the
+feed-forward after its activation (`FeedForward` drops there and on its own output).
+In eval mode (`model.eval()`) all of it is
 off and the model is deterministic; the tests compare in eval mode.
 
 You write `MultiHeadAttention.forward`, `EncoderLayer.forward`, `DecoderLayer.forward`,
@@ -120,6 +121,17 @@ class MultiHeadAttention(nn.Module):
         # END SOLUTION
 
 
+class FeedForward(MLP):
+    """Step 3's MLP with the Annotated Transformer's dropout after the activation too.
+
+    (B, T, C) -> (B, T, C): fc, activation, dropout, proj, dropout. The second
+    dropout is the sub-layer's output dropout before the residual addition.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(self.drop(self.act(self.fc(x)))))
+
+
 class EncoderLayer(nn.Module):
     """One encoder layer: self-attention over the whole source, then the feed-forward, both pre-norm."""
 
@@ -128,7 +140,7 @@ class EncoderLayer(nn.Module):
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.self_attn = MultiHeadAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = FeedForward(config)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
@@ -164,7 +176,7 @@ class DecoderLayer(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.cross_attn = MultiHeadAttention(config)
         self.ln_3 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = FeedForward(config)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(

@@ -42,9 +42,15 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
     # logits, the largest tensor in the model, stay contiguous; slicing them
     # (logits[:, :-1]) would copy them once forward and once more backward.
     shift_labels = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
-    return F.cross_entropy(
+    total = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(),
         shift_labels.reshape(-1),
         ignore_index=ignore_index,
+        reduction="sum",
     )
+    # The mean over the pairs that count. A batch of pure padding has none: the sum
+    # is then 0.0 (still a function of the logits, so backward gives zero gradients),
+    # and dividing by at least 1 keeps it 0.0 where reduction="mean" would give NaN.
+    count = (shift_labels != ignore_index).sum()
+    return total / count.clamp(min=1)
     # END SOLUTION

@@ -88,11 +88,13 @@ def generate(
     for _ in range(max_new_tokens):
         logits, _ = model(crop_context(idx, block_size))
         nxt = sample_next(logits[:, -1, :], temperature, top_k, generator)
-        idx = torch.cat([idx, nxt], dim=1)
         if eos_id is not None:
+            # A finished row only pads with eos_id; the others go on until all are done.
+            nxt = nxt.masked_fill(done.unsqueeze(1), eos_id)
             done |= nxt.squeeze(1) == eos_id
-            if bool(done.all()):
-                break
+        idx = torch.cat([idx, nxt], dim=1)
+        if eos_id is not None and bool(done.all()):
+            break
     model.train(was_training)
     return idx
     # END SOLUTION

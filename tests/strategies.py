@@ -122,3 +122,38 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def dropout_mistake(train: torch.Tensor, eval_: torch.Tensor, p: float, where: str, fix: str) -> str | None:
+    """What is wrong with a train-mode output whose eval-mode output is `eval_`, if it
+    should be `Dropout(p)` applied to it; None if it is.
+
+    Behaviour only, for any placement-equivalent code and any RNG use: a fraction ~p of
+    the entries is exactly 0, and every other entry is the eval value / (1 - p).
+    `eval_` must have no zeros (random weights: probability 0). With N entries the
+    zero fraction's standard error is sqrt(p(1-p)/N); the tolerance is 7 of them.
+    """
+    t, e = train.detach().double(), eval_.detach().double()
+    zero = t == 0
+    frac = zero.double().mean().item()
+    tol = 7 * (p * (1 - p) / t.numel()) ** 0.5
+    kept = ~zero
+    scaled = torch.isclose(t[kept], e[kept] / (1 - p), rtol=1e-5, atol=1e-6)
+    if torch.equal(t, e):
+        return (f"{where} in train mode equals the eval-mode output exactly: dropout (p={p}) is missing or "
+                f"never active in training. {fix}")
+    if abs(frac - p) > tol:
+        return (f"{where} in train mode has {frac:.1%} of its entries exactly 0, expected about p = {p:.0%} "
+                f"(dropout on that output zeroes each entry with probability p): "
+                + ("no entry is zeroed, so dropout is applied somewhere else (or to only part of the sum). "
+                   if frac < tol else "the dropout probability is not config.dropout, or dropout is applied twice. ")
+                + fix)
+    if bool(scaled.all()):
+        return None
+    unscaled = torch.isclose(t[kept], e[kept], rtol=1e-5, atol=1e-6)
+    if bool(unscaled.all()):
+        return (f"{where} in train mode keeps its entries unscaled: inverted dropout divides what it keeps by "
+                f"1 - p = {1 - p} (nn.Dropout does), so the expected value equals the eval output. {fix}")
+    return (f"{where} in train mode: the entries that are not zeroed should be the eval-mode values / (1 - p), "
+            f"but {int((~scaled).sum())} of {int(kept.sum())} are not: dropout is applied somewhere else too, or "
+            f"to only part of it. {fix}")

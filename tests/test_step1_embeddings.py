@@ -16,7 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from _support import assert_close, not_implemented_guard as call, oracle, recorded, student
-from strategies import SEEDS, expect, gpt_configs, name_the_mistake, one_thread, random_state, token_batches
+from strategies import (
+    SEEDS, dropout_mistake, expect, gpt_configs, name_the_mistake, one_thread, random_state, token_batches,
+)
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)  # tiny tensors: see strategies.one_thread
 S1 = "step1_embeddings"
@@ -260,3 +262,33 @@ def test_step1_initial_loss_of_tied_head_is_about_ln_vocab() -> None:
            "instead of std 0.02 (init_weights)." if loss > ln_v + 5 else
            "Check init_weights (std 0.02) and tie_weights (step1_embeddings.py).")
     ))
+
+
+# --- train mode: dropout on the embedding output ----------------------------------
+
+
+def test_step1_embeddings_apply_dropout_to_their_output_in_train_mode() -> None:
+    """Train mode: Dropout(config.dropout) on token + position; eval mode: none.
+
+    Checked by behaviour, whatever the code looks like: about p of the output entries
+    are exactly 0 and the others are the eval output / (1 - p).
+    """
+    s1 = student(S1)
+    p = 0.5
+    cfg = dict(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=64, dropout=p)
+    emb = s1.Embeddings(s1.GPTConfig(**cfg))
+    emb.load_state_dict(random_state(emb, 0, std=1.0))
+    idx = torch.randint(0, 50, (4, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        emb.eval()
+        ev = call(emb.forward, idx)
+        emb.train()
+        torch.manual_seed(0)
+        tr = call(emb.forward, idx)
+        again = call(emb.forward, idx)
+    problem = dropout_mistake(tr, ev, p, "Embeddings' output",
+                              "Return self.drop(self.token(idx) + self.position(pos)): dropout on the sum.")
+    expect(problem is None, problem or "")
+    expect(not torch.equal(tr, again),
+           "two train-mode calls zeroed exactly the same entries: dropout must draw a new mask every call "
+           "(use self.drop, an nn.Dropout)")

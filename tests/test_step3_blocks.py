@@ -260,3 +260,128 @@ def test_step3_tinygpt_loss_is_the_next_token_loss_of_its_logits(cfg: dict, seed
                  hint="expected step 4's next_token_loss of these very logits and the labels given "
                       "(TinyGPT.forward, step3_blocks.py)")
 
+
+
+# --- train mode: where dropout acts ------------------------------------------------------
+#
+# Graded by behaviour, for any code with the same placement and any use of the RNG: in
+# float64, a Block whose MLP outputs exactly 0 is x + attention branch, so
+# `block(x) - x` shows the attention's train-mode output entry by entry.
+
+P = 0.5
+
+
+def train_block(cfg: dict, seed: int) -> nn.Module:
+    """The student's Block in float64 with dropout P, random weights, MLP output zeroed."""
+    block, _ = build("Block", {**cfg, "dropout": P, "bias": True}, seed)
+    block.double()
+    with torch.no_grad():
+        block.mlp.proj.weight.zero_()
+        block.mlp.proj.bias.zero_()
+    return block
+
+
+def attention_branch(block: nn.Module, x: torch.Tensor, train: bool, seed: int = 0) -> torch.Tensor:
+    block.train(train)
+    torch.manual_seed(seed)
+    return run(block, x) - x
+
+
+ATTN_CFG = dict(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
+IMPLS = ["manual", "sdpa"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_step3_attention_output_has_residual_dropout_in_train_mode(impl: str) -> None:
+    cfg = {**ATTN_CFG, "attn_impl": impl}
+    block = train_block(cfg, seed=1)
+    x = randn(16, 8, 16, seed=1).double()
+    ev, tr = attention_branch(block, x, False), attention_branch(block, x, True)
+    expect(not torch.equal(tr, ev), (
+        f"the attention's output in train mode ({impl} attention, dropout={P}) equals its eval-mode output: no "
+        f"dropout acts in training. Apply self.resid_drop to the output of self.proj (and dropout to the "
+        f"attention weights)"))
+    frac = (tr == 0).double().mean().item()
+    tol = 7 * (P * (1 - P) / tr.numel()) ** 0.5
+    expect(abs(frac - P) <= tol, (
+        f"in train mode ({impl} attention, dropout={P}) {frac:.1%} of the attention's output entries are exactly 0, "
+        f"expected about {P:.0%}: the residual dropout belongs on the attention's output, after the projection — "
+        f"return self.resid_drop(self.proj(y)). "
+        + ("No entry is zeroed: it is missing, or applied before self.proj." if frac < tol else "")))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_step3_attention_weights_have_dropout_in_train_mode(impl: str) -> None:
+    """Every value vector is the same u and the projection is the identity, so in eval
+    mode the output is u everywhere (the weights of a row sum to 1). In train mode, a
+    kept output entry is u * (sum of the kept weights / (1-p)) / (1-p): this factor varies
+    from row to row only if the attention weights themselves were dropped."""
+    cfg = {**ATTN_CFG, "attn_impl": impl}
+    block = train_block(cfg, seed=2)
+    C = cfg["n_embd"]
+    u = 1.0 + torch.arange(C, dtype=torch.float64) / C
+    with torch.no_grad():
+        block.attn.qkv.weight[2 * C:].zero_()  # v = u for every position, whatever the input
+        block.attn.qkv.bias[2 * C:] = u
+        block.attn.proj.weight.copy_(torch.eye(C))
+        block.attn.proj.bias.zero_()
+    x = randn(16, 8, C, seed=2).double()
+    ev = attention_branch(block, x, False)
+    expect(torch.allclose(ev, u.expand_as(ev), atol=1e-9), (
+        "with every value vector equal to u and an identity projection, the eval-mode attention output should be "
+        "u at every position (softmax weights sum to 1); fix the attention tests above first"))
+    tr = attention_branch(block, x, True)
+    kept = tr != 0
+    ratio = (tr / u)[kept]
+    where = (f"in train mode ({impl} attention, dropout={P}) with all values equal, the kept output entries are "
+             f"u times")
+    fix = ("drop the attention weights: self.attn_drop(scores.softmax(dim=-1)) @ v on the manual path, "
+           "dropout_p=self.dropout if self.training else 0.0 for F.scaled_dot_product_attention")
+    if ratio.numel() and torch.allclose(ratio, torch.full_like(ratio, 1 / (1 - P))):
+        pytest.fail(f"{where} exactly 1/(1-p) everywhere: only the residual dropout acted, the attention weights "
+                    f"were not dropped. {'The fused kernel needs ' if impl == 'sdpa' else ''}{fix}", pytrace=False)
+    if ratio.numel() and torch.allclose(ratio, torch.full_like(ratio, 1 / (1 - P) ** 2)):
+        pytest.fail(f"{where} exactly 1/(1-p)² everywhere: dropout was applied to the attention's output "
+                    f"(weights @ v) entry by entry, not to the attention weights: {fix}", pytrace=False)
+    expect(ratio.numel() > 0 and ratio.std().item() > 0.1, (
+        f"{where} {ratio.unique()[:6].tolist()}...: the factor should vary from row to row (each row keeps a "
+        f"random subset of its attention weights): {fix}"))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_step3_attention_in_train_mode_is_the_eval_output_on_average(impl: str) -> None:
+    """Inverted dropout keeps the expectation: averaged over many independent masks (the
+    same sequence repeated over the batch), train mode gives the eval output."""
+    cfg = {**ATTN_CFG, "attn_impl": impl}
+    block = train_block(cfg, seed=3)
+    x = randn(1, 6, 16, seed=3).double().expand(4096, -1, -1).contiguous()
+    ev = attention_branch(block, x[:1], False)[0]
+    tr = attention_branch(block, x, True)
+    mean, se = tr.mean(0), tr.std(0) / tr.size(0) ** 0.5
+    bad = (mean - ev).abs() > 6 * se + 1e-9  # 6 standard errors: never by chance
+    expect(not bool(bad.any()), (
+        f"averaged over 4096 train-mode passes ({impl} attention, dropout={P}), the attention output differs from "
+        f"the eval output by up to {(mean - ev).abs().max().item():.3g} ({int(bad.sum())} of {bad.numel()} entries "
+        f"beyond 6 standard errors): dropout must divide what it keeps by 1 - p (nn.Dropout does) and act only on "
+        f"the attention weights and the projected output, not on the scores before the softmax"))
+
+
+def test_step3_mlp_dropout_is_active_in_train_mode_and_unbiased() -> None:
+    cfg = dict(ATTN_CFG, dropout=P, bias=True, attn_impl="manual")
+    mlp, _ = build("MLP", cfg, seed=4)
+    mlp.double()
+    x = randn(1, 6, 16, seed=4).double().expand(4096, -1, -1).contiguous()
+    mlp.eval()
+    ev = run(mlp, x[:1])[0]
+    mlp.train()
+    torch.manual_seed(0)
+    tr = run(mlp, x)
+    expect(not torch.equal(tr[0], ev), (
+        f"the MLP in train mode (dropout={P}) gives its eval-mode output: dropout is missing — "
+        f"return self.drop(self.proj(self.act(self.fc(x))))"))
+    mean, se = tr.mean(0), tr.std(0) / tr.size(0) ** 0.5
+    bad = (mean - ev).abs() > 6 * se + 1e-9
+    expect(not bool(bad.any()), (
+        f"averaged over 4096 train-mode passes the MLP output differs from its eval output by up to "
+        f"{(mean - ev).abs().max().item():.3g}: dropout belongs on the MLP's output (after self.proj), with "
+        f"nn.Dropout's 1/(1-p) rescaling — not on its input"))

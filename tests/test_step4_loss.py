@@ -205,3 +205,74 @@ def test_step4_mismatched_shapes_raise_valueerror(labels_shape: tuple[int, ...])
     expect(False, f"next_token_loss with logits (2, 6, 10) and labels {labels_shape} {got}. Check that logits are "
                   f"(B, T, V) and labels (B, T) first and raise ValueError naming both shapes: a mismatch means "
                   f"the batch was built wrong, and a silent broadcast or a cryptic error hides it")
+
+
+# --- real tokens always count; a batch with nothing to count --------------------------
+
+
+@pytest.mark.parametrize(("V", "token", "what"), [
+    (50257, 50256, "GPT-2's end-of-text id 50256"),
+    (50257, 0, "token id 0 ('!' in GPT-2)"),
+    (13, 12, "the last id of the vocabulary, V - 1"),
+])
+def test_step4_every_real_token_counts_end_of_text_included(V: int, token: int, what: str) -> None:
+    """Only `ignore_index` marks a pair that does not count: any id in [0, V) is a real
+    token. Dropping end-of-text from the loss (the seed lab's pad = EOS pitfall) means
+    the model never learns where a document ends."""
+    s4 = student(S4)
+    g = torch.Generator().manual_seed(token)
+    logits = randn(2, 6, V, seed=token, std=2.0)
+    labels = torch.randint(0, V, (2, 6), generator=g)
+    labels[:, 1::2] = token  # three pairs per row have this label
+    labels[1, 2] = -100  # and one pair that really is padding
+    out = _loss(s4, logits, labels, -100)
+    want = by_hand(logits, labels, -100)
+    without = by_hand(logits, labels.masked_fill(labels == token, -100), -100)
+    expect(isinstance(out, torch.Tensor) and out.dim() == 0 and math.isfinite(out.item()),
+           f"next_token_loss should return a finite 0-dim tensor, got {out!r}")
+    got = out.item()
+    hint = (f"that is the loss without the pairs whose label is {token} ({what}): only labels equal to "
+            f"ignore_index may be skipped — do not filter out end-of-text, id 0 or any other real token"
+            if abs(got - without) < 1e-4 else
+            "check that the mean is over every pair whose label is not ignore_index")
+    # float64 by hand vs fp32 cross-entropy over 9 pairs.
+    expect(abs(got - want) < 1e-4 * max(1.0, abs(want)),
+           f"with V={V} and labels containing {what}, the loss is {got:.6f}, expected {want:.6f} (every pair "
+           f"except the one labelled ignore_index=-100 counts); {hint}")
+
+
+@pytest.mark.parametrize(("labels", "ignore_index"), [
+    ([[-100, -100, -100, -100], [-100, -100, -100, -100]], -100),
+    ([[7, -100, -100, -100], [3, -100, -100, -100]], -100),  # only first labels: they are never predicted
+    ([[0, 0, 0], [0, 0, 0]], 0),
+    ([[5], [2]], -100),  # T = 1: no pair at all
+])
+def test_step4_a_batch_with_nothing_to_count_gives_zero_not_nan(labels: list, ignore_index: int) -> None:
+    """A batch of pure padding must not poison training: 0.0, a function of the logits
+    (backward runs and gives zero gradients), float32, never NaN."""
+    s4 = student(S4)
+    labels = torch.tensor(labels)
+    B, T = labels.shape
+    logits = randn(B, T, 11, seed=T).requires_grad_()
+    out = _loss(s4, logits, labels, ignore_index)
+    shown = f"next_token_loss(logits {tuple(logits.shape)}, labels {labels.tolist()}, ignore_index={ignore_index})"
+    expect(isinstance(out, torch.Tensor) and out.dim() == 0,
+           f"{shown} should return a 0-dim tensor, got {out!r}")
+    value = out.item()
+    expect(not math.isnan(value),
+           f"{shown} is NaN: no pair counts, and a mean over zero pairs is 0/0 (what reduction='mean' gives). "
+           f"Return the sum over the counted pairs divided by max(count, 1), so such a batch gives 0.0")
+    expect(value == 0.0, f"{shown} returned {value}, expected 0.0: no pair counts (every shifted label is "
+                         f"ignore_index), so nothing contributes to the loss")
+    expect(out.dtype == torch.float32, f"{shown} has dtype {out.dtype}, expected float32")
+    expect(out.requires_grad and out.grad_fn is not None,
+           f"{shown} returned a constant with no graph (e.g. torch.tensor(0.0)): the training loop calls "
+           f"loss.backward() on it and crashes. Compute it from the logits (sum of nothing / max(count, 1))")
+    out.backward()
+    grad = logits.grad
+    expect(grad is not None,
+           f"after backward() on {shown}, the logits got no gradient: the 0.0 must be computed from the logits "
+           f"(a fresh tensor with requires_grad=True is not connected to the model)")
+    expect(bool(torch.isfinite(grad).all()) and bool((grad == 0).all()),
+           f"after backward() on {shown}, the logits' gradient should be all zeros (nothing counts); got "
+           f"{'NaN or inf values' if not bool(torch.isfinite(grad).all()) else f'values up to {grad.abs().max().item():.3g}'}")

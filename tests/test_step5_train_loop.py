@@ -300,6 +300,46 @@ def test_train_step_returns_detached_scalars_and_puts_the_model_in_train_mode():
                                      f"graph, or the graph it holds stays alive and leaks memory")
 
 
+class AutocastSpy(TinyLM):
+    """TinyLM that records, at every forward, whether CPU autocast is on and its dtype."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.seen: list[torch.dtype | None] = []
+
+    def forward(self, input_ids, labels=None):
+        on = torch.is_autocast_enabled(input_ids.device.type)
+        self.seen.append(torch.get_autocast_dtype(input_ids.device.type) if on else None)
+        return super().forward(input_ids, labels)
+
+
+def _autocast_message(fn: str, want, seen) -> str:
+    if want is None:
+        return (f"{fn}(..., autocast_dtype=None) ran the forward under autocast ({seen}): with None there is no "
+                f"autocast — use torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None)")
+    if not seen or all(d is None for d in seen):
+        why = ("the forward ran without autocast: autocast_dtype is ignored, so a GPU run silently loses bf16 "
+               "and its speed. Wrap the forward in torch.autocast(input_ids.device.type, dtype=autocast_dtype, "
+               "enabled=autocast_dtype is not None) — the inputs' device type, not a hard-coded 'cuda'")
+    else:
+        why = "autocast ran with another dtype: pass dtype=autocast_dtype (the default is bf16 on CPU, fp16 on CUDA)"
+    return f"{fn}(..., autocast_dtype={want}) should run the model's forward under autocast with {want}; saw {seen}: {why}"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, None])
+def test_train_step_runs_the_forward_under_the_requested_autocast(dtype):
+    model = AutocastSpy(seed=5)
+    call("train_step", model, batch(5), torch.optim.SGD(model.parameters(), lr=0.0), 1.0, autocast_dtype=dtype)
+    assert model.seen and all(d == dtype for d in model.seen), _autocast_message("train_step", dtype, model.seen)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, None])
+def test_evaluate_runs_the_forward_under_the_requested_autocast(dtype):
+    model = AutocastSpy(seed=6)
+    call("evaluate", model, batch(6, B=8), 4, autocast_dtype=dtype)
+    assert model.seen and all(d == dtype for d in model.seen), _autocast_message("evaluate", dtype, model.seen)
+
+
 # --------------------------------------------------------------------- evaluate
 
 

@@ -231,3 +231,67 @@ def test_generate_stops_once_every_row_has_produced_eos():
     )
     out = call("generate", model, prompt, 5, eos_id=None, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 7), f"with eos_id=None generate must produce all 5 new tokens, got shape {tuple(out.shape)}"
+
+
+# ------------------------------------------- generate: a batch whose rows end at different times
+
+EOS = 9
+# Next token after each token, with probability 1 - ~1e-25 at any temperature up to 1:
+# 1 -> EOS at once; 2 -> 3 -> 4 -> EOS (three steps later); 5 -> 6 -> 7 -> 8 -> 5 never ends;
+# after EOS the table continues with 5, so a row that is not padded after its EOS shows it.
+CHAIN = {0: 1, 1: EOS, 2: 3, 3: 4, 4: EOS, 5: 6, 6: 7, 7: 8, 8: 5, EOS: 5}
+
+
+def chain_model() -> TableLM:
+    tab = torch.full((10, 10), -30.0)
+    for a, b in CHAIN.items():
+        tab[a, b] = 30.0
+    return TableLM(tab, block_size=8)
+
+
+def continue_chain(row: list[int], n: int) -> list[int]:
+    """What `generate` must return for one row: follow CHAIN; after an EOS, only EOS."""
+    out = list(row)
+    for _ in range(n):
+        out.append(EOS if EOS in out[len(row):] else CHAIN[out[-1]])
+    return out
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+@pytest.mark.parametrize(("prompts", "max_new", "steps"), [
+    ([[0, 1], [0, 2]], 10, 3),  # row 0 ends after 1 step, row 1 after 3: stop at 3
+    ([[0, 2], [0, 1]], 10, 3),
+    ([[0, 1], [0, 5]], 6, 6),  # row 1 never ends: all 6 steps, row 0 padded with EOS
+    ([[0, 1], [0, 2]], 2, 2),  # max_new_tokens comes first
+    ([[0, 2]], 10, 3),
+])
+def test_generate_stops_when_every_row_has_finished_and_pads_finished_rows_with_eos(
+        temperature, prompts, max_new, steps):
+    prompt = torch.tensor(prompts)
+    out = call("generate", chain_model(), prompt, max_new, temperature=temperature, eos_id=EOS,
+               generator=torch.Generator().manual_seed(0))
+    want = torch.tensor([continue_chain(r, steps) for r in prompts])
+    if out.shape == want.shape and torch.equal(out, want):
+        return
+    B, T0 = prompt.shape
+    first_end = min((continue_chain(r, max_new)[T0:].index(EOS) + 1 for r in prompts
+                     if EOS in continue_chain(r, max_new)[T0:]), default=None)
+    got = out.tolist()
+    if out.dim() == 2 and out.size(1) == T0 + (first_end or -1) and steps != first_end:
+        why = ("generation stopped as soon as ONE row produced eos_id; it must go on until EVERY row has "
+               "(keep a per-row `done` flag, done |= next == eos_id, and stop when done.all())")
+    elif out.dim() == 2 and out.shape[0] == B and out.size(1) == T0 + steps + 1 and torch.equal(out[:, :-1], want):
+        why = "one step too many: stop right after the step on which the last row finished"
+    elif out.dim() == 2 and out.size(1) < T0 + steps and torch.equal(out, want[:, : out.size(1)]):
+        why = ("the sequence is cut short: append the step's tokens before checking whether every row is done, "
+               "so the last row's eos_id is kept")
+    elif out.shape == want.shape:
+        why = ("a row kept sampling after its eos_id: once a row has produced eos_id, every later position of "
+               "that row must be eos_id too (it is finished; it only pads until the other rows end)")
+    else:
+        why = "expected (B, T0 + n) with n the number of steps taken"
+    pytest.fail(
+        f"generate(prompt={prompts}, max_new_tokens={max_new}, eos_id={EOS}, temperature={temperature}) on a model "
+        f"whose continuations are fixed ({CHAIN}) should return {want.tolist()}, got {got}: {why}",
+        pytrace=False,
+    )

@@ -154,6 +154,36 @@ def test_collator_masks_only_real_padding(tokenizer, pad_is_eos):
     )
 
 
+@pytest.mark.parametrize("pad_is_eos", [True, False])
+def test_collator_masking_leaves_the_input_ids_intact(tokenizer, pad_is_eos):
+    tok = copy.deepcopy(tokenizer)
+    if pad_is_eos:
+        tok.pad_token = tok.eos_token
+    batch = collate(tok, [[5, EOS, 7, 8], [EOS, 1]])
+    ids = batch["input_ids"]
+    pad = ids[1, 2:].tolist()
+    assert ids[0].tolist() == [5, EOS, 7, 8] and ids[1, :2].tolist() == [EOS, 1] and min(pad) >= 0 \
+            and len(set(pad)) == 1, (
+        f"after collating [[5, {EOS}, 7, 8], [{EOS}, 1]], input_ids should be the rows padded with the pad id, "
+        f"got {ids.tolist()}"
+        + (": -100 was written into the model's inputs (an embedding lookup of -100 crashes). The labels share "
+           "memory with input_ids (labels = batch['input_ids'], .detach() or a view), so masking the labels "
+           "masked the inputs too: build the labels as a copy (.clone()) or out of place (torch.where)"
+           if min(pad) < 0 else "")
+    )
+
+
+def test_collator_labels_are_a_tensor_of_their_own(tokenizer):
+    batch = collate(tokenizer, [[5, EOS, 7, 8], [EOS, 1, 2, 3]])
+    before = batch["input_ids"].clone()
+    batch["labels"][:, 0] = -100  # what masking (or any later edit of the labels) does
+    assert torch.equal(batch["input_ids"], before), (
+        "writing into batch['labels'] changed batch['input_ids']: the two share memory (labels = "
+        "batch['input_ids'] without .clone(), or a .view()/.detach() of it), so any mask applied to the labels "
+        "also lands in the model's inputs. Make the labels a copy: batch['input_ids'].clone()"
+    )
+
+
 # ------------------------------------------------------------ training_arguments
 
 

@@ -6,7 +6,7 @@ only the loop itself is graded here; `train_step` is wrapped in a spy that recor
 the learning rate the optimizer really used. (In a learner handout without the
 reference, the learner's own steps 1-6 are used instead.) Three short runs on the
 offline Shakespeare corpus (a 1-layer, 32-dim model, 10 steps): one straight
-through, one interrupted after 8 steps, and its resumption.
+through, one interrupted after 5 steps, and its resumption.
 """
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ from _support import oracle, recorded, student
 
 RUN = dict(
     n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4, max_steps=10, warmup_steps=3,
-    lr=3e-3, min_lr=3e-4, max_grad_norm=0.5, log_interval=1, eval_interval=4, eval_batches=2,
+    lr=3e-3, min_lr=3e-4, max_grad_norm=0.5, log_interval=1, eval_interval=5, eval_batches=2,
     checkpoint_interval=4, sample_tokens=5, samples=1,
 )
-STOP_AFTER = 8  # a multiple of eval_interval: the cut run's final evaluation is then the scheduled one
+STOP_AFTER = 5  # a multiple of eval_interval: the cut run's final evaluation is then the scheduled one
+# max_steps is a multiple of eval_interval too: a loop that also evaluates after the last update logs the
+# final validation loss twice (the scaffolding evaluates after the loop).
 STEP_MODULES = {"step1": "step1_embeddings", "step3": "step3_blocks", "step5": "step5_train_loop", "step6": "step6_sampler"}
 
 
@@ -241,4 +243,34 @@ def test_an_interrupted_run_resumes_exactly(runs):
         f"(step, split, loss, lr): {diff}. A resumed run must continue exactly where the first stopped: the same "
         f"step numbers (so the same lr) and the same batches as the uninterrupted run (run_training, "
         f"step8_pretrain.py)"
+    )
+
+
+def test_run_training_logs_each_loss_at_the_number_of_updates_done(runs):
+    runs.full.get()
+    n = RUN["max_steps"]
+    steps = [int(r["step"]) for r in rows(runs.full_dir, "train")]
+    want = list(range(1, n + 1))
+    hint = ("the loss is logged against the step index (updates before this one): after the update it is "
+            "step + 1 updates done — run.log_train(step + 1, loss, lr)" if steps == list(range(n)) else
+            "log every step's loss once with run.log_train(step + 1, loss, lr)")
+    assert steps == want, f"loss.csv's train rows are at steps {steps}, expected {want}: {hint}"
+    per_step = RUN["batch_size"] * RUN["block_size"]
+    tokens = [int(r["tokens"]) for r in rows(runs.full_dir, "train")]
+    assert tokens == [s * per_step for s in want], (
+        f"loss.csv's tokens column {tokens[:3]}... should be the tokens trained on so far, (step + 1) * batch_size "
+        f"* block_size = {[s * per_step for s in want[:3]]}...: pass the number of updates done to run.log_train"
+    )
+
+
+def test_run_training_logs_every_validation_loss_once(runs):
+    runs.full.get()
+    n = RUN["max_steps"]
+    val_steps = [int(r["step"]) for r in rows(runs.full_dir, "validation")]
+    twice = sorted({s for s in val_steps if val_steps.count(s) > 1})
+    assert not twice, (
+        f"loss.csv has several validation rows at step(s) {twice} (all of them: {val_steps}): "
+        + (f"the final evaluation is logged twice — the scaffolding evaluates after the loop, so run_training "
+           f"evaluates only while done < run.total_steps, never after the last update"
+           if n in twice else "evaluate once per eval_interval updates")
     )

@@ -4,8 +4,12 @@
 
 1. Baseline, per step: the reference passes its step's tests, and the untouched
    stubs in exercises/ fail it (pytest exit 1; exit 2/3/4/5 means a broken suite).
-2. Mutants (`tests/mutants/step*.toml`): each is the reference with one text
-   replacement; the step it names must fail (pytest exit 1).
+2. Mutants (`tests/mutants/*.toml`, `[[mutant]]`): each is the reference with one
+   text replacement, a realistic wrong solution; the step it names must fail (pytest exit 1).
+3. Alternatives (`tests/mutants/alternatives/*.toml`, `[[alternative]]`): the reference
+   with one replacement that is still correct, written the way another careful learner
+   would (einsum, torch.where, another init order, ...); the step's tests must pass
+   (exit 0). A failing alternative means a test grades style, call order or RNG use.
 
 Every run copies reference/ to a temporary folder as a package named `exercises`
 (the mutant applied, or not for the baseline) and runs
@@ -15,7 +19,7 @@ own exercises/ off the front of sys.path; `-m <step>` selects exactly the step's
 test files, which conftest marks, narrowed by the manifest's `-k` `select`; `not slow`
 leaves out step 8's graded 2-minute training runs, which `nox -s final` covers;
 steps marked `gpu` in grader/steps.toml are skipped.) Exit status 0 only if the
-baseline holds and every mutant is caught.
+baseline holds, every mutant is caught and every alternative passes.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MUTANTS_DIR = Path(__file__).resolve().parent
+ALTERNATIVES_DIR = MUTANTS_DIR / "alternatives"
 FIELDS = ("name", "step", "module", "find", "replace", "why")
 RUN_TIMEOUT_S = 900  # one pytest run; pytest-timeout already bounds each test
 
@@ -56,9 +61,9 @@ class Mutant:
 
 @dataclass
 class Result:
-    label: str  # mutant name, or "reference" / "stubs"
+    label: str  # mutant or alternative name, or "reference" / "stubs"
     step: str
-    expect: str  # "pass" (reference), "fail" (stubs, mutants)
+    expect: str  # "pass" (reference, alternatives), "fail" (stubs, mutants)
     rc: int
     seconds: float
     first_failure: str = ""
@@ -83,12 +88,14 @@ def selection(step: dict) -> list[str]:
     return args + ["-k", step["select"]] if step.get("select") else args
 
 
-def load_mutants() -> list[Mutant]:
-    """Every mutant of every `step*.toml`, checked: fields present, `find` occurs exactly once."""
+def load_mutants(folder: Path = MUTANTS_DIR, kind: str = "mutant") -> list[Mutant]:
+    """Every `[[<kind>]]` entry of every `<folder>/*.toml`, checked: fields present, `find`
+    occurs exactly once, the result compiles, names unique. Mutants (wrong solutions) live
+    in tests/mutants/, alternatives (correct ones) in tests/mutants/alternatives/."""
     mutants, problems, names = [], [], set()
-    for path in sorted(MUTANTS_DIR.glob("*.toml")):
-        for i, entry in enumerate(tomllib.loads(path.read_text()).get("mutant", [])):
-            where = f"{path.name} mutant #{i + 1} ({entry.get('name', '?')})"
+    for path in sorted(folder.glob("*.toml")):
+        for i, entry in enumerate(tomllib.loads(path.read_text()).get(kind, [])):
+            where = f"{path.name} {kind} #{i + 1} ({entry.get('name', '?')})"
             missing = [f for f in FIELDS if not isinstance(entry.get(f), str)]
             if missing:
                 problems.append(f"{where}: missing or non-string field(s) {missing}")
@@ -112,8 +119,13 @@ def load_mutants() -> list[Mutant]:
             names.add(m.name)
             mutants.append(m)
     if problems:
-        raise SystemExit("invalid mutant files:\n  " + "\n  ".join(problems))
+        raise SystemExit(f"invalid {kind} files:\n  " + "\n  ".join(problems))
     return mutants
+
+
+def load_alternatives() -> list[Mutant]:
+    """The correct alternatives of `tests/mutants/alternatives/*.toml` (same fields as a mutant)."""
+    return load_mutants(ALTERNATIVES_DIR, "alternative")
 
 
 def make_solution(tmp: Path, mutant: Mutant | None) -> Path:
@@ -209,7 +221,7 @@ def select(mutants: list[Mutant], steps: list[str] | None, names: list[str] | No
 
 def describe(r: Result) -> str:
     if r.expect == "pass":
-        return "passes" if r.ok else f"FAILS (pytest exit {r.rc})"
+        return "passes" if r.ok else {124: "timed out"}.get(r.rc, f"FAILS (pytest exit {r.rc})")
     if r.ok:
         return "caught"
     return {0: "SURVIVED (all tests passed)", 5: "no tests selected (exit 5)", 124: "timed out"}.get(
@@ -224,8 +236,8 @@ def report(results: list[Result]) -> None:
         for r in results:
             print(f"{r.label:40} {r.step:6} {describe(r):28} {r.seconds:6.1f}s  {r.first_failure}")
         return
-    table = Table(title="kata self-check: baseline and mutants")
-    for col in ("solution / mutant", "step", "result", "time", "first failing test"):
+    table = Table(title="kata self-check: baseline, mutants (must fail) and alternatives (must pass)")
+    for col in ("solution / mutant / alternative", "step", "result", "time", "first failing test"):
         table.add_column(col, overflow="fold")
     for r in results:
         style = "green" if r.ok else "bold red"
@@ -236,13 +248,14 @@ def report(results: list[Result]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--step", action="append", help="only this step (repeatable), e.g. --step step5")
-    p.add_argument("--mutant", action="append", help="only this mutant (repeatable)")
+    p.add_argument("--mutant", action="append", help="only this mutant or alternative (repeatable)")
     p.add_argument("--jobs", type=int, default=2, help="pytest runs in parallel (default 2)")
     p.add_argument("--subset", action="store_true", help="only the first mutant of each step")
     p.add_argument("--no-baseline", action="store_true", help="skip the reference-passes / stubs-fail check")
     p.add_argument("--skip-reference", action="store_true",
                    help="baseline: only the stubs-fail half (the test suite itself runs the reference)")
     p.add_argument("--no-mutants", action="store_true", help="only the baseline")
+    p.add_argument("--no-alternatives", action="store_true", help="skip the correct alternatives")
     args = p.parse_args(argv)
     global _threads
     _threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
@@ -250,8 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop_children)
 
     mutants = load_mutants()
+    alternatives = load_alternatives()
+    clash = {m.name for m in mutants} & {a.name for a in alternatives}
+    if clash:
+        p.error(f"names used by both a mutant and an alternative: {sorted(clash)}")
     all_steps = load_steps()
-    unknown = [s for s in (args.step or []) + [m.step for m in mutants] if s not in all_steps]
+    unknown = [s for s in (args.step or []) + [m.step for m in mutants + alternatives] if s not in all_steps]
     if unknown:
         p.error(f"unknown step(s) {sorted(set(unknown))}; the steps are {', '.join(all_steps)}")
     # GPU-only steps (the lab run) cannot be checked on a CPU machine.
@@ -268,8 +285,16 @@ def main(argv: list[str] | None = None) -> int:
         without = [s for s in steps if not any(m.step == s for m in mutants)]
         if without and not args.mutant:
             print(f"note: no mutants yet for {', '.join(without)}", flush=True)
+    if not args.no_alternatives and not args.subset:
+        chosen = select(alternatives, steps, args.mutant, False)
+        jobs += [(a.name, all_steps[a.step], "pass", a, False) for a in chosen]
 
     t0 = time.time()
+    if args.mutant:
+        known = {m.name for m in mutants + alternatives}
+        missing = sorted(set(args.mutant) - known)
+        if missing:
+            p.error(f"no mutant or alternative named {missing}")
     print(f"running {len(jobs)} pytest runs, {args.jobs} at a time ...", flush=True)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(check, *j) for j in jobs]
@@ -281,12 +306,17 @@ def main(argv: list[str] | None = None) -> int:
     report(results)
     bad = [r for r in results if not r.ok]
     for r in bad:
-        print(f"\n--- {r.label} [{r.step}]: {describe(r)}" + (f" — mutant: {r.why}" if r.why else ""))
+        kind = "alternative (correct)" if r.expect == "pass" and r.why else "mutant"
+        print(f"\n--- {r.label} [{r.step}]: {describe(r)}" + (f" — {kind}: {r.why}" if r.why else ""))
         print("\n".join(r.tail))
-    caught = sum(1 for r in results if r.expect == "fail" and r.label in {m.name for m in mutants} and r.ok)
-    n_mut = sum(1 for r in results if r.label in {m.name for m in mutants})
-    print(f"\n{caught}/{n_mut} mutants caught; baseline {'ok' if all(r.ok for r in results if r.label in ('reference', 'stubs (exercises/)')) else 'BROKEN'}; "
-          f"{time.time() - t0:.0f}s")
+    mutant_names, alt_names = {m.name for m in mutants}, {a.name for a in alternatives}
+    caught = sum(1 for r in results if r.label in mutant_names and r.ok)
+    n_mut = sum(1 for r in results if r.label in mutant_names)
+    passing = sum(1 for r in results if r.label in alt_names and r.ok)
+    n_alt = sum(1 for r in results if r.label in alt_names)
+    baseline = all(r.ok for r in results if r.label in ("reference", "stubs (exercises/)"))
+    print(f"\n{caught}/{n_mut} mutants caught; {passing}/{n_alt} correct alternatives pass; "
+          f"baseline {'ok' if baseline else 'BROKEN'}; {time.time() - t0:.0f}s")
     return 1 if bad else 0
 
 
