@@ -127,3 +127,21 @@ def mutants(session: nox.Session) -> None:
     """The kata's self-check: reference passes, stubs fail, every mutant in tests/mutants/ is caught."""
     install(session)
     session.run("python", "tests/mutants/run.py", *session.posargs, env=OFFLINE)
+
+
+MUTMUT = "mutmut==3.8.1"
+
+
+@nox.session
+def mutmut(session: nox.Session) -> None:
+    """Instructors: mutmut over steps 1-7, each against its own tests (slow, not in CI).
+
+    `-- --step step4`; results and the triage of survivors: tests/mutants/MUTATION.md.
+    """
+    install(session)
+    python = str(SHARED_VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
+    # Not a kata dependency: installed on demand into the shared venv (mutmut runs the
+    # tests in its own process, so it must sit beside torch and pytest).
+    # (pip answers "already satisfied" in a second or two.)
+    session.run(python, "-m", "pip", "install", "-q", MUTMUT, external=True)
+    session.run(python, "tests/mutants/mutmut_run.py", *session.posargs, env=OFFLINE, external=True)
