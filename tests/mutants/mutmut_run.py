@@ -23,6 +23,8 @@ oracle stays clean, as in `tests/mutants/run.py`. For each step a work folder
   torch and collects the tests once, records which tests call which function, then
   forks one child per mutant that runs only those tests with `-x`; a child is killed
   after ~30x the tests' clean CPU time (mutmut's `timeout`).
+- mutmut never mutates a decorated function, so the copy of the step's module has its
+  `@torch.no_grad()` moved below the module (`undecorate`): `generate`, `evaluate`.
 
 By default only the functions a learner writes (`open` in grader/steps.toml) are
 mutated: the given scaffolding (dataclasses, `__init__`s, helpers) is not the
@@ -80,9 +82,26 @@ def mutant_patterns(step: dict) -> list[str]:
     patterns = []
     for name in open_functions(step):
         cls, _, func = name.rpartition(".")
+        if not cls and func[:1].isupper():  # a whole class (step 7's CausalLMCollator): every method
+            cls, func = func, "*"
         mangled = f"xǁ{cls}ǁ{func}" if cls else f"x_{func}"
         patterns.append(f"exercises.{step['module']}.{mangled}__mutmut_*")
     return patterns
+
+
+NO_GRAD = re.compile(r"^@torch\.no_grad\(\)\ndef (\w+)\(", re.MULTILINE)
+
+
+def undecorate(source: str) -> str:
+    """`@torch.no_grad()` on a top-level def -> the same wrapping after the module's end.
+
+    mutmut leaves decorated functions alone (it cannot put its trampoline under a
+    decorator), so `generate` and `evaluate` would never be mutated. The wrapped name is
+    rebound at import time, so every caller still gets the no-grad function.
+    """
+    names = NO_GRAD.findall(source)
+    source = NO_GRAD.sub(lambda m: f"def {m.group(1)}(", source)
+    return source + "".join(f"\n{n} = torch.no_grad()({n})\n" for n in names)
 
 
 def prepare(step: dict, work: Path) -> None:
@@ -93,6 +112,8 @@ def prepare(step: dict, work: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
     shutil.copytree(ROOT / "reference", work / "exercises", ignore=ignore)
     shutil.copytree(ROOT / "reference", work / "reference", ignore=ignore)
+    target = work / "exercises" / f"{step['module']}.py"
+    target.write_text(undecorate(target.read_text()))
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
     shutil.copytree(ROOT / "grader", work / "grader", ignore=ignore)
     shutil.copy2(ROOT / "conftest.py", work / "conftest.py")
