@@ -32,3 +32,16 @@ class MixedDevices(TorchDispatchMode):
         if len(devices) > 1 and name not in _MIXING_ALLOWED:
             self.mixed.append(f"{name} on {', '.join(sorted(devices))}")
         return func(*args, **kwargs)
+
+
+def run_recording_devices(fn, *args, **kwargs):
+    """(fn's result or None, the device problems seen): ops that mixed devices, or the
+    error a meta kernel raised for one (some check devices themselves)."""
+    with MixedDevices() as seen:
+        try:
+            out = fn(*args, **kwargs)
+        except RuntimeError as e:
+            if "device" not in str(e):
+                raise
+            return None, [*seen.mixed, f"RuntimeError: {str(e).splitlines()[0]}"]
+    return out, seen.mixed

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _device_check import MixedDevices
+from _device_check import run_recording_devices
 from _support import not_implemented_guard as call, student
 from strategies import expect, one_thread
 
@@ -24,10 +24,9 @@ def test_step1_embeddings_keep_every_tensor_on_the_ids_device(train: bool) -> No
     emb = s1.Embeddings(s1.GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=4)).to("meta")
     emb.train(train)
     idx = torch.zeros(2, 5, dtype=torch.long, device="meta")
-    with MixedDevices() as seen:
-        out = call(emb.forward, idx)
-    expect(not seen.mixed, (
-        f"Embeddings.forward mixed devices: {seen.mixed[:3]} (the model and ids were on 'meta'). "
+    out, mixed = run_recording_devices(call, emb.forward, idx)
+    expect(not mixed, (
+        f"Embeddings.forward mixed devices: {mixed[:3]} (the model and ids were on 'meta'). "
         f"A tensor made inside forward landed on the CPU: create the positions on the ids' device, "
         f"torch.arange(T, device=idx.device), or it fails on a GPU"
     ))
