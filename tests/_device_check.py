@@ -25,10 +25,13 @@ class MixedDevices(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        # A 0-dim CPU tensor is a scalar: every device accepts it.
-        devices = {t.device.type for t in tree_leaves((args, kwargs))
-                   if isinstance(t, torch.Tensor) and not (t.device.type == "cpu" and t.dim() == 0)}
         name = func.overloadpacket._qualified_op_name if hasattr(func, "overloadpacket") else str(func)
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        # A 0-dim CPU tensor is a scalar every device accepts as an input, but not as the
+        # output of an in-place op (`cpu_total += cuda_loss` raises on a GPU).
+        inplace_self = args[0] if name.endswith("_") and args and isinstance(args[0], torch.Tensor) else None
+        devices = {t.device.type for t in tensors
+                   if t is inplace_self or not (t.device.type == "cpu" and t.dim() == 0)}
         if len(devices) > 1 and name not in _MIXING_ALLOWED:
             self.mixed.append(f"{name} on {', '.join(sorted(devices))}")
         return func(*args, **kwargs)
