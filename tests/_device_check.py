@@ -37,13 +37,18 @@ class MixedDevices(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def run_recording_devices(fn, *args, **kwargs):
+def run_recording_devices(fn, *args, until_item: bool = False, **kwargs):
     """(fn's result or None, the device problems seen): ops that mixed devices, or the
-    error a meta kernel raised for one (some check devices themselves)."""
+    error a meta kernel raised for one (some check devices themselves).
+
+    `until_item`: fn reads a number from a tensor (`.item()`, `bool(t)`) at some point,
+    which a meta tensor cannot give; the ops up to there are checked, then it stops."""
     with MixedDevices() as seen:
         try:
             out = fn(*args, **kwargs)
         except RuntimeError as e:
+            if until_item and "cannot be called on meta tensors" in str(e):
+                return None, seen.mixed
             if "device" not in str(e):
                 raise
             return None, [*seen.mixed, f"RuntimeError: {str(e).splitlines()[0]}"]
