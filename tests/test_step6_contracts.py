@@ -70,3 +70,18 @@ def test_generate_passes_top_k_on_to_the_sampler() -> None:
         f"generate(..., top_k=1) drew tokens other than the most likely one: got {out[0].tolist()}, "
         f"greedy gives {greedy[0].tolist()}. Pass top_k on to sample_next at every step"
     ))
+
+
+def test_generate_stops_once_every_row_has_produced_eos_even_at_different_steps() -> None:
+    """Greedy on the table t -> t + 1 (mod 7), eos 6: row 0 (prompt 5) produces eos at the
+    first step, row 1 (prompt 2) at the fourth. A row stays finished once it has produced
+    eos, so generation stops after 4 steps, not 1 (any row) and not 10 (max_new_tokens)."""
+    model = TableLM(_table(), block_size=16)
+    prompt = torch.tensor([[5], [2]])
+    out = generate(model, prompt, 10, temperature=0.0, eos_id=6)
+    n = out.shape[1] - 1
+    expect(n == 4, (
+        f"rows that produce eos_id at steps 1 and 4 should stop generation after 4 new tokens; got {n}: "
+        f"{out.tolist()}. Remember which rows have finished (done |= next == eos_id) and stop when all have"
+        + (" (stopping when *any* row finished is wrong)" if n == 1 else "")
+    ))
