@@ -64,3 +64,23 @@ def test_collator_leaves_the_callers_tokenizer_alone() -> None:
         f"CausalLMCollator(tokenizer) set pad_token={tok.pad_token!r} on the caller's tokenizer; give the "
         f"collator its own copy (copy.deepcopy(tokenizer)) before setting pad_token = eos_token"
     ))
+
+
+def test_collator_passes_its_options_on_to_the_stock_collator() -> None:
+    """`CausalLMCollator(tokenizer, pad_to_multiple_of=8)`: the keyword options are the
+    stock DataCollatorForLanguageModeling's; the labels still follow the attention mask."""
+    import torch
+
+    from kata.tokenizer import load_tokenizer
+
+    collator = not_implemented_guard(s7().CausalLMCollator, load_tokenizer(), pad_to_multiple_of=8)
+    batch = not_implemented_guard(collator.torch_call, [{"input_ids": torch.tensor([5, 6, 7])},
+                                                        {"input_ids": torch.tensor([8])}])
+    shape = tuple(batch["input_ids"].shape)
+    expect(shape == (2, 8), (
+        f"CausalLMCollator(tokenizer, pad_to_multiple_of=8) on rows of 3 and 1 tokens gave input_ids of shape "
+        f"{shape}, expected (2, 8): pass **kwargs on to super().__init__"
+    ))
+    expect(batch["labels"][:, 3:].eq(-100).all().item() and batch["labels"][0, :3].tolist() == [5, 6, 7], (
+        f"labels should be the ids with -100 on the padding; got {batch['labels'].tolist()}"
+    ))
