@@ -66,7 +66,7 @@ def _use_shared_venv(session: nox.Session, shared_bin: Path) -> None:
             target.symlink_to(script)
 
 
-def instructor(needs: str = "reference") -> Callable:
+def instructor(needs: str = "reference", name: str | None = None) -> Callable:
     """A session for instructors, which needs `needs` (a folder) of the full kata.
 
     In a learner handout that folder is absent: the session then stops at once with one
@@ -74,7 +74,7 @@ def instructor(needs: str = "reference") -> Callable:
     """
     def wrap(fn: Callable) -> Callable:
         if (ROOT / needs).exists():
-            return nox.session(fn)
+            return nox.session(fn, name=name)
 
         @functools.wraps(fn)
         def refuse(session: nox.Session) -> None:
@@ -83,7 +83,7 @@ def instructor(needs: str = "reference") -> Callable:
 
         what = (fn.__doc__ or "").removeprefix("Instructors: ")
         refuse.__doc__ = f"Instructors only (needs {needs}/, not in the handout). {what}".strip()  # for `nox -l`
-        return nox.session(refuse, venv_backend="none")
+        return nox.session(refuse, name=name, venv_backend="none")
 
     return wrap
 
@@ -187,14 +187,14 @@ def mutants(session: nox.Session) -> None:
     session.run("python", "tests/mutants/run.py", *session.posargs, env=OFFLINE)
 
 
-@nox.session
+@instructor()
 def autograder(session: nox.Session) -> None:
     """Instructors: dist/autograder.zip for Gradescope (`-- --wheelhouse DIR` carries wheels)."""
     install(session)
     session.run("python", "-m", "grader.autograder", "build", *session.posargs, env=OFFLINE)
 
 
-@nox.session(name="class-report")
+@instructor(name="class-report")
 def class_report(session: nox.Session) -> None:
     """Instructors: per step pass counts, first failures, hints -> dist/class-report/ (CSV + PNG).
 
@@ -202,3 +202,21 @@ def class_report(session: nox.Session) -> None:
     """
     install(session)
     session.run("python", "-m", "grader.class_report", *session.posargs, env=OFFLINE)
+
+
+MUTMUT = "mutmut==3.8.1"
+
+
+@instructor("tests/mutants")
+def mutmut(session: nox.Session) -> None:
+    """Instructors: mutmut over steps 1-7, each against its own tests (slow, not in CI).
+
+    `-- --step step4`; results and the triage of survivors: tests/mutants/MUTATION.md.
+    """
+    install(session)
+    python = str(SHARED_VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
+    # Not a kata dependency: installed on demand into the shared venv (mutmut runs the
+    # tests in its own process, so it must sit beside torch and pytest).
+    # (pip answers "already satisfied" in a second or two.)
+    session.run(python, "-m", "pip", "install", "-q", MUTMUT, external=True)
+    session.run(python, "tests/mutants/mutmut_run.py", *session.posargs, env=OFFLINE, external=True)
