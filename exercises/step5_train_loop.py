@@ -90,6 +90,7 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     max_grad_norm: float = 1.0,
     autocast_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a (B, T) int64 batch; labels are the inputs (the model shifts).
 
@@ -99,6 +100,10 @@ def train_step(
     `optimizer.step()` — clipping after the step changes nothing the optimizer used.
     Returns (loss, total grad norm *before* clipping), both detached 0-dim tensors left
     on the device, so the loop does not wait for the GPU.
+    With a gradient `scaler` (fp16 on older GPUs; None otherwise) backward runs on
+    `scaler.scale(loss)`, `scaler.unscale_(optimizer)` comes before clipping (clip the
+    true gradients), and `scaler.step(optimizer)` then `scaler.update()` replace
+    `optimizer.step()`; the returned loss and norm are the unscaled ones.
     """
     raise NotImplementedError(
         "train_step is not written yet (step 5): its docstring states what it must do; "

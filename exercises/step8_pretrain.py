@@ -14,9 +14,9 @@ def run_training(model, optimizer, run: Run, start_step: int = 0) -> None:
 
     `run` gives everything besides the model and optimizer: `run.cfg` (lr, min_lr,
     warmup_steps, max_grad_norm, eval_interval, checkpoint_interval), `run.total_steps`,
-    `run.end_step`, `run.autocast_dtype`, `run.batches(start_step)` (an iterator of
-    (B, T) batches on the device), `run.progress(start_step)` (the steps to do, with a
-    progress bar), `run.log_train(done, loss, lr)`, `run.evaluate(model, done)` and
+    `run.end_step`, `run.autocast_dtype` and `run.scaler` (pass both to `train_step`),
+    `run.batches(start_step)` (an iterator of (B, T) batches on the device),
+    `run.progress(start_step)` (the steps to do, with a progress bar), `run.log_train(done, loss, lr)`, `run.evaluate(model, done)` and
     `run.save(model, optimizer, done)`.
     Each step: the learning rate from `lr_at(step, ...)` with `run.total_steps`, set it
     with `set_lr`, one `train_step` on the next batch (it clips before it steps), then
