@@ -127,3 +127,16 @@ def mutants(session: nox.Session) -> None:
     """The kata's self-check: reference passes, stubs fail, every mutant in tests/mutants/ is caught."""
     install(session)
     session.run("python", "tests/mutants/run.py", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def notebook(session: nox.Session) -> None:
+    """Regenerate notebooks/*.ipynb from their jupytext .py sources (commit both); `-- --run` also executes
+    the GPU notebook offline on the CPU with its tiny parameters (what tests/test_infra_notebook.py does)."""
+    install(session)
+    for source in sorted((ROOT / "notebooks").glob("*.py")):
+        # --update keeps the committed notebook's cell ids, so a regeneration diffs only what changed.
+        update = ["--update"] if source.with_suffix(".ipynb").exists() else []
+        session.run("jupytext", "--to", "ipynb", *update, str(source.relative_to(ROOT)))
+    if "--run" in session.posargs:
+        session.run("pytest", "--solution", "reference", "tests/test_infra_notebook.py", "-q", env=OFFLINE)

@@ -20,7 +20,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 SOURCE = REPO_ROOT / "notebooks" / "tinygpt_kata_gpu.py"
-REGENERATE = f"jupytext --to ipynb {SOURCE.relative_to(REPO_ROOT)}"
+REGENERATE = f"nox -s notebook (or: jupytext --to ipynb {SOURCE.relative_to(REPO_ROOT)})"
 
 
 def _cells(nb) -> list[tuple[str, str]]:
