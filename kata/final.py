@@ -185,6 +185,7 @@ def cache_key(solution: str, run: RunConfig) -> str:
     settings = asdict(replace(run, threshold=None, out_dir=""))
     h.update(json.dumps(settings, sort_keys=True).encode())
     h.update(torch.__version__.encode())
+    h.update(os.environ.get("KATA_PRECISION", "").encode())  # a forced precision trains another model
     return h.hexdigest()[:20]
 
 
