@@ -220,3 +220,16 @@ def mutmut(session: nox.Session) -> None:
     # (pip answers "already satisfied" in a second or two.)
     session.run(python, "-m", "pip", "install", "-q", MUTMUT, external=True)
     session.run(python, "tests/mutants/mutmut_run.py", *session.posargs, env=OFFLINE, external=True)
+
+
+@instructor("notebooks")
+def notebook(session: nox.Session) -> None:
+    """Regenerate notebooks/*.ipynb from their jupytext .py sources (commit both); `-- --run` also executes
+    the GPU notebook offline on the CPU with its tiny parameters (what tests/test_infra_notebook.py does)."""
+    install(session)
+    for source in sorted((ROOT / "notebooks").glob("*.py")):
+        # --update keeps the committed notebook's cell ids, so a regeneration diffs only what changed.
+        update = ["--update"] if source.with_suffix(".ipynb").exists() else []
+        session.run("jupytext", "--to", "ipynb", *update, str(source.relative_to(ROOT)))
+    if "--run" in session.posargs:
+        session.run("pytest", "--solution", "reference", "tests/test_infra_notebook.py", "-q", env=OFFLINE)

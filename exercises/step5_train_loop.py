@@ -101,6 +101,7 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     max_grad_norm: float = 1.0,
     autocast_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a (B, T) int64 batch; the labels are the inputs (the model shifts).
 
@@ -114,6 +115,11 @@ def train_step(
     the GPU at every step.
     Why the order matters: clipping after the optimizer's step changes nothing the
     optimizer used, and gradients not cleared add up across steps.
+    With a gradient `scaler` (a `torch.amp.GradScaler`, for fp16 on older GPUs; None
+    otherwise): backward runs on the scaled loss, the gradients are unscaled before
+    they are clipped (the clip must see the true gradients), and the scaler makes the
+    optimizer's step (skipping it if a gradient overflowed) and then updates its scale;
+    the returned loss and norm are the unscaled ones.
     """
     raise NotImplementedError(
         "train_step is not written yet (step 5): its docstring states what it must do; "

@@ -15,7 +15,8 @@ def run_training(model, optimizer, run: Run, start_step: int = 0) -> None:
 
     `run` holds everything besides the model and the optimizer: `run.cfg` (lr, min_lr,
     warmup_steps, max_grad_norm, eval_interval, checkpoint_interval, ...),
-    `run.total_steps` (the schedule's length), `run.end_step`, `run.autocast_dtype`,
+    `run.total_steps` (the schedule's length), `run.end_step`, `run.autocast_dtype` and
+    `run.scaler` (the device's precision),
     `run.batches(start_step)` (an endless iterator of (B, T) batches on the device),
     `run.progress(start_step)` (the step numbers still to do, with a progress bar),
     `run.log_train(done, loss, lr)`, `run.evaluate(model, done)` and
@@ -24,7 +25,7 @@ def run_training(model, optimizer, run: Run, start_step: int = 0) -> None:
     - the optimizer uses the learning rate of your step 5 schedule for this update
       (the schedule spans `run.total_steps`, peaks at cfg.lr, ends at cfg.min_lr);
     - one step 5 `train_step` on the next batch, with the configured clipping and
-      autocast;
+      the device's precision (`run.autocast_dtype`, `run.scaler`);
     - the bookkeeping, after the update: hand the loss and lr to `run.log_train`
       *every* update (it averages and writes every cfg.log_interval updates itself);
       evaluate when `done` is a multiple of cfg.eval_interval and below

@@ -54,14 +54,13 @@ def is_main() -> bool:
 
 
 def _device_for(name: str, local_rank: int) -> torch.device:
-    """`auto`/`cuda` -> this rank's GPU `cuda:LOCAL_RANK`; `cpu` stays `cpu`."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    """`auto` -> CUDA, else MPS, else CPU (`kata.precision.resolve_device`); under
+    torchrun a CUDA device becomes this rank's GPU `cuda:LOCAL_RANK`."""
+    from kata.precision import resolve_device
+
+    device = resolve_device(name)  # ValueError naming the fix when the device is absent
     if device.type != "cuda" or not launched_by_torchrun():
         return device
-    if not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but PyTorch sees no GPU: use --device cpu or auto")
     if device.index is None:
         if local_rank >= torch.cuda.device_count():
             raise RuntimeError(

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from kata.paths import REPO_ROOT, atomic_path, cache_dir
+from kata.precision import policy, resolve_device
 from kata.presets import RunConfig, preset
 from kata.solution import load, solution_name
 
@@ -45,7 +46,8 @@ GRADED_MODULES = (
     "step5_train_loop", "step6_sampler", "step8_pretrain",
 )
 # The scaffolding the run goes through: a change there can change the loss too.
-SCAFFOLDING = ("kata/pretrain.py", "kata/final.py", "kata/presets.py", "kata/corpus.py", "kata/tokens.py")
+SCAFFOLDING = ("kata/pretrain.py", "kata/final.py", "kata/presets.py", "kata/corpus.py", "kata/tokens.py",
+               "kata/precision.py")
 # The Trainer comparison also runs step 7 and loads the tokenizer itself.
 TRAINER_MODULES = (*GRADED_MODULES, "step7_trainer")
 TRAINER_SCAFFOLDING = (*SCAFFOLDING, "kata/tokenizer.py")
@@ -189,6 +191,7 @@ def cache_key(solution: str, run: RunConfig, modules: tuple[str, ...] = GRADED_M
     settings = asdict(replace(run, threshold=None, out_dir=""))
     h.update(json.dumps(settings, sort_keys=True).encode())
     h.update(torch.__version__.encode())
+    h.update(os.environ.get("KATA_PRECISION", "").encode())  # a forced precision trains another model
     return h.hexdigest()[:20]
 
 
@@ -339,15 +342,16 @@ def _trainer_run(solution: str, run: RunConfig) -> dict:
         n_embd=run.n_embd, dropout=run.dropout,
     )
     model = s7.build_hf_model(config, seed=run.seed)
+    precision = policy(resolve_device(run.device), run.bf16)  # the manual loop's policy, as TrainingArguments
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         args = s7.training_arguments(
             tmp, max_steps=run.max_steps, per_device_train_batch_size=run.batch_size, learning_rate=run.lr,
             weight_decay=run.weight_decay, max_grad_norm=run.max_grad_norm, warmup_steps=run.warmup_steps,
-            seed=run.seed, logging_steps=run.log_interval, disable_tqdm=True,
+            seed=run.seed, logging_steps=run.log_interval, disable_tqdm=True, **precision.trainer_kwargs(),
         )
         s7.build_trainer(model, args, train_chunks, tokenizer).train()
-    loss = heldout_loss(model, val_chunks, run.batch_size, run.eval_batches)
+    loss = heldout_loss(model, val_chunks, run.batch_size, run.eval_batches, precision.autocast_dtype)
     return {"loss": loss, "seconds": round(time.time() - t0, 1)}
 
 

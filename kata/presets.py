@@ -36,8 +36,11 @@ class RunConfig:
     out_dir: str = "runs/lab"
     resume: bool = False
     # speed
-    device: str = "auto"  # auto: cuda if present, else cpu
-    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    device: str = "auto"  # auto: cuda, else mps (Apple Silicon), else cpu; or name one: cuda, mps, cpu
+    # Mixed precision by the device's policy (kata/precision.py): bf16 autocast on GPUs with
+    # native bf16 (compute capability >= 8.0), fp16 autocast + gradient scaling on T4/V100/P100,
+    # fp32 on other GPUs, MPS and CPU. False: fp32 everywhere.
+    bf16: bool = True
     compile: bool = False
     # what the learner sees at the end
     threshold: float | None = None
@@ -88,13 +91,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, RunConfig]:
     p = argparse.ArgumentParser(description="Pretrain TinyGPT (step 8 of tinygpt-kata).")
     p.add_argument("--preset", default="lab", help=f"one of {', '.join(PRESETS)} (default lab)")
     types = {"int": int, "float": float, "str": str, "bool": _parse_bool}
+    helps = {
+        "device": "auto (default): cuda, else mps (Apple Silicon), else cpu; or cuda, mps, cpu",
+        "bf16": "mixed precision by the device (kata/precision.py): bf16 autocast on GPUs with native bf16, "
+                "fp16 + gradient scaling on T4/V100/P100, fp32 on MPS and CPU; false: fp32 everywhere",
+    }
     for f in fields(RunConfig):
         t = str(f.type).replace(" | None", "")
         parse = types[t] if "None" not in str(f.type) else _parse_optional(types[t])
         if f.type == "bool":
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=_parse_bool, nargs="?", const=True, default=argparse.SUPPRESS)
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=_parse_bool, nargs="?", const=True, default=argparse.SUPPRESS,
+                           help=helps.get(f.name))
         else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=parse, default=argparse.SUPPRESS)
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=parse, default=argparse.SUPPRESS, help=helps.get(f.name))
     ns = vars(p.parse_args(argv))
     name = ns.pop("preset")
     # Only flags given on the command line are in `ns` (SUPPRESS), so `--threshold none`

@@ -19,6 +19,7 @@ import torch
 from kata import distributed
 from kata.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from kata.corpus import load_corpus
+from kata.precision import policy
 from kata.presets import RunConfig, parse_args
 from kata.progress import Progress
 from kata.runlog import RunLog
@@ -77,7 +78,11 @@ class Run:
         self.train_chunks = train_chunks
         self.val_chunks = val_chunks
         self._steps = steps
-        self.autocast_dtype = torch.bfloat16 if (device.type == "cuda" and cfg.bf16) else None
+        # The device's precision policy (kata/precision.py): bf16 autocast on recent
+        # GPUs, fp16 autocast with a gradient scaler on older ones, fp32 elsewhere.
+        self.precision = policy(device, cfg.bf16)
+        self.autocast_dtype = self.precision.autocast_dtype
+        self.scaler = self.precision.make_scaler()  # a torch.amp.GradScaler for fp16, else None
         self.checkpoint_path = Path(cfg.out_dir) / "checkpoint.pt"
         self.stop_after: int | None = None  # tests interrupt a run here to try resuming
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
@@ -213,12 +218,13 @@ def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -
     if info.rank > 0:  # each rank its own dropout masks, as rows of one batch have theirs
         torch.manual_seed(run.seed + 1_000_003 * info.rank + start_step)
     n_params = sum(p.numel() for p in model.parameters())
-    say(f"model: {n_params / 1e6:.2f}M parameters ({run.n_layer} layers, {run.n_head} heads, {run.n_embd} dims) "
-        f"on {device}{' with bf16 autocast' if device.type == 'cuda' and run.bf16 else ''}; {total} steps")
-
     train_model = distributed.wrap_ddp(model, info)  # the model itself on a single process
     train_model = torch.compile(train_model) if run.compile else train_model
     ctx = Run(run, asdict(config), device, total, log, train_chunks, val_chunks, steps, quiet=quiet)
+    if ctx.precision.note:
+        say(f"note: {ctx.precision.note}")
+    say(f"model: {n_params / 1e6:.2f}M parameters ({run.n_layer} layers, {run.n_head} heads, {run.n_embd} dims) "
+        f"on {device} in {ctx.precision.describe()}; {total} steps")
     if info.world_size > 1:
         say(f"data parallel: {info.world_size} ranks x {run.batch_size // info.world_size} rows "
             f"= global batch {run.batch_size}; logs, plots and checkpoints from rank 0")
@@ -255,6 +261,7 @@ def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -
         "tokens_per_s": round((last_step - start_step) * run.batch_size * run.block_size / max(train_time, 1e-9), 1),
         "parameters": n_params,
         "device": str(device),
+        "precision": ctx.precision.name,
         "threshold": run.threshold,
         "graded_val_loss": graded,
         "passed": passed,

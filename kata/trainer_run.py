@@ -9,8 +9,10 @@ environment (RANK, WORLD_SIZE, LOCAL_RANK), wraps the model in DDP and gives eve
 rank its own shard of each batch itself. It takes step 8's flags (`--preset`, and
 `--n-layer 4` etc. for any field of `kata.presets.RunConfig`) so the two runs are
 comparable; as in step 8, `--batch-size` is the *global* batch, split evenly over the
-ranks (`per_device_train_batch_size = batch_size / world_size`). `--device cpu` (or no
-GPU) sets `use_cpu=True`, and the ranks talk over gloo instead of NCCL. Commands for
+ranks (`per_device_train_batch_size = batch_size / world_size`). Device and precision
+follow the manual loop's policy (`kata.precision`: bf16 on GPUs with native bf16, fp16
+on older ones, fp32 on MPS and CPU) as `bf16=`/`fp16=`/`use_cpu=`; on the CPU the ranks
+talk over gloo instead of NCCL. Commands for
 several machines: docs/scale-out.md.
 Rank 0 writes `<out_dir>/trainer_summary.json` (train losses, final validation loss).
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from kata.precision import policy, resolve_device
 from kata.presets import RunConfig, parse_args
 from kata.solution import SOLUTIONS, load
 from kata.tokenizer import load_tokenizer
@@ -45,7 +48,11 @@ def train_with_trainer(run: RunConfig, solution: str | None = None) -> dict:
     n = world_size()
     if run.batch_size % n:
         raise ValueError(f"batch_size {run.batch_size} is the global batch: use a multiple of the {n} processes")
-    use_cpu = run.device == "cpu" or not torch.cuda.is_available()
+    # The manual loop's device and precision policy (kata/precision.py), as TrainingArguments
+    # fields: bf16 on recent GPUs, fp16 (the Trainer brings its own gradient scaler) on older.
+    precision = policy(resolve_device(run.device), run.bf16)
+    if precision.note and int(os.environ.get("RANK", "0")) == 0:
+        print(f"note: {precision.note}", flush=True)
 
     # TrainingArguments joins the launcher's process group, so it comes first.
     args = step7.training_arguments(
@@ -59,8 +66,7 @@ def train_with_trainer(run: RunConfig, solution: str | None = None) -> dict:
         max_steps=run.max_steps if run.max_steps is not None else -1,
         seed=run.seed,
         logging_steps=run.log_interval,
-        use_cpu=use_cpu,
-        bf16=run.bf16 and not use_cpu,
+        **precision.trainer_kwargs(),  # bf16=, fp16=, use_cpu=
         disable_tqdm=True,
         # Every parameter gets a gradient every step; the Trainer's default (True for a
         # PreTrainedModel) makes DDP walk the autograd graph again each step to look for
@@ -84,6 +90,7 @@ def train_with_trainer(run: RunConfig, solution: str | None = None) -> dict:
     val = trainer.evaluate()  # every rank scores its shard; the Trainer gathers the mean
     summary = {
         "world_size": n,
+        "precision": precision.name,
         "per_device_batch_size": run.batch_size // n,
         "steps": result.global_step,
         "train_seconds": round(seconds, 2),

@@ -122,6 +122,7 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     max_grad_norm: float = 1.0,
     autocast_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a (B, T) int64 batch; the labels are the inputs (the model shifts).
 
@@ -135,15 +136,28 @@ def train_step(
     the GPU at every step.
     Why the order matters: clipping after the optimizer's step changes nothing the
     optimizer used, and gradients not cleared add up across steps.
+    With a gradient `scaler` (a `torch.amp.GradScaler`, for fp16 on older GPUs; None
+    otherwise): backward runs on the scaled loss, the gradients are unscaled before
+    they are clipped (the clip must see the true gradients), and the scaler makes the
+    optimizer's step (skipping it if a gradient overflowed) and then updates its scale;
+    the returned loss and norm are the unscaled ones.
     """
     # BEGIN SOLUTION
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(input_ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         _, loss = model(input_ids, labels=input_ids)
-    loss.backward()
+    # fp16 gradients below ~6e-8 round to 0: the scaler multiplies the loss (so every
+    # gradient) by a large factor for backward, and divides it out again before use.
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # clipping must see the true gradients, not scale x them
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)  # skips the update if a gradient overflowed to inf/NaN
+        scaler.update()  # a smaller scale after an overflow, a larger one after a calm stretch
     return loss.detach(), grad_norm.detach()
     # END SOLUTION
 

@@ -50,6 +50,8 @@ class Trace:
     def __init__(self) -> None:
         self.lrs: list[float] = []  # optimizer lr when each train_step ran
         self.max_grad_norms: list[float] = []
+        self.precisions: list[tuple[object, object, bool]] = []  # (autocast_dtype, scaler, scaler is run.scaler)
+        self.run_scaler = None
         self.evals: list[int] = []
         self.saves: list[int] = []
 
@@ -64,10 +66,11 @@ def run_pretrain(out_dir: Path, stop_after: int | None = None, resume: bool = Fa
     trace = Trace()
     s5 = steps.step5
 
-    def train_step(model, input_ids, optimizer, max_grad_norm=1.0, autocast_dtype=None):
+    def train_step(model, input_ids, optimizer, max_grad_norm=1.0, autocast_dtype=None, scaler=None):
         trace.lrs.append(optimizer.param_groups[0]["lr"])
         trace.max_grad_norms.append(max_grad_norm)
-        return s5.train_step(model, input_ids, optimizer, max_grad_norm, autocast_dtype)
+        trace.precisions.append((autocast_dtype, scaler, scaler is trace.run_scaler))
+        return s5.train_step(model, input_ids, optimizer, max_grad_norm, autocast_dtype, scaler)
 
     patches = [
         (kp, "solution_steps", lambda solution=None: steps),
@@ -78,6 +81,9 @@ def run_pretrain(out_dir: Path, stop_after: int | None = None, resume: bool = Fa
     def run_init(self, *a, **k):
         init(self, *a, **k)
         self.stop_after = stop_after
+        # The run's gradient scaler (fp16 GPUs) must reach train_step. On the CPU the policy
+        # gives none, so the test gives one: scale 1 changes no number, growth waits 2000 steps.
+        self.scaler = trace.run_scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
 
     def run_save(self, model, optimizer, step):
         trace.saves.append(step)
@@ -192,6 +198,17 @@ def test_run_training_clips_with_the_configured_max_grad_norm(runs):
     assert set(trace.max_grad_norms) == {RUN["max_grad_norm"]}, (
         f"train_step got max_grad_norm {sorted(set(trace.max_grad_norms))}, expected run.cfg.max_grad_norm = "
         f"{RUN['max_grad_norm']}: pass it through"
+    )
+
+
+def test_run_training_passes_the_runs_precision_to_train_step(runs):
+    _, trace = runs.full.get()
+    assert trace.precisions and all(ok for _, _, ok in trace.precisions), (
+        f"train_step got scaler={trace.precisions[0][1] if trace.precisions else None!r}, not run.scaler: pass "
+        f"run.autocast_dtype and run.scaler to every train_step (fp16 GPUs need the scaler; kata/precision.py)"
+    )
+    assert all(dtype is None for dtype, _, _ in trace.precisions), (
+        f"train_step got autocast_dtype {trace.precisions[0][0]}, expected run.autocast_dtype (None on the CPU)"
     )
 
 

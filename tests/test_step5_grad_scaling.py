@@ -1,0 +1,165 @@
+"""Step 5: `train_step` with a gradient scaler (fp16 mixed precision on older GPUs).
+
+fp16 gradients below ~6e-8 round to zero, so on a T4/V100/P100 the run passes a
+`torch.amp.GradScaler` (kata/precision.py): backward on `scaler.scale(loss)`, then
+`scaler.unscale_(optimizer)` BEFORE clipping (clip the true gradients), then
+`scaler.step(optimizer)` (skips the update when a gradient overflowed) and
+`scaler.update()`. Everything runs on the CPU in fp32: a `FakeScaler` with a known
+scale records what the learner's code did with it, and PyTorch's own GradScaler
+(which works on the CPU) checks the overflow skip.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from _support import assert_close, not_implemented_guard, student
+from _tiny_lm import TinyLM
+
+MODULE = "step5_train_loop"
+SCALE = 1024.0  # a power of two: scaling and unscaling fp32 gradients is exact
+
+
+def train_step(*args, **kwargs):
+    return not_implemented_guard(student(MODULE).train_step, *args, **kwargs)
+
+
+class CountingSGD(torch.optim.SGD):
+    """SGD that counts its steps and whether a scaler made them."""
+
+    def __init__(self, params, lr: float) -> None:
+        super().__init__(params, lr=lr)
+        self.direct_steps = 0
+        self.scaler_steps = 0
+        self.via_scaler = False
+
+    def step(self, closure=None):
+        if self.via_scaler:
+            self.scaler_steps += 1
+        else:
+            self.direct_steps += 1
+        return super().step(closure)
+
+
+class FakeScaler:
+    """Scales by a fixed SCALE and records calls; the GradScaler methods train_step needs."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.calls: list[str] = []
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        self.calls.append("scale")
+        return loss * SCALE
+
+    def unscale_(self, optimizer) -> None:
+        self.calls.append("unscale_")
+        with torch.no_grad():
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad /= SCALE
+
+    def step(self, optimizer, *args, **kwargs):
+        self.calls.append("step")
+        optimizer.via_scaler = True
+        try:
+            return optimizer.step(*args, **kwargs)
+        finally:
+            optimizer.via_scaler = False
+
+    def update(self, new_scale=None) -> None:
+        self.calls.append("update")
+
+
+def batch(seed: int, B: int = 4, T: int = 16, V: int = 97) -> torch.Tensor:
+    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def plain_step(model: TinyLM, x: torch.Tensor, lr: float, max_norm: float) -> tuple[float, float]:
+    """The update a scaler must not change: backward, clip the true gradients, SGD step."""
+    model.train()
+    _, loss = model(x, labels=x)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= lr * p.grad
+    return loss.item(), norm.item()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("max_norm", [0.05, 1e6])  # clipping active, clipping idle
+def test_train_step_with_a_scaler_clips_the_unscaled_gradients(seed, max_norm):
+    model = TinyLM(seed=seed)
+    want_model = copy.deepcopy(model)
+    want_loss, want_norm = plain_step(want_model, batch(seed), 0.1, max_norm)
+    opt = CountingSGD(model.parameters(), lr=0.1)
+    scaler = FakeScaler(model)
+    loss, norm = train_step(model, batch(seed), opt, max_norm, None, scaler)
+
+    calls = {c: scaler.calls.count(c) for c in ("scale", "unscale_", "step", "update")}
+    assert calls["scale"] == 1, (
+        f"scaler.scale(loss) was called {calls['scale']} times, expected once: with a scaler, backward runs on "
+        f"scaler.scale(loss) so small fp16 gradients do not round to zero (step 5 train_step's docstring)"
+    )
+    assert calls["unscale_"] == 1, (
+        f"scaler.unscale_(optimizer) was called {calls['unscale_']} times, expected once, before "
+        f"clip_grad_norm_: clipping must see the true gradients, not scale x them"
+    )
+    assert opt.direct_steps == 0 and opt.scaler_steps == 1, (
+        f"with a scaler, the update must go through scaler.step(optimizer) exactly once (it skips the step when a "
+        f"gradient overflowed); got {opt.scaler_steps} scaler.step and {opt.direct_steps} direct optimizer.step() calls"
+    )
+    assert "update" in scaler.calls[scaler.calls.index("step"):], (
+        f"scaler.update() must follow scaler.step(optimizer) (it adapts the scale for the next step); calls: {scaler.calls}"
+    )
+    # fp32 on CPU; the scale is a power of two, so only rounding in the backward differs.
+    assert_close(loss.detach().reshape(()), torch.tensor(want_loss), atol=1e-5, rtol=1e-5, what="the returned loss",
+                 hint=f"return the loss itself, not scaler.scale(loss) ({SCALE:g} times larger)")
+    assert_close(norm.detach().reshape(()).float(), torch.tensor(want_norm), atol=1e-5, rtol=1e-4,
+                 what="the returned gradient norm",
+                 hint="call scaler.unscale_(optimizer) before clip_grad_norm_, and return its (pre-clip) norm")
+    for (name, p), q in zip(model.named_parameters(), want_model.parameters()):
+        assert_close(p.detach(), q.detach(), atol=1e-6, rtol=1e-5, what=f"parameter {name} after one step",
+                     hint="with a scaler: scaler.scale(loss).backward(), scaler.unscale_(optimizer), "
+                          "clip_grad_norm_, scaler.step(optimizer), scaler.update()")
+
+
+def test_train_step_with_a_real_grad_scaler_matches_the_unscaled_step():
+    model = TinyLM(seed=3)
+    want = copy.deepcopy(model)
+    train_step(want, batch(3), torch.optim.AdamW(want.parameters(), lr=1e-2), 0.5)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)  # GradScaler runs on the CPU since torch 2.3
+    loss, _ = train_step(model, batch(3), torch.optim.AdamW(model.parameters(), lr=1e-2), 0.5, None, scaler)
+    for (name, p), q in zip(model.named_parameters(), want.parameters()):
+        assert_close(p.detach(), q.detach(), atol=1e-6, rtol=1e-5, what=f"parameter {name} after a scaled step",
+                     hint="a GradScaler must not change the update of an fp32 step: scale for backward, "
+                          "unscale_ before clipping, scaler.step(optimizer), scaler.update()")
+
+
+class HugeLossLM(TinyLM):
+    """TinyLM with its loss multiplied by 1e30: finite in fp32, but its gradients x 2^40 are not."""
+
+    def forward(self, input_ids, labels=None):
+        logits, loss = super().forward(input_ids, labels)
+        return logits, None if loss is None else loss * 1e30
+
+
+def test_train_step_skips_the_update_when_scaled_gradients_overflow():
+    model = HugeLossLM(seed=4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # Gradients ~1e28 x 2^40 overflow fp32 to inf, as fp16 gradients overflow at 65504.
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss, _ = train_step(model, batch(4), opt, 1.0, None, scaler)
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[n]), (
+            f"parameter {n} changed (or became NaN) although the scaled gradients overflowed: let "
+            f"scaler.step(optimizer) make the update (it skips it on inf/NaN), not optimizer.step()"
+        )
+    assert scaler.get_scale() < 2.0**40, (
+        f"the scale is still {scaler.get_scale():.3g} after an overflow: call scaler.update() after scaler.step()"
+    )
+    assert torch.isfinite(loss), f"the returned loss is {loss.item()}: return the unscaled loss, not scaler.scale(loss)"
