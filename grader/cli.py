@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from rich.console import Console
 
 from . import gradescope, report
 from .manifest import MANIFEST, Step, load_manifest
-from .runner import DEFAULT_MEMORY_LIMIT, StepResult, grade
+from .runner import DEFAULT_MEMORY_LIMIT, StepResult, grade, stop_on_signals, stopped_by
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,29 +146,45 @@ def watch(args: argparse.Namespace, console: Console) -> None:
     results = {r.step.id: r for r in run_once(args, console)}
     folder = args.root / args.solution
     console.print(f"[bold]watching {folder}/ — save a file to re-grade, Ctrl-C to stop[/]")
-    try:
-        for changes in watch_changes(folder, watch_filter=PythonFilter(), debounce=400):
-            names = {Path(p).stem for _, p in changes}
-            steps = _steps(args)
-            first = next((i for i, s in enumerate(steps) if s.module in names), None)
-            # A change to step k can only change steps k.. (later steps build on earlier ones).
-            todo = steps if first is None else steps[first:]
-            console.clear()
-            console.print(f"[dim]changed: {', '.join(sorted(names))}[/]")
-            results = {r.step.id: r for r in run_once(args, console, todo, results)}
-            console.print(f"[bold]watching {folder}/ — save a file to re-grade, Ctrl-C to stop[/]")
-    except KeyboardInterrupt:
-        pass
+    # Ctrl-C (KeyboardInterrupt) ends the loop; `main` says so and picks the exit status.
+    for changes in watch_changes(folder, watch_filter=PythonFilter(), debounce=400):
+        names = {Path(p).stem for _, p in changes}
+        steps = _steps(args)
+        first = next((i for i, s in enumerate(steps) if s.module in names), None)
+        # A change to step k can only change steps k.. (later steps build on earlier ones).
+        todo = steps if first is None else steps[first:]
+        console.clear()
+        console.print(f"[dim]changed: {', '.join(sorted(names))}[/]")
+        results = {r.step.id: r for r in run_once(args, console, todo, results)}
+        console.print(f"[bold]watching {folder}/ — save a file to re-grade, Ctrl-C to stop[/]")
+
+
+def _interrupted(watching: bool) -> int:
+    """Exit status after a signal: 128 + its number, as a shell reports it; Ctrl-C is
+    how watch mode is meant to end, so there it is a plain 0."""
+    sig = stopped_by() or signal.SIGINT  # None: a KeyboardInterrupt no handler of ours raised
+    if sig == signal.SIGINT:
+        print("stopped watching" if watching else "interrupted: the running steps were stopped, nothing more is graded",
+              file=sys.stderr, flush=True)
+        if watching:
+            return 0
+    return 128 + sig
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.root = args.root.resolve()
     console = Console(highlight=False)
-    if args.watch:
-        watch(args, console)
-        return 0
-    results = run_once(args, console)
+    # A signal (Ctrl-C, SIGTERM, SIGHUP) kills the steps' test processes, which run in
+    # process groups of their own and would otherwise go on training, orphaned.
+    with stop_on_signals():
+        try:
+            if args.watch:
+                watch(args, console)
+                return 0
+            results = run_once(args, console)
+        except KeyboardInterrupt:
+            return _interrupted(args.watch)
     if args.strict:
         score, top, _, _ = report.totals(results)
         return 0 if score >= top else 1

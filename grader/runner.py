@@ -16,8 +16,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -361,21 +363,95 @@ def run_step(step: Step, root: Path, solution: str, *, memory: int = DEFAULT_MEM
     return result
 
 
+# Step processes lead their own process groups (`_limits` calls setsid), so a signal to
+# the grader never reaches them: the grader kills them itself (`stop_on_signals`).
+_children: set[int] = set()  # pids (= process group ids) of the step processes running now
+# Reentrant: the signal handler runs in the main thread, possibly while that thread holds it.
+_children_lock = threading.RLock()
+_stopped_by: int | None = None  # the signal that stopped the grader; no step process starts after it
+
+
+class GradingStopped(Exception):
+    """A signal stopped the grader: the step's process was killed, the step has no grade."""
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(pid, signal.SIGKILL)  # the step's pytest and anything it started
+        else:
+            os.kill(pid, signal.SIGTERM)  # Windows: TerminateProcess
+    except OSError:  # already gone
+        pass
+
+
 def _run_child(cmd: list[str], root: Path, env: dict, console: Path, memory: int, limit: float) -> tuple[int, bool]:
+    """Run one step's pytest in its own process group; kill the group after `limit` s.
+    Raises GradingStopped when a signal stops the grader meanwhile."""
     timed_out = False
     with open(console, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, preexec_fn=lambda: _limits(memory))
+        with _children_lock:
+            _children.add(proc.pid)
+            if _stopped_by is not None:  # the signal came while this process was starting
+                _kill_group(proc.pid)
         try:
             rc = proc.wait(timeout=max(1.0, limit))
         except subprocess.TimeoutExpired:
             timed_out = True
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill_group(proc.pid)
             rc = proc.wait()
+        finally:
+            with _children_lock:
+                _children.discard(proc.pid)
+    if _stopped_by is not None:  # killed by us, not by the learner's code: no result to cache
+        raise GradingStopped(signal.Signals(_stopped_by).name)
     return rc, timed_out
+
+
+def _on_signal(signum: int, frame) -> None:
+    global _stopped_by
+    with _children_lock:
+        again = _stopped_by is not None
+        _stopped_by = signum
+        for pid in list(_children):
+            _kill_group(pid)
+    if again:  # a second Ctrl-C while the first one unwinds: leave now
+        os._exit(128 + signum)
+    # KeyboardInterrupt for every signal: it unwinds the grading loop the way Ctrl-C
+    # always did, and watchfiles turns any exception a handler raises into one anyway.
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def stop_on_signals():
+    """While inside: SIGINT, SIGTERM or SIGHUP to the grader kills every running step
+    process group and raises KeyboardInterrupt in the main thread; `stopped_by()` then
+    says which signal it was. Only the main thread can install signal handlers, so
+    elsewhere this does nothing; a signal that is ignored (nohup) stays ignored."""
+    global _stopped_by
+    _stopped_by = None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = ("SIGINT", "SIGTERM", "SIGHUP")  # SIGHUP: a closed terminal; not on Windows
+    wanted = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    previous = {s: signal.getsignal(s) for s in wanted}
+    for s, old in previous.items():
+        if old is not signal.SIG_IGN:
+            signal.signal(s, _on_signal)
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            if old is not signal.SIG_IGN and old is not None:  # None: set outside Python, cannot restore
+                signal.signal(s, old)
+
+
+def stopped_by() -> int | None:
+    """The signal that stopped grading inside `stop_on_signals`, or None."""
+    return _stopped_by
 
 
 def _read_events(path: Path) -> list[dict]:
