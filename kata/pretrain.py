@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import torch
 
 from kata import distributed
-from kata.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from kata.checkpoint import load_checkpoint, restore_rng, restore_scaler, save_checkpoint
 from kata.corpus import load_corpus
 from kata.precision import policy
 from kata.presets import RunConfig, parse_args
@@ -174,7 +174,8 @@ class Run:
     def save(self, model, optimizer, step: int) -> None:
         """Checkpoint *after* `step` updates (a resumed run continues with step `step`)."""
         if self.rank == 0:
-            save_checkpoint(self.checkpoint_path, model, optimizer, step, self.model_config, asdict(self.cfg))
+            save_checkpoint(self.checkpoint_path, model, optimizer, step, self.model_config, asdict(self.cfg),
+                            scaler=self.scaler)
 
 
 def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -> dict:
@@ -204,6 +205,7 @@ def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -
     total = total_steps(run, len(train_chunks))
 
     start_step = 0
+    state = None
     ckpt_path = Path(run.out_dir) / "checkpoint.pt"
     if run.resume:
         # Rank 0 reads the file and sends it to the others: on several machines only
@@ -223,6 +225,9 @@ def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -
     ctx = Run(run, asdict(config), device, total, log, train_chunks, val_chunks, steps, quiet=quiet)
     if ctx.precision.note:
         say(f"note: {ctx.precision.note}")
+    # The scaler comes with the Run (the device's precision): restored only now.
+    if state is not None and restore_scaler(ctx.scaler, state):
+        say(f"restored the fp16 loss scale ({ctx.scaler.get_scale():g}) from the checkpoint")
     say(f"model: {n_params / 1e6:.2f}M parameters ({run.n_layer} layers, {run.n_head} heads, {run.n_embd} dims) "
         f"on {device} in {ctx.precision.describe()}; {total} steps")
     if info.world_size > 1:

@@ -149,6 +149,66 @@ def test_fp16_autocast_with_grad_scaling_trains_on_the_cpu():
     assert scaler.get_scale() > 0
 
 
+
+def _fp16_steps(scaler: torch.amp.GradScaler, model: torch.nn.Module, opt, n: int) -> None:
+    for _ in range(n):
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = model(torch.ones(2, 4)).float().pow(2).mean()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+
+
+def test_a_checkpoint_keeps_the_fp16_gradient_scale(tmp_path, monkeypatch, capsys):
+    """A resumed fp16 run goes on with the saved loss scale and growth tracker, not 65536 and 0;
+    checkpoints without that state (older ones, bf16/fp32 runs) still resume, silently."""
+    from types import SimpleNamespace
+
+    from kata.checkpoint import load_checkpoint, restore_scaler, save_checkpoint
+    from kata.presets import preset
+    from kata.pretrain import Run
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    # Not the defaults (65536, growth every 2000 steps): 3 steps double the scale once, then 2 more count.
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    _fp16_steps(scaler, model, opt, 5)
+    want = scaler.state_dict()
+    assert (want["scale"], want["_growth_tracker"]) == (2048.0, 2), f"the setup itself went wrong: {want}"
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, model, opt, 5, {"n": 1}, {}, scaler=scaler)
+    state = load_checkpoint(path, {"n": 1})
+    fresh = kp.policy(torch.device("cpu"), force="fp16").make_scaler()  # what a resumed run starts with
+    assert restore_scaler(fresh, state), "a checkpoint saved with a scaler should restore it"
+    assert fresh.state_dict() == want, \
+        f"expected the saved scaler state {want}, got {fresh.state_dict()} (look at kata/checkpoint.py)"
+    _fp16_steps(fresh, model, opt, 1)  # one more step completes the growth interval: the resumed scaler works
+    assert fresh.get_scale() == 4096.0, f"expected the restored scaler to grow to 4096, got {fresh.get_scale()}"
+
+    # A run without a scaler (bf16/fp32 here) resumes from it and ignores the saved scale.
+    assert restore_scaler(None, state) is False
+    # An older checkpoint (no "scaler" key) and one saved without a scaler start the scaler afresh.
+    del state["scaler"]
+    torch.save(state, path)
+    assert restore_scaler(fresh := kp.policy(torch.device("cpu"), force="fp16").make_scaler(),
+                          load_checkpoint(path, {"n": 1})) is False and fresh.get_scale() == 65536.0
+    save_checkpoint(path, model, opt, 5, {"n": 1}, {})
+    assert load_checkpoint(path, {"n": 1})["scaler"] is None and not restore_scaler(fresh, load_checkpoint(path, {"n": 1}))
+
+    # kata.pretrain.Run.save hands its scaler over.
+    monkeypatch.setenv("KATA_PRECISION", "fp16")
+    chunks = torch.zeros(32, 8, dtype=torch.long)
+    run = Run(preset("smoke", out_dir=str(tmp_path / "run")), {"n": 1}, torch.device("cpu"), 10, None, chunks, chunks,
+              SimpleNamespace())
+    run.scaler.load_state_dict(want)
+    run.save(model, opt, 5)
+    saved = load_checkpoint(run.checkpoint_path, {"n": 1})["scaler"]
+    assert saved == want, f"expected Run.save to write the run's scaler state {want}, got {saved} (kata/pretrain.py)"
+    assert capsys.readouterr().out == "", "saving and restoring say nothing"
+
 def _gpu_check(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
