@@ -47,43 +47,6 @@ def test_configure_optimizer_uses_the_given_learning_rate() -> None:
     ))
 
 
-class AutocastSpy(TinyLM):
-    """TinyLM that records whether each forward ran under CPU autocast, and its dtype
-    (then computes in fp32, so the numbers do not depend on it)."""
-
-    def __init__(self) -> None:
-        super().__init__(seed=3)
-        self.seen: list[tuple[bool, torch.dtype]] = []
-
-    def forward(self, input_ids, labels=None):
-        self.seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
-        with torch.autocast("cpu", enabled=False):
-            return super().forward(input_ids, labels)
-
-
-def _chunks() -> torch.Tensor:
-    return torch.arange(4 * 8).view(4, 8) % 97
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, None], ids=str)
-@pytest.mark.parametrize("fn", ["train_step", "evaluate"])
-def test_forward_runs_under_autocast_with_the_requested_dtype(fn: str, dtype: torch.dtype | None) -> None:
-    """`autocast_dtype=torch.float16` means a float16 forward (CPU autocast's own default is
-    bfloat16, CUDA's float16: not passing the dtype on gives the wrong one); None, no autocast."""
-    model = AutocastSpy()
-    if fn == "train_step":
-        call("train_step", model, _chunks(), torch.optim.SGD(model.parameters(), lr=0.0), 1.0, dtype)
-    else:
-        call("evaluate", model, _chunks(), batch_size=2, autocast_dtype=dtype)
-    want = (dtype is not None, dtype)
-    got = [(on, dt if on else None) for on, dt in model.seen]
-    expect(got and all(g == want for g in got), (
-        f"{fn}(..., autocast_dtype={dtype}): the model's forward ran with (autocast on, dtype) = {got}, "
-        f"expected {want} every time. Wrap the forward in torch.autocast(device.type, dtype=autocast_dtype, "
-        f"enabled=autocast_dtype is not None)"
-    ))
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: device placement is invisible on a CPU")
 def test_evaluate_moves_cpu_chunks_to_the_model_device() -> None:
     """Validation chunks usually stay on the CPU; evaluate() moves each batch to the

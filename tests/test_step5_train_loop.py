@@ -326,14 +326,14 @@ def _autocast_message(fn: str, want, seen) -> str:
     return f"{fn}(..., autocast_dtype={want}) should run the model's forward under autocast with {want}; saw {seen}: {why}"
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, None])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, None], ids=str)
 def test_train_step_runs_the_forward_under_the_requested_autocast(dtype):
     model = AutocastSpy(seed=5)
     call("train_step", model, batch(5), torch.optim.SGD(model.parameters(), lr=0.0), 1.0, autocast_dtype=dtype)
     assert model.seen and all(d == dtype for d in model.seen), _autocast_message("train_step", dtype, model.seen)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, None])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, None], ids=str)
 def test_evaluate_runs_the_forward_under_the_requested_autocast(dtype):
     model = AutocastSpy(seed=6)
     call("evaluate", model, batch(6, B=8), 4, autocast_dtype=dtype)
