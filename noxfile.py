@@ -82,6 +82,7 @@ def instructor(needs: str = "reference", name: str | None = None) -> Callable:
                           f"(the handout's README.md lists what runs here)")
 
         what = (fn.__doc__ or "").removeprefix("Instructors: ")
+        what = what[:1].upper() + what[1:]  # "Instructors: build ..." -> "... handout). Build ..."
         refuse.__doc__ = f"Instructors only (needs {needs}/, not in the handout). {what}".strip()  # for `nox -l`
         return nox.session(refuse, name=name, venv_backend="none")
 
@@ -123,7 +124,10 @@ def translate(session: nox.Session) -> None:
 
 @nox.session
 def final(session: nox.Session) -> None:
-    """Step 8 graded: the lab tier on a CUDA machine (smoke tier elsewhere). `-- --solution reference`."""
+    """Step 8 graded: the lab tier on a CUDA machine (smoke tier elsewhere).
+
+    `-- --solution reference` grades the reference (instructors, full kata only).
+    """
     install(session)
     session.run("python", "-m", "kata.final", *session.posargs, env=OFFLINE)
 
@@ -139,7 +143,8 @@ def bench(session: nox.Session) -> None:
 def check(session: nox.Session) -> None:
     """Grade your exercises: a table of steps, the first failure with a hint, what next.
 
-    `-- --solution reference`, `-- --step 3`, `-- --json results.json`, `-- --watch`.
+    `-- --step 3`, `-- --json results.json`, `-- --watch`; `-- --solution reference` grades
+    the reference (instructors, full kata only).
     """
     install(session)
     session.run("python", "-m", "grader", *session.posargs, env=OFFLINE)
