@@ -21,7 +21,8 @@ from rich.console import Console
 
 from . import gradescope, report
 from .manifest import MANIFEST, Step, load_manifest
-from .runner import DEFAULT_MEMORY_LIMIT, StepResult, grade, stop_on_signals, stopped_by
+from .runner import (DEFAULT_MEMORY_LIMIT, FAILED, NOT_STARTED, PASSED, WAITING, StepResult, cached_result, grade,
+                     stop_on_signals, stopped_by)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,13 +125,22 @@ def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | Non
     all_steps = _steps(args)
     todo = steps if steps is not None else all_steps
     start = time.monotonic()
+    store = args.root / ".kata_cache" / "grader"
+    limits = dict(time_limit=args.time_limit, memory=int(args.memory_gb * 2**30))
     with _progress(console, todo, args.solution) as on_result:
-        cache = None if args.no_cache else args.root / ".kata_cache" / "grader"
-        fresh = grade(todo, args.root, args.solution, jobs=args.jobs, cache=cache, on_result=on_result,
-                      time_limit=args.time_limit, memory=int(args.memory_gb * 2**30))
+        fresh = grade(todo, args.root, args.solution, jobs=args.jobs, cache=None if args.no_cache else store,
+                      on_result=on_result, **limits)
     merged = {**(previous or {}), **{r.step.id: r for r in fresh}}
     results = [merged[s.id] for s in all_steps if s.id in merged]
-    report.render(results, args.solution, args.root, console, manifest=_manifest(args), scoped=bool(args.step))
+    manifest = _manifest(args)
+    on_record: set[str] = set()
+    if args.step and not any(r.status in (FAILED, NOT_STARTED, WAITING) for r in results):
+        # "next:" points past the steps whose stored grade (for their files as they are now) is a pass.
+        graded = {r.step.id for r in results}
+        on_record = {s.id for s in manifest if s.id not in graded and not s.gpu
+                     and (c := cached_result(s, args.root, args.solution, store, **limits)) and c.status == PASSED}
+    report.render(results, args.solution, args.root, console, manifest=manifest, scoped=bool(args.step),
+                  on_record=on_record)
     reused = sum(r.cached for r in fresh)
     console.print(f"[dim]graded in {time.monotonic() - start:.1f} s"
                   + (f" ({reused} unchanged step(s) reused; --no-cache re-runs them)" if reused else "") + "[/]")

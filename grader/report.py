@@ -5,6 +5,7 @@ import ast
 import json
 import os
 import re
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -16,7 +17,7 @@ from rich.text import Text
 
 from .hints import how_to_ask, load_used, seen
 from .manifest import Step
-from .runner import FAILED, NEEDS_GPU, NO_TESTS, NOT_STARTED, PASSED, WAITING, StepResult, _waiting_on
+from .runner import FAILED, NEEDS_GPU, NO_TESTS, NOT_STARTED, PASSED, WAITING, StepResult, _waiting_on, step_test_files
 
 STYLE = {PASSED: "bold green", FAILED: "bold red", NOT_STARTED: "dim", WAITING: "yellow",
          NEEDS_GPU: "cyan", NO_TESTS: "dim"}
@@ -121,18 +122,38 @@ def _function_at(root: Path, where: str) -> str:
 
 
 def next_line(results: list[StepResult], root: Path, solution: str = "exercises",
-              manifest: list[Step] | None = None, scoped: bool = False) -> str:
+              manifest: list[Step] | None = None, scoped: bool = False,
+              on_record: Collection[str] = ()) -> str:
     """What to do next. `scoped`: only some steps were graded (`--step N`), so the line
-    speaks of those and points to the full check instead of congratulating."""
-    text = _next_line(results, root, manifest or [r.step for r in results], scoped)
+    speaks of those; when they pass it points to the next step to work on (`next_step`),
+    `on_record` being the ids of the other steps whose stored grade is a pass."""
+    text = _next_line(results, root, manifest or [r.step for r in results], scoped, frozenset(on_record))
     return text.replace("exercises/", f"{solution}/") if solution != "exercises" else text
+
+
+def _step_arg(step: Step) -> str:
+    """What `--step` takes for `step`: `3`, `8` (the tiers of step 8), `bonus1` (one word)."""
+    return step.id if step.bonus else step.number.split(" (")[0]
 
 
 def _open_line(step: Step) -> str:
     return f"next: open {step.learner_file} and implement {step.functions or 'the step'}"
 
 
-def _next_line(results: list[StepResult], root: Path, manifest: list[Step], scoped: bool) -> str:
+def next_step(graded: list[Step], manifest: list[Step], on_record: Collection[str] = (),
+              has_tests: Callable[[Step], bool] = lambda s: True) -> Step | None:
+    """After `--step N` passes, the step to work on next: the first step after the graded
+    ones in manifest order (main steps before bonus steps, wrapping round to the first
+    step) that has tests, runs here (not a GPU tier) and has no passing grade on record;
+    None when there is none."""
+    ids = {s.id for s in graded}
+    at = max((i for i, s in enumerate(manifest) if s.id in ids), default=-1) + 1
+    ring = sorted(manifest[at:] + manifest[:at], key=lambda s: s.bonus)  # stable: main steps first
+    return next((s for s in ring if s.id not in ids and s.id not in on_record and not s.gpu and has_tests(s)), None)
+
+
+def _next_line(results: list[StepResult], root: Path, manifest: list[Step], scoped: bool,
+               on_record: frozenset[str] = frozenset()) -> str:
     r = first_unfinished(results) or (first_unfinished(results, bonus=True) if scoped else None)
     if r is not None and r.status == WAITING and r.blocked_by:
         # Point at the step it waits on, not back at itself.
@@ -142,13 +163,22 @@ def _next_line(results: list[StepResult], root: Path, manifest: list[Step], scop
         if step is not None:
             if blocker is not None and blocker.status in (FAILED, NOT_STARTED, WAITING) and blocker is not r:
                 return _next_line([blocker], root, manifest, scoped)
-            arg = step.number.split(" (")[0]
+            arg = _step_arg(step)
             return (f"next: step {r.step.number} waits on {'' if step.bonus else 'step '}{step.number}: "
                     f"open {step.learner_file} and implement {step.functions or 'it'} (`nox -s check -- --step {arg}` grades it)")
     if r is None and scoped:
-        names = ", ".join(x.step.number for x in results)
-        return (f"next: {'step' if len(results) == 1 else 'steps'} {names} "
-                f"{'passes' if len(results) == 1 else 'pass'} — `nox -s check` grades every step")
+        passed = [x for x in results if x.status == PASSED] or results  # not the GPU tier that did not run
+        main = [x.step.number for x in passed if not x.step.bonus]
+        names = [f"{'step' if len(main) == 1 else 'steps'} {', '.join(main)}"] if main else []
+        names += [x.step.number for x in passed if x.step.bonus]  # "bonus 1"
+        done = f"{' and '.join(names)} {'passes' if len(passed) == 1 else 'pass'}"
+        todo = next_step([x.step for x in results], manifest, on_record,
+                         lambda s: bool(step_test_files(root, s)))
+        if todo is None:
+            return f"next: all steps pass ({done}; the others' grades on record) — `nox -s check` shows your total"
+        arg = _step_arg(todo)
+        return (f"next: {done} — {'try ' + todo.number + ': ' if todo.bonus else ''}open {todo.learner_file} "
+                f"and implement {todo.functions or 'it'} (`nox -s check -- --step {arg}` grades it)")
     if r is None:
         b = first_unfinished(results, bonus=True)
         gpu = next((x for x in results if x.status == NEEDS_GPU), None)
@@ -221,9 +251,9 @@ def progress(results: list[StepResult], scoped: bool = False) -> Table:
 
 
 def render(results: list[StepResult], solution: str, root: Path, console: Console | None = None,
-           manifest: list[Step] | None = None, scoped: bool = False) -> None:
+           manifest: list[Step] | None = None, scoped: bool = False, on_record: Collection[str] = ()) -> None:
     """The table, the first failure, progress and what next. `scoped`: `--step` chose
-    `results`; the summary and the next line speak of them only."""
+    `results`; the summary and the next line speak of them only (`on_record`: `next_line`)."""
     console = console or Console()
     used = load_used(root)
     console.print(table(results, solution, root, used))
@@ -235,4 +265,4 @@ def render(results: list[StepResult], solution: str, root: Path, console: Consol
         names = ", ".join(r.step.number for r in results)
         console.print(Text(f"(only step{'s' if len(results) > 1 else ''} {names} graded: `nox -s check` grades every step)",
                            style="dim"))
-    console.print(Text(next_line(results, root, solution, manifest, scoped), style="bold"))
+    console.print(Text(next_line(results, root, solution, manifest, scoped, on_record), style="bold"))

@@ -297,18 +297,33 @@ def _from_json(step: Step, d: dict) -> StepResult:
                       blocked_by=d.get("blocked_by", ""))
 
 
+def _cache_path(step: Step, root: Path, solution: str, cache: Path, kw: dict) -> Path:
+    return cache / f"{solution}-{step.id}-{cache_key(step, root, solution, repr(sorted(kw.items())))}.json"
+
+
+def cached_result(step: Step, root: Path, solution: str, cache: Path, **kw) -> StepResult | None:
+    """The stored grade of `step` when nothing it depends on changed since (the same `kw`
+    as the run that stored it), else None."""
+    return _load(step, _cache_path(step, root, solution, cache, kw))
+
+
+def _load(step: Step, path: Path) -> StepResult | None:
+    try:
+        result = _from_json(step, json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    result.cached = True
+    return result
+
+
 def run_step_cached(step: Step, root: Path, solution: str, cache: Path | None, **kw) -> StepResult:
     """`run_step`, reusing the stored result when nothing the step depends on changed."""
     if cache is None or os.environ.get("KATA_SNAPSHOTS") in ("record", "verify"):
         return run_step(step, root, solution, **kw)
-    path = cache / f"{solution}-{step.id}-{cache_key(step, root, solution, repr(sorted(kw.items())))}.json"
-    if path.exists():
-        try:
-            result = _from_json(step, json.loads(path.read_text(encoding="utf-8")))
-            result.cached = True
-            return result
-        except (ValueError, TypeError, KeyError):
-            pass
+    path = _cache_path(step, root, solution, cache, kw)
+    result = _load(step, path)
+    if result is not None:
+        return result
     result = run_step(step, root, solution, **kw)
     cache.mkdir(parents=True, exist_ok=True)
     for old in cache.glob(f"{solution}-{step.id}-*.json"):

@@ -224,6 +224,31 @@ def test_a_step_filter_summarises_that_step_only(tmp_path):
     assert "0/0 steps" not in text and "bonus 1/1 steps · +10/10 points" in text, text
 
 
+def test_a_passing_step_filter_points_to_the_next_step_to_work_on(tmp_path, capsys):
+    """`--step N` passes: "next:" names the first later step (main steps first, wrapping
+    round) without a passing grade on record, with its file and functions; none: all pass."""
+    kata = {"step1": FAKE_STEPS["step1"], "step2": FAKE_STEPS["step2"], "step3": FAKE_STEPS["step1"],
+            "bonus1": FAKE_STEPS["bonus1"]}
+    root = make_fake_kata(tmp_path / "kata", kata)
+
+    def next_after(step: str) -> str:
+        assert cli.main(["--root", str(root), "--step", step]) == 0
+        out = " ".join(capsys.readouterr().out.split())  # undo the console's line wrapping
+        return out[out.index("next:"):out.index(" graded in")]
+
+    assert next_after("1") == ("next: step 1 passes — open exercises/step2_fake.py and implement f "
+                               "(`nox -s check -- --step 2` grades it)")
+    # After step 3 the ring wraps to step 1, which passes on record (the run above): step 2.
+    assert next_after("3").startswith("next: step 3 passes — open exercises/step2_fake.py and implement f")
+    (root / "exercises" / "step2_fake.py").write_text("def f():\n    return 42\n")
+    assert next_after("2") == ("next: step 2 passes — try bonus 1: open exercises/bonus1_fake.py and implement f "
+                               "(`nox -s check -- --step bonus1` grades it)")
+    assert next_after("bonus1").startswith("next: all steps pass (bonus 1 passes;"), "bonus 1 was the last"
+    # A step's file changed since its grade was stored: that grade is no longer on record.
+    (root / "exercises" / "step1_fake.py").write_text("def f():\n    return 42  # edited\n")
+    assert next_after("bonus1").startswith("next: bonus 1 passes — open exercises/step1_fake.py")
+
+
 def test_run_rows_show_the_graded_loss_and_the_last_lab_result(tmp_path, monkeypatch):
     monkeypatch.delenv("KATA_CACHE_DIR", raising=False)
     steps = {s.id: s for s in load_manifest(ROOT / "grader" / "steps.toml")}
