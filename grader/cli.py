@@ -1,7 +1,7 @@
 """`python -m grader` (what `nox -s check` runs): grade, show the table, say what next.
 
     python -m grader                      # grade exercises/
-    python -m grader --solution reference # grade the reference (all pass)
+    python -m grader --solution reference # instructors, full kata only: grade the reference (all pass)
     python -m grader --step 3             # one step
     python -m grader --json results.json  # also write Gradescope's results.json
     python -m grader --watch              # re-grade whenever a file in exercises/ is saved
@@ -42,10 +42,15 @@ def _pick(steps: list[Step], wanted: list[str]) -> list[Step]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    # A learner handout has no reference/: its --help does not offer to grade one.
+    full = (ROOT / "reference").is_dir()
+    epilog = "\n".join(line for line in __doc__.splitlines() if full or "--solution reference" not in line)
     p = argparse.ArgumentParser(prog="python -m grader", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     p.add_argument("--solution", choices=("exercises", "reference"),
-                   default=os.environ.get("KATA_SOLUTION") or "exercises", help="whose code to grade")
+                   default=os.environ.get("KATA_SOLUTION") or "exercises", metavar=None if full else "exercises",
+                   help="whose code to grade: exercises (yours, the default)"
+                   + (" or reference (instructors, full kata only)" if full else ""))
     p.add_argument("--step", action="append", default=[], metavar="N",
                    help="grade only this step (3, step3, bonus1); repeatable")
     p.add_argument("--json", metavar="PATH", help="write Gradescope-format results.json here")
@@ -181,9 +186,24 @@ def _interrupted(watching: bool) -> int:
     return 128 + sig
 
 
+def missing_solution(args: argparse.Namespace) -> str:
+    """One line when the folder to grade does not exist (a handout has no reference/), else ""."""
+    if (args.root / args.solution).is_dir():
+        return ""
+    if args.solution == "reference":
+        return (f"python -m grader: --solution reference: {args.root} has no reference/ folder (a learner handout "
+                f"ships without it); grade your own code with `nox -s check` (--solution exercises, the default)")
+    return (f"python -m grader: --solution {args.solution}: {args.root} has no {args.solution}/ folder; "
+            f"run it in the kata's folder or pass --root that folder")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.root = args.root.resolve()
+    refused = missing_solution(args)
+    if refused:  # else every step would say "not started" and send the learner to a file that is not there
+        print(refused, file=sys.stderr)
+        return 2
     console = Console(highlight=False)
     # A signal (Ctrl-C, SIGTERM, SIGHUP) kills the steps' test processes, which run in
     # process groups of their own and would otherwise go on training, orphaned.

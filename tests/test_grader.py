@@ -240,6 +240,24 @@ def test_handout_has_no_reference_source(built_handout, tmp_path):
     assert any("step2_causal_mask" in x for x in handout.leaks(tmp_path / "leaky", secret))
 
 
+def test_handout_refuses_the_reference_it_lacks_and_its_help_does_not_offer_it(built_handout, capsys):
+    import subprocess
+    import sys
+
+    from grader import cli
+
+    assert cli.main(["--root", str(built_handout), "--solution", "reference", "--step", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1, (out, err)
+    assert "no reference/ folder" in err and "--solution exercises" in err and "nox -s check" in err, err
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST_"))}
+    env["PYTHONPATH"] = str(built_handout)  # the handout's own grader, which has no reference/ beside it
+    p = subprocess.run([sys.executable, "-m", "grader", "--help"], cwd=built_handout, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "--solution" in p.stdout, p.stdout + p.stderr
+    assert "reference" not in p.stdout, p.stdout
+
+
 def test_handout_grades_zero_untouched_and_full_marks_with_the_reference_files(built_handout, tmp_path):
     steps = _quick_steps()
     untouched = grade(steps, built_handout, "exercises", jobs=2, gpu=False)
