@@ -47,6 +47,7 @@ class TestResult:
     where: str = ""
     duration: float = 0.0
     extras: dict = field(default_factory=dict)  # what the test recorded (pytest's record_property)
+    file: str = ""  # the test file, as pytest names it ("tests/test_step5_train_loop.py")
 
 
 @dataclass
@@ -85,7 +86,14 @@ class StepResult:
 
     @property
     def first_failure(self) -> TestResult | None:
-        return next((t for t in self.tests if t.outcome == "failed"), None)
+        """The failure the report shows: the first of the step's main test file,
+        tests/test_<module>.py, that ran; else the first in run order (the files in
+        name order), so an auxiliary file (`test_step5_grad_scaling.py` sorts before
+        `test_step5_train_loop.py`) does not pre-empt the main file's diagnosis."""
+        failed = [t for t in self.tests if t.outcome == "failed"]
+        main = f"test_{self.step.module}.py"
+        ran = [t for t in failed if Path(t.file).name == main and not t.message.startswith("not run:")]
+        return (ran or failed or [None])[0]
 
 
 def cuda_available() -> bool:
@@ -132,6 +140,8 @@ def untouched(root: Path, solution: str, step: Step) -> bool:
 
 
 def step_test_files(root: Path, step: Step) -> list[Path]:
+    """tests/test_<group>_*.py in name order; tests/test_<module>.py among them is the step's
+    main file, whose failures the report shows first (`StepResult.first_failure`)."""
     return sorted((root / "tests").glob(f"test_{step.test_group}_*.py"))
 
 
@@ -197,6 +207,10 @@ def _tail(path: Path, limit: int = 1500) -> str:
 
 def _short_name(nodeid: str) -> str:
     return nodeid.split("::", 1)[1] if "::" in nodeid else nodeid
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0] if "::" in nodeid else ""
 
 
 _WORD = re.compile(r"\b\w+\b")
@@ -498,7 +512,7 @@ def _assemble(step: Step, events: list[dict], rc: int | None, timed_out: bool, l
         elif kind == "result":
             done[e["nodeid"]] = TestResult(_short_name(e["nodeid"]), e["outcome"], e.get("message", ""),
                                            bool(e.get("stub")), e.get("where", ""), float(e.get("duration", 0.0)),
-                                           dict(e.get("extras") or {}))
+                                           dict(e.get("extras") or {}), _file_of(e["nodeid"]))
             running = None
         elif kind == "finished":
             finished = True
@@ -516,10 +530,11 @@ def _assemble(step: Step, events: list[dict], rc: int | None, timed_out: bool, l
         if nodeid in done:
             tests.append(done[nodeid])
         elif nodeid == running:
-            tests.append(TestResult(_short_name(nodeid), "failed", why))
+            tests.append(TestResult(_short_name(nodeid), "failed", why, file=_file_of(nodeid)))
         else:
             reason = why if crashed else "did not run"
-            tests.append(TestResult(_short_name(nodeid), "failed", f"not run: the step's test process stopped early ({reason})"))
+            tests.append(TestResult(_short_name(nodeid), "failed", f"not run: the step's test process stopped early ({reason})",
+                                    file=_file_of(nodeid)))
     if not tests:
         return StepResult(step, NO_TESTS, note=f"no tests selected in tests/test_{step.test_group}_*.py")
     graded = [t for t in tests if t.outcome != "skipped"]

@@ -249,6 +249,24 @@ def test_a_passing_step_filter_points_to_the_next_step_to_work_on(tmp_path, caps
     assert next_after("bonus1").startswith("next: bonus 1 passes — open exercises/step1_fake.py")
 
 
+def test_the_panel_shows_the_main_test_files_failure_before_an_auxiliary_files(tmp_path):
+    """tests/test_step1_aaa.py runs first (name order), but the step's main file is
+    tests/test_step1_fake.py: its failure is the one shown; the counts cover both files."""
+    root = make_fake_kata(tmp_path / "kata", {"step1": ("def f():\n    return 41\n", "")})
+    (root / "tests" / "test_step1_aaa.py").write_text(
+        "def test_an_auxiliary_contract():\n    assert False, 'the auxiliary file says this'\n")
+    steps = load_manifest(root / "grader" / "steps.toml")
+    cache = tmp_path / "cache"
+    r = grade(steps, root, "exercises", gpu=False, cache=cache)[0]
+    assert [t.name for t in r.tests if t.outcome == "failed"][0] == "test_an_auxiliary_contract", "run order unchanged"
+    assert (r.status, r.passed, r.total) == (FAILED, 1, 3)
+    assert r.first_failure.name == "test_step1_returns_42" and "f() should return 42" in r.first_failure.message
+    again = grade(steps, root, "exercises", gpu=False, cache=cache)[0]
+    assert again.cached and again.first_failure.name == "test_step1_returns_42", "the stored grade keeps the files"
+    text = _render([r], root)
+    assert "first failing test: test_step1_returns_42" in text and "auxiliary file says" not in text, text
+
+
 def test_run_rows_show_the_graded_loss_and_the_last_lab_result(tmp_path, monkeypatch):
     monkeypatch.delenv("KATA_CACHE_DIR", raising=False)
     steps = {s.id: s for s in load_manifest(ROOT / "grader" / "steps.toml")}
