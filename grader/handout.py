@@ -8,6 +8,10 @@ infrastructure tests). Before writing the zip it checks that no file of the hand
 contains a line of reference source that the stubs do not also have, and refuses to
 build otherwise.
 
+The hints leave the handout's grader/steps.toml for grader/hints.toml, base64-encoded
+(`move_hints`): a learner who reads the manifest to find their way sees no spoiler;
+`nox -s hint -- N` decodes them one at a time.
+
 The handout's README.md is `grader/HANDOUT_README.md` with `{{steps}}` replaced by a
 table of the manifest's steps and `{{readme: Heading}}` by that `## Heading` section of
 the kata's README.md: it names only what the handout has and commands that run there
@@ -97,6 +101,50 @@ def handout_readme(root: Path = ROOT) -> str:
     return text
 
 
+HINTS_NOTE = ("# This handout keeps the hints in grader/hints.toml, encoded so that reading this file\n"
+              "# spoils nothing: `nox -s hint -- N` shows them one at a time.\n")
+_HINT_KEY = re.compile(r"\s*hints?\s*=")
+
+
+def strip_hints(text: str) -> str:
+    """A steps.toml's text without its `hints = [...]` (or `hint = "..."`) entries."""
+    from .manifest import tomllib
+
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not _HINT_KEY.match(lines[i]):
+            out.append(lines[i])
+            i += 1
+            continue
+        for j in range(i, len(lines)):  # the entry ends at the first line where it parses
+            try:
+                tomllib.loads("".join(lines[i:j + 1]))
+                break
+            except tomllib.TOMLDecodeError:
+                continue
+        else:
+            raise ValueError(f"grader/steps.toml line {i + 1}: a hints entry that never ends")
+        i = j + 1
+    return "".join(out)
+
+
+def move_hints(folder: Path) -> None:
+    """Move the hints of `folder`'s grader/steps.toml into grader/hints.toml, encoded;
+    the manifest must load exactly as before (or nothing is built)."""
+    from .manifest import HINTS_FILE, encode_hints, load_manifest
+
+    manifest = folder / "grader" / "steps.toml"
+    before = load_manifest(manifest)
+    text = strip_hints(manifest.read_text(encoding="utf-8"))
+    manifest.write_text(HINTS_NOTE + text, encoding="utf-8")
+    manifest.with_name(HINTS_FILE).write_text(encode_hints(before), encoding="utf-8")
+    after = load_manifest(manifest)
+    if after != before:  # Step equality covers the hints
+        raise RuntimeError("moving the hints to grader/hints.toml changed the manifest; check grader/steps.toml")
+
+
 def _bodies(path: Path) -> dict[str, tuple[int, list[str]]]:
     """`Class.method` / `function` -> (first line, body lines without the docstring)."""
     src = path.read_text(encoding="utf-8")
@@ -176,6 +224,11 @@ def build(root: Path = ROOT, out: Path | None = None, make_zip: bool = True) -> 
         shutil.copy2(root / rel, dest)
     if readme is not None:
         (out / "README.md").write_text(readme, encoding="utf-8")
+    try:
+        move_hints(out)
+    except (RuntimeError, ValueError):
+        shutil.rmtree(out)
+        raise
     if (root / "reference").is_dir():
         found = leaks(out, secrets(root))
         if found:

@@ -4,7 +4,9 @@
     python -m grader.hints 3 --all    # every hint of step 3
     python -m grader.hints bonus 2    # (or bonus2) a bonus step
 
-Hints live in `grader/steps.toml` (`hints = [...]` per step). How many of a step's hints
+Hints live in `grader/steps.toml` (`hints = [...]` per step); a learner handout keeps
+them in `grader/hints.toml` instead, base64-encoded so that reading the manifest spoils
+nothing (`grader.manifest.load_manifest` reads both forms). How many of a step's hints
 the learner has seen is kept in `exercises/hints_used.json` (`{"step3": 2}`), so the
 count travels with a submission: the grader's table and its Gradescope JSON show it.
 """

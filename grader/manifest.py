@@ -9,9 +9,15 @@ single `hint = "..."` reads as a one-item list), and optionally
   `tests/test_<id>_*.py`), and `select = "lab"`: a pytest `-k` expression within them;
 - `gpu = true` with `gpu_command`: needs CUDA; elsewhere it shows "needs a GPU";
 - `time_limit`: seconds for the whole step's test process (default 180).
+
+A learner handout keeps the hints out of its steps.toml, in `grader/hints.toml`,
+base64-encoded so that reading the manifest for orientation spoils nothing
+(`grader.handout` writes it; `encode_hints`); a step without `hints` takes them from there.
 """
 from __future__ import annotations
 
+import base64
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +29,8 @@ else:  # pragma: no cover - Python 3.10
 
 MANIFEST = Path(__file__).with_name("steps.toml")
 DEFAULT_TIME_LIMIT = 180.0
+HINTS_FILE = "hints.toml"  # beside steps.toml in a handout: the hints, encoded
+HINTS_HEADER = "# spoilers, encoded on purpose: ask with `nox -s hint -- N`"
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,12 @@ def load_manifest(path: Path | str = MANIFEST) -> list[Step]:
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path} is not valid TOML: {e}") from None
     steps: list[Step] = []
+    stored: dict[str, list[str]] | None = None
     for i, table in enumerate(data.get("step", []), 1):
+        if "hints" not in table and "hint" not in table:
+            stored = _encoded_hints(path) if stored is None else stored
+            if table.get("id") in stored:
+                table = {**table, "hints": stored[table["id"]]}
         if "hint" not in table and table.get("hints"):
             # `hints` (a list, shown one at a time by `nox -s hint`) replaces `hint`;
             # the report's one-line hint is the first, the concept.
@@ -109,6 +122,31 @@ def load_manifest(path: Path | str = MANIFEST) -> list[Step]:
         if unknown:
             raise ValueError(f"{path}: step {s.id} needs unknown step(s) {', '.join(unknown)}")
     return [s for s in steps if not s.bonus] + [s for s in steps if s.bonus]
+
+
+def encode_hints(steps: list[Step]) -> str:
+    """The text of a handout's grader/hints.toml: each step's hints, base64-encoded."""
+    lines = [HINTS_HEADER, 'encoding = "base64"', "", "[hints]"]
+    for s in steps:
+        lines.append(f"{s.id} = [")
+        lines += [f"  {json.dumps(base64.b64encode(h.encode('utf-8')).decode('ascii'))}," for h in s.hints]
+        lines.append("]")
+    return "\n".join(lines) + "\n"
+
+
+def _encoded_hints(manifest: Path) -> dict[str, list[str]]:
+    """{step id: hints} from the grader/hints.toml beside `manifest`; {} when there is none."""
+    path = manifest.with_name(HINTS_FILE)
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        if data.get("encoding") != "base64":
+            raise ValueError(f"encoding {data.get('encoding')!r}, not \"base64\"")
+        return {sid: [base64.b64decode(h, validate=True).decode("utf-8") for h in hints]
+                for sid, hints in data.get("hints", {}).items()}
+    except (tomllib.TOMLDecodeError, ValueError, TypeError) as e:  # binascii.Error is a ValueError
+        raise ValueError(f"{path} cannot be read: {e}") from None
 
 
 # --------------------------------------------------------------------------- platform policy

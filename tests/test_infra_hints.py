@@ -171,6 +171,49 @@ def test_each_function_a_step_opens_is_named_by_one_of_its_hints() -> None:
                          "opens): " + ", ".join(missing))
 
 
+# ------------------------------------------------------------ the handout hides them
+
+
+def test_a_built_handout_holds_the_hints_encoded_and_nox_s_hint_still_shows_them(tmp_path) -> None:
+    """A learner reading the handout's files (steps.toml for orientation) meets no hint by
+    accident: they sit in grader/hints.toml, base64-encoded; `hint` decodes them there."""
+    import os
+    import subprocess
+
+    from grader import handout
+    from grader.manifest import HINTS_HEADER, load_manifest
+
+    folder, _ = handout.build(ROOT, tmp_path / "handout", make_zip=False)
+    steps = load_manifest(ROOT / "grader" / "steps.toml")
+    # Pieces of each hint between quotes and backslashes, as TOML or Markdown would hold them.
+    pieces = {(s.id, p) for s in steps for h in s.hints for p in re.split(r'["\\]', h) if len(p) >= 30}
+    assert {sid for sid, _ in pieces} == {s.id for s in steps}, "every step's hints should be checkable"
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and f.suffix in (".py", ".toml", ".md", ".txt", ".json", ".cfg", ""):
+            text = f.read_text(encoding="utf-8", errors="replace")
+            found = [(sid, p) for sid, p in pieces if p in text]
+            assert not found, f"{f.relative_to(folder)} holds hint text in plain form: {found[:2]}"
+    assert (folder / "grader" / "hints.toml").read_text().startswith(HINTS_HEADER + "\n")
+    assert load_manifest(folder / "grader" / "steps.toml") == steps, "the handout's manifest reads the same hints"
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST_"))}
+    env["PYTHONPATH"] = str(folder)  # the handout's own grader
+    three = next(s for s in steps if s.id == "step3")
+    p = subprocess.run([sys.executable, "-m", "grader.hints", "3", "--all"], cwd=folder, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for i, h in enumerate(three.hints, 1):
+        assert f"hint {i}/{len(three.hints)}: {h}" in p.stdout, p.stdout
+
+
+def test_strip_hints_takes_out_every_form_of_the_key_and_nothing_else() -> None:
+    from grader.handout import strip_hints
+
+    text = ('[[step]]\nid = "a"\nhint = "one ] line"\nopen = "x"\n\n[[step]]\nid = "b"\nhints = [\n'
+            '  "with \\"quotes\\" and ]",\n  "two",\n]\nbonus = true\n')
+    assert strip_hints(text) == '[[step]]\nid = "a"\nopen = "x"\n\n[[step]]\nid = "b"\nbonus = true\n'
+
+
 # ------------------------------------------------------ the checker catches issue 12's
 
 
