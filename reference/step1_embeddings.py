@@ -91,7 +91,8 @@ def init_weights(module: nn.Module, n_layer: int) -> None:
     smaller by a factor sqrt(2 * n_layer). Each block adds two of them to the residual
     stream, so without the factor its variance grows with depth.
     Why it matters: PyTorch's default nn.Embedding init is N(0, 1); with a tied output
-    layer that gives logits of size ~sqrt(C), and the first loss is 50-100 instead of
+    layer each position's own token then gets a logit of ~C/sqrt(2) (~130 for C = 192;
+    the other logits spread by ~sqrt(C)), so the first loss is ~130 instead of
     ln(V) ~ 10.8, the loss of a uniform guess.
     """
     # BEGIN SOLUTION

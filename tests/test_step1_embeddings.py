@@ -240,7 +240,8 @@ def test_step1_initial_loss_of_tied_head_is_about_ln_vocab() -> None:
     whatever the blocks added, so the logit scale (hence the first loss) is set by the
     tied head's init alone. We skip the blocks (step 3) and score the embeddings
     through ln_f and the tied head: std-0.02 weights give logits of std ~0.02*sqrt(C)
-    ≈ 0.3 and a loss ≈ ln V; N(0, 1) gives logits of std ~sqrt(C) ≈ 14 and a loss of 50-100.
+    ≈ 0.3 and a loss ≈ ln V; N(0, 1) gives logits of std ~sqrt(C) ≈ 14, the own token's
+    ~C/sqrt(2), and a loss of ~130.
     """
     s1 = student(S1)
     cfg = s1.GPTConfig(dropout=0.0)  # the lab's model: this test is about V = 50257
