@@ -82,8 +82,8 @@ def instructor(needs: str = "reference", name: str | None = None) -> Callable:
                           f"(the handout's README.md lists what runs here)")
 
         what = (fn.__doc__ or "").removeprefix("Instructors: ")
-        what = what[:1].upper() + what[1:]  # "Instructors: build ..." -> "... handout). Build ..."
-        refuse.__doc__ = f"Instructors only (needs {needs}/, not in the handout). {what}".strip()  # for `nox -l`
+        # A colon, as in the full kata's "Instructors: build ...": the description goes on as written.
+        refuse.__doc__ = f"Instructors only (needs {needs}/, not in the handout): {what}".strip()  # for `nox -l`
         return nox.session(refuse, name=name, venv_backend="none")
 
     return wrap
