@@ -49,9 +49,10 @@ class RunConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # The seed lab's run, plus warmup + cosine decay. Step 8's GPU tier. PROVISIONAL
-    # threshold: no GPU run has calibrated it yet (benchmarks/CALIBRATION.md says how).
-    "lab": dict(out_dir="runs/lab", threshold=5.5),
+    # The seed lab's run, plus warmup + cosine decay. Step 8's GPU tier. Threshold from full
+    # runs (benchmarks/CALIBRATION.md): reference seeds 0 and 1 reached 5.010 and 5.006;
+    # 5.25 is the worst plus the rule's minimum margin of 0.2, rounded up.
+    "lab": dict(out_dir="runs/lab", threshold=5.25),
     # The seed's stretch goal: twice the depth, twice the width.
     "lab-large": dict(n_layer=12, n_head=6, n_embd=384, out_dir="runs/lab-large"),
     # Step 8's CI tier: 100 steps of a 3.3M-parameter model on the offline corpus, about
