@@ -16,6 +16,8 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
 
     logits: (B, T, V) float (float32 or bf16); labels: (B, T) int64, usually the input
     ids themselves (the Hugging Face convention: the loss does the shift, not the data).
+    Neither argument is modified: labels is often the very tensor the caller passed as
+    input_ids, so writing the shifted targets into it would change the batch.
     The logits at position t are scored against the label at t+1: the last position
     has no next token and the first label has no prediction, so B*(T-1) pairs remain.
     A pair whose label is `ignore_index` (padding) does not count; any real id in
