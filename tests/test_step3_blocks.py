@@ -21,6 +21,7 @@ S1, S3 = "step1_embeddings", "step3_blocks"
 # fp32 on CPU; the reference and a correct solution may order the sums differently
 # (sdpa's fused kernel vs the explicit softmax), which moves results by ~1e-6.
 ATOL, RTOL = 1e-5, 1e-4
+IMPLS = ["manual", "sdpa"]
 
 
 @recorded
@@ -80,6 +81,51 @@ def attention_variant(attn: nn.Module, x: torch.Tensor, *, causal: bool = True,
     y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     y = y.transpose(1, 2).reshape(B, T, C) if rejoin == "right" else y.reshape(B, T, C)
     return attn.proj(y)
+
+
+# --- eval mode is deterministic ------------------------------------------------------------
+#
+# First in the file: the comparisons below run in eval mode, and a dropout that still
+# acts there makes them fail with a message about the wrong thing.
+
+EVAL_CFG = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.5, bias=True)
+EVAL_WHERE = {
+    "MLP": "MLP.forward",
+    "CausalSelfAttention": "the {impl} path of CausalSelfAttention.forward",
+    "Block": "Block.forward, and the attention and MLP it calls",
+    "TinyGPT": "TinyGPT.forward, and the modules it calls",
+}
+
+
+@pytest.mark.parametrize("kind", list(EVAL_WHERE))
+def test_step3_eval_mode_is_deterministic(kind: str) -> None:
+    """In eval mode dropout is off: the same input gives the same output every time,
+    whatever the random state (dropout=0.5 here, so an active dropout cannot hide)."""
+    impls = ["manual"] if kind == "MLP" else IMPLS
+    for impl in impls:
+        cfg = {**EVAL_CFG, "attn_impl": impl}
+        module, _ = build(kind, cfg, seed=7)  # in eval mode
+        if kind == "TinyGPT":
+            x = torch.randint(0, cfg["vocab_size"], (2, 8), generator=torch.Generator().manual_seed(7))
+        else:
+            x = activations(cfg, 7, 2, 8)
+        outs = []
+        for rng in (0, 1):  # a different random state for each call
+            torch.manual_seed(rng)
+            out = run(module, x)
+            outs.append(out[0] if kind == "TinyGPT" and isinstance(out, tuple) else out)
+        a, b = outs
+        expect(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape,
+               f"{kind} ({impl} attention) should return a tensor of the same shape on every call, got "
+               f"{type(a).__name__} and {type(b).__name__}")
+        same = (a == b) | (a.isnan() & b.isnan())  # a NaN in the same place both times is deterministic too
+        diff = (a - b).abs()[~same].max().item() if not bool(same.all()) else 0.0
+        expect(bool(same.all()), (
+            f"{kind} ({impl} attention, dropout={EVAL_CFG['dropout']}) in eval mode gave two different outputs for "
+            f"the same input (max difference {diff:.3g}): dropout is active in eval mode. The nn.Dropout modules "
+            f"switch themselves off in eval mode; a dropout probability handed to a function (F.dropout, "
+            f"F.scaled_dot_product_attention's dropout_p) does not, so it must depend on `self.training`. "
+            f"Look at {EVAL_WHERE[kind].format(impl=impl)} (step3_blocks.py)"))
 
 
 # --- MLP ------------------------------------------------------------------------------
@@ -288,7 +334,6 @@ def attention_branch(block: nn.Module, x: torch.Tensor, train: bool, seed: int =
 
 
 ATTN_CFG = dict(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
-IMPLS = ["manual", "sdpa"]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
