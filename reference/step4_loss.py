@@ -32,7 +32,8 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
     collapses towards 0 while it learns nothing it can generate with.
     Why it matters for speed: the logits are the largest tensor in the model
     (B x T x 50257 floats). A solution that slices or otherwise copies them pays a
-    full copy forward and another backward; the labels are V times smaller.
+    full copy forward and another backward; the labels are V times smaller. (bf16
+    logits are copied once anyway, into the float32 the loss is computed in.)
     """
     # BEGIN SOLUTION
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
@@ -45,7 +46,7 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
     # (logits[:, :-1]) would copy them once forward and once more backward.
     shift_labels = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
     total = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(),
+        logits.reshape(-1, logits.size(-1)).float(),  # a view; .float() copies only bf16 logits
         shift_labels.reshape(-1),
         ignore_index=ignore_index,
         reduction="sum",
