@@ -44,9 +44,10 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
     # position gets ignore_index, so the same B*(T-1) pairs count. The (B, T, V)
     # logits, the largest tensor in the model, stay contiguous; slicing them
     # (logits[:, :-1]) would copy them once forward and once more backward.
+    # reshape is a view of them; .float() copies them only when they are bf16.
     shift_labels = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
     total = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(),  # a view; .float() copies only bf16 logits
+        logits.reshape(-1, logits.size(-1)).float(),
         shift_labels.reshape(-1),
         ignore_index=ignore_index,
         reduction="sum",
