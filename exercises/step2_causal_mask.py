@@ -31,9 +31,10 @@ def masked_attention_scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor
     Use the mask you are given, not one you build yourself. Returns (B, H, T, T) in
     q's dtype: entry [b, h, i, j] is the dot product of query i with key j divided by
     sqrt(D) (the head size, not T) where the mask allows it, and -inf where it does
-    not, so a softmax over the last dim gives the future exactly zero weight. q and k
-    are not modified. Why the scale: dot products of D-dim vectors have variance ~D;
-    dividing by sqrt(D) keeps the scores ~1 so the softmax does not saturate at init.
+    not, so a softmax over the last dim gives the future exactly zero weight. q, k and
+    mask are not modified: they belong to the caller, which may use them again. Why the
+    scale: dot products of D-dim vectors have variance ~D; dividing by sqrt(D) keeps
+    the scores ~1 so the softmax does not saturate at init.
     """
     raise NotImplementedError(
         "masked_attention_scores is not written yet (step 2): its docstring states what it must do; "

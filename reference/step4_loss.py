@@ -16,6 +16,8 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
 
     logits: (B, T, V) float (float32 or bf16); labels: (B, T) int64, usually the input
     ids themselves (the Hugging Face convention: the loss does the shift, not the data).
+    Neither argument is modified: labels is often the very tensor the caller passed as
+    input_ids, so writing the shifted targets into it would change the batch.
     The logits at position t are scored against the label at t+1: the last position
     has no next token and the first label has no prediction, so B*(T-1) pairs remain.
     A pair whose label is `ignore_index` (padding) does not count; any real id in
@@ -30,7 +32,8 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
     collapses towards 0 while it learns nothing it can generate with.
     Why it matters for speed: the logits are the largest tensor in the model
     (B x T x 50257 floats). A solution that slices or otherwise copies them pays a
-    full copy forward and another backward; the labels are V times smaller.
+    full copy forward and another backward; the labels are V times smaller. (bf16
+    logits are copied once anyway, into the float32 the loss is computed in.)
     """
     # BEGIN SOLUTION
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
@@ -41,6 +44,7 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
     # position gets ignore_index, so the same B*(T-1) pairs count. The (B, T, V)
     # logits, the largest tensor in the model, stay contiguous; slicing them
     # (logits[:, :-1]) would copy them once forward and once more backward.
+    # reshape is a view of them; .float() copies them only when they are bf16.
     shift_labels = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
     total = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(),

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -167,14 +168,81 @@ def with_reference_deps(module: ModuleType, **names: str):
                 setattr(module, n, saved[n])
 
 
+def _watched_tensors(fn, args: tuple, kwargs: dict) -> list[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every tensor the caller hands `fn`: each argument, and the items
+    of a list, tuple or dict argument (one level). Named as in `fn`'s signature (`labels`,
+    `batches[2]`); where the arguments do not bind, by position.
+
+    Left out: Parameters (a model's or init function's own to change: training and
+    `init_weights` change them on purpose), tensor subclasses, meta tensors (no values to
+    compare) and non-strided layouts. A tensor that requires grad is watched too: in-place
+    changes to it are as wrong, and its copy is detached, so autograd never sees it.
+    """
+    target = fn.forward if isinstance(fn, torch.nn.Module) else fn
+    try:
+        bound = inspect.signature(target).bind(*args, **kwargs)
+        named = []
+        for name, value in bound.arguments.items():
+            kind = bound.signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                named += [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                named += list(value.items())
+            else:
+                named.append((name, value))
+    except (TypeError, ValueError):  # no signature, or arguments that do not fit: the call itself will say
+        named = [(f"argument {i + 1}", v) for i, v in enumerate(args)] + list(kwargs.items())
+    found: list[tuple[str, torch.Tensor]] = []
+    for name, value in named:
+        if isinstance(value, (list, tuple)):
+            found += [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        elif isinstance(value, dict):
+            found += [(f"{name}[{k!r}]", v) for k, v in value.items()]
+        else:
+            found.append((name, value))
+    seen: set[int] = set()
+    watched = []
+    for name, t in found:
+        if (type(t) is torch.Tensor and id(t) not in seen and t.device.type != "meta"
+                and t.layout == torch.strided):
+            seen.add(id(t))
+            watched.append((name, t))
+    return watched
+
+
+def _change(before: torch.Tensor, after: torch.Tensor) -> str:
+    """How `after` differs from the copy `before` taken before the call ("" if it does not)."""
+    if after.shape != before.shape or after.dtype != before.dtype:
+        return (f"it was {before.dtype} of shape {tuple(before.shape)}, now {after.dtype} of shape "
+                f"{tuple(after.shape)}")
+    now = after.detach()
+    if now.device != before.device:
+        now = now.to(before.device)
+    differs = now != before
+    if before.is_floating_point() or before.is_complex():
+        differs &= ~(now.isnan() & before.isnan())  # NaN where there was NaN is unchanged
+    if not bool(differs.any()):
+        return ""
+    where = tuple(int(i) for i in torch.nonzero(differs)[0])
+    return (f"{int(differs.sum())} of {differs.numel()} entries differ; at index {where} it was "
+            f"{before[where].item():.4g}, now {now[where].item():.4g}")
+
+
 def not_implemented_guard(fn, *args, **kwargs):
     """Call student code; turn a stub's NotImplementedError into a clear failure.
 
     A stub of another step than the test's (bonus 1 calling an unfinished step 2) makes
     the test wait on that step instead: it is not this step's failure.
+    The call must leave the caller's tensors as they were: every tensor argument (see
+    `_watched_tensors`) is copied before the call and compared after it, and a tensor
+    changed in place fails the test, naming the function and the argument. (Without this,
+    the test would go on to ask the reference about the changed tensor, and its message
+    would blame something else.)
     """
+    watched = _watched_tensors(fn, args, kwargs)
+    copies = [t.detach().clone() for _, t in watched]
     try:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
     except NotImplementedError as e:
         # Name the stub that raised (it may be deeper than `fn`, e.g. Block.forward
         # inside TinyGPT.forward) and repeat its "what to do" message.
@@ -187,6 +255,22 @@ def not_implemented_guard(fn, *args, **kwargs):
         message = f"{where} still raises NotImplementedError: open {solution_name()}/{file} and implement it. {e}"
         other = _other_step_stub(e, _current_test_step())
         other_label = _step_label(_solution_frame(e.__traceback__, solution_name())[0].stem) if other else ""
+    else:
+        for (name, tensor), before in zip(watched, copies):
+            change = _change(before, tensor)
+            if change:
+                what = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+                pytest.fail(
+                    f"{what} (or a function it calls) changed its argument `{name}` in place ({change}). The "
+                    f"caller's tensor must stay as it was: compute on a new tensor instead of writing into this "
+                    f"one (an augmented assignment such as `/=` or `+=`, a method ending in `_`, or an indexed "
+                    f"assignment all write into it). Why it matters: the caller keeps using that tensor — "
+                    f"train_step passes the same input_ids as the labels, the residual stream reads x again, "
+                    f"autograd may need its old values for backward — so the change silently corrupts whatever "
+                    f"comes next.",
+                    pytrace=False,
+                )
+        return result
     if other:
         _waiting(other_label, other)
     # Fail outside the `except`, so the report is the message, not a chained traceback.
@@ -406,8 +490,10 @@ def recorded(fn):
                     reject()  # draw another input; the recorded ones still grade the code
                 raise SnapshotMiss(
                     f"no stored reference answer for {fn.__qualname__} with these arguments ({path.name}, key {key}). "
-                    "If your code failed an earlier check, fix that first; otherwise the snapshots are out of date "
-                    "(instructors: run `nox -s snapshots`)." + _version_hint()
+                    "The likely cause is your code: your function may have changed its inputs in place (the "
+                    "test then asks about tensors it never recorded), or failed an earlier check — fix that "
+                    "first. If your code is right, the stored answers are out of date (instructors: run "
+                    "`nox -s snapshots`)." + _version_hint()
                 )
             return stored[key]
         answer = fn(*args, **kwargs)

@@ -13,9 +13,11 @@ from strategies import SEEDS, expect, name_the_mistake, one_thread, randn
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)  # tiny tensors: see strategies.one_thread
 S2 = "step2_causal_mask"
-# A masked score must give exactly zero softmax weight. -inf is the contract; any
-# value this negative (-1e9, torch.finfo(dtype).min) underflows to the same 0 in fp32
-# next to scores of size ~1, so we accept it too.
+# A masked score must give exactly zero softmax weight. -inf is the contract; in the
+# fp32 tests any value this negative (-1e9, torch.finfo(dtype).min) underflows to the
+# same 0 next to scores of size ~1, so they accept it: those tests are about where the
+# mask goes. The contract's -inf itself is checked in half precision (the dtypes test
+# below), where a large finite number overflows or stays finite.
 MASKED = -1e4
 
 
@@ -163,3 +165,44 @@ def test_step2_softmax_gives_the_future_exactly_zero_weight(shape: tuple[int, in
            f"(causal_mask and masked_attention_scores, step2_causal_mask.py)")
     # each row is a probability distribution; fp32 sum of <= 12 terms.
     assert_close(w.sum(-1), torch.ones(B, H, T), atol=1e-5, rtol=0, what="the attention weights' row sums")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_step2_masked_scores_are_minus_inf_in_every_dtype(dtype: torch.dtype) -> None:
+    """Mixed-precision training (fp16 autocast on T4/V100, bf16 on newer GPUs) hands
+    this function half-precision q and k; the CPU multiplies them too."""
+    s2 = student(S2)
+    T = 5
+    q, k = randn(2, 2, T, 8, seed=5).to(dtype), randn(2, 2, T, 8, seed=6).to(dtype)
+    mask = lower_triangle(T)
+    name = str(dtype).removeprefix("torch.")
+    why = ("a large negative number is not -inf in every dtype: "
+           + ("float16's largest magnitude is 65504, so -1e9 cannot be stored (masked_fill raises, and fp16 "
+              "autocast training crashes)" if dtype == torch.float16 else
+              "in bfloat16, -1e9 is an ordinary finite number (-9.98e+08)")
+           + "; torch.finfo(dtype).min is finite too. The contract is -inf, which exists in every float dtype. "
+             "Look at masked_attention_scores (step2_causal_mask.py)")
+    try:
+        out = call(s2.masked_attention_scores, q, k, mask)
+    except RuntimeError as e:
+        out = e
+    # Fail outside the `except`, so the report is the message, not a chained traceback.
+    expect(not isinstance(out, RuntimeError),
+           f"masked_attention_scores raised on {name} q and k: {out}. The likely cause: {why}")
+    expect(isinstance(out, torch.Tensor) and tuple(out.shape) == (2, 2, T, T),
+           f"masked_attention_scores on {name} q, k of shape (2, 2, {T}, 8) should return (2, 2, {T}, {T}), got "
+           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    expect(out.dtype == dtype,
+           f"masked_attention_scores on {name} q and k returned {out.dtype}: the scores must keep q's dtype (under "
+           f"autocast a float32 copy of every (B, H, T, T) score doubles attention's memory). Compute them from q "
+           f"and k without converting them or the result")
+    masked = out[..., ~mask]
+    wrong = masked[masked != float("-inf")]
+    expect(wrong.numel() == 0,
+           f"with {name} q and k, {wrong.numel()} of the {masked.numel()} masked scores (key j > query i) are "
+           f"{wrong[0].item():.4g}, not -inf: {why}" if wrong.numel() else "")
+    bad = out[..., mask][~torch.isfinite(out[..., mask])]
+    expect(bad.numel() == 0,
+           f"with {name} q and k, {bad.numel()} allowed scores (key j <= query i) are not finite "
+           f"({bad[0].item() if bad.numel() else ''}): only the masked positions may be -inf. Check the mask's "
+           f"direction and that nothing overflows (divide by sqrt(D), do not multiply)")

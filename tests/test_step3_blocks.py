@@ -21,6 +21,7 @@ S1, S3 = "step1_embeddings", "step3_blocks"
 # fp32 on CPU; the reference and a correct solution may order the sums differently
 # (sdpa's fused kernel vs the explicit softmax), which moves results by ~1e-6.
 ATOL, RTOL = 1e-5, 1e-4
+IMPLS = ["manual", "sdpa"]
 
 
 @recorded
@@ -80,6 +81,51 @@ def attention_variant(attn: nn.Module, x: torch.Tensor, *, causal: bool = True,
     y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     y = y.transpose(1, 2).reshape(B, T, C) if rejoin == "right" else y.reshape(B, T, C)
     return attn.proj(y)
+
+
+# --- eval mode is deterministic ------------------------------------------------------------
+#
+# First in the file: the comparisons below run in eval mode, and a dropout that still
+# acts there makes them fail with a message about the wrong thing.
+
+EVAL_CFG = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.5, bias=True)
+EVAL_WHERE = {
+    "MLP": "MLP.forward",
+    "CausalSelfAttention": "the {impl} path of CausalSelfAttention.forward",
+    "Block": "Block.forward, and the attention and MLP it calls",
+    "TinyGPT": "TinyGPT.forward, and the modules it calls",
+}
+
+
+@pytest.mark.parametrize("kind", list(EVAL_WHERE))
+def test_step3_eval_mode_is_deterministic(kind: str) -> None:
+    """In eval mode dropout is off: the same input gives the same output every time,
+    whatever the random state (dropout=0.5 here, so an active dropout cannot hide)."""
+    impls = ["manual"] if kind == "MLP" else IMPLS
+    for impl in impls:
+        cfg = {**EVAL_CFG, "attn_impl": impl}
+        module, _ = build(kind, cfg, seed=7)  # in eval mode
+        if kind == "TinyGPT":
+            x = torch.randint(0, cfg["vocab_size"], (2, 8), generator=torch.Generator().manual_seed(7))
+        else:
+            x = activations(cfg, 7, 2, 8)
+        outs = []
+        for rng in (0, 1):  # a different random state for each call
+            torch.manual_seed(rng)
+            out = run(module, x)
+            outs.append(out[0] if kind == "TinyGPT" and isinstance(out, tuple) else out)
+        a, b = outs
+        expect(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape,
+               f"{kind} ({impl} attention) should return a tensor of the same shape on every call, got "
+               f"{type(a).__name__} and {type(b).__name__}")
+        same = (a == b) | (a.isnan() & b.isnan())  # a NaN in the same place both times is deterministic too
+        diff = (a - b).abs()[~same].max().item() if not bool(same.all()) else 0.0
+        expect(bool(same.all()), (
+            f"{kind} ({impl} attention, dropout={EVAL_CFG['dropout']}) in eval mode gave two different outputs for "
+            f"the same input (max difference {diff:.3g}): dropout is active in eval mode. The nn.Dropout modules "
+            f"switch themselves off in eval mode; a dropout probability handed to a function (F.dropout, "
+            f"F.scaled_dot_product_attention's dropout_p) does not, so it must depend on `self.training`. "
+            f"Look at {EVAL_WHERE[kind].format(impl=impl)} (step3_blocks.py)"))
 
 
 # --- MLP ------------------------------------------------------------------------------
@@ -288,7 +334,6 @@ def attention_branch(block: nn.Module, x: torch.Tensor, train: bool, seed: int =
 
 
 ATTN_CFG = dict(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
-IMPLS = ["manual", "sdpa"]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -299,15 +344,18 @@ def test_step3_attention_output_has_residual_dropout_in_train_mode(impl: str) ->
     ev, tr = attention_branch(block, x, False), attention_branch(block, x, True)
     expect(not torch.equal(tr, ev), (
         f"the attention's output in train mode ({impl} attention, dropout={P}) equals its eval-mode output: no "
-        f"dropout acts in training. Apply self.resid_drop to the output of self.proj (and dropout to the "
-        f"attention weights)"))
+        f"dropout acts in training: neither the attention's output (its residual dropout, `resid_drop`) nor its "
+        f"weights go through dropout. Look at CausalSelfAttention.forward (step3_blocks.py); `nox -s hint -- 3` "
+        f"walks you to it"))
     frac = (tr == 0).double().mean().item()
     tol = 7 * (P * (1 - P) / tr.numel()) ** 0.5
     expect(abs(frac - P) <= tol, (
         f"in train mode ({impl} attention, dropout={P}) {frac:.1%} of the attention's output entries are exactly 0, "
-        f"expected about {P:.0%}: the residual dropout belongs on the attention's output, after the projection — "
-        f"return self.resid_drop(self.proj(y)). "
-        + ("No entry is zeroed: it is missing, or applied before self.proj." if frac < tol else "")))
+        f"expected about {P:.0%}: the residual dropout belongs on the attention's final output, after the "
+        f"projection, so that it zeroes whole output entries. "
+        + ("No entry is zeroed: it is missing, or applied before the projection (which mixes the zeros away). "
+           if frac < tol else "")
+        + "Look at the end of CausalSelfAttention.forward (step3_blocks.py); `nox -s hint -- 3` walks you to it"))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -335,11 +383,14 @@ def test_step3_attention_weights_have_dropout_in_train_mode(impl: str) -> None:
     ratio = (tr / u)[kept]
     where = (f"in train mode ({impl} attention, dropout={P}) with all values equal, the kept output entries are "
              f"u times")
-    fix = ("drop the attention weights: self.attn_drop(scores.softmax(dim=-1)) @ v on the manual path, "
-           "dropout_p=self.dropout if self.training else 0.0 for F.scaled_dot_product_attention")
+    fix = ("the attention weights (the softmax's output, before they multiply v) must go through dropout: "
+           + ("`attn_drop` on the manual path" if impl == "manual" else
+              "on the sdpa path the fused kernel drops them itself when given a dropout probability in train "
+              "mode (and 0 in eval mode)")
+           + ". Look at CausalSelfAttention.forward (step3_blocks.py); `nox -s hint -- 3` walks you to it")
     if ratio.numel() and torch.allclose(ratio, torch.full_like(ratio, 1 / (1 - P))):
         pytest.fail(f"{where} exactly 1/(1-p) everywhere: only the residual dropout acted, the attention weights "
-                    f"were not dropped. {'The fused kernel needs ' if impl == 'sdpa' else ''}{fix}", pytrace=False)
+                    f"were not dropped: {fix}", pytrace=False)
     if ratio.numel() and torch.allclose(ratio, torch.full_like(ratio, 1 / (1 - P) ** 2)):
         pytest.fail(f"{where} exactly 1/(1-p)² everywhere: dropout was applied to the attention's output "
                     f"(weights @ v) entry by entry, not to the attention weights: {fix}", pytrace=False)
@@ -377,8 +428,9 @@ def test_step3_mlp_dropout_is_active_in_train_mode_and_unbiased() -> None:
     torch.manual_seed(0)
     tr = run(mlp, x)
     expect(not torch.equal(tr[0], ev), (
-        f"the MLP in train mode (dropout={P}) gives its eval-mode output: dropout is missing — "
-        f"return self.drop(self.proj(self.act(self.fc(x))))"))
+        f"the MLP in train mode (dropout={P}) gives its eval-mode output: no dropout acts, the MLP's output is "
+        f"not passed through its dropout (`drop`). Look at MLP.forward (step3_blocks.py); `nox -s hint -- 3` "
+        f"walks you to it"))
     mean, se = tr.mean(0), tr.std(0) / tr.size(0) ** 0.5
     bad = (mean - ev).abs() > 6 * se + 1e-9
     expect(not bool(bad.any()), (

@@ -49,6 +49,7 @@ def test_step3_attention_keeps_every_tensor_on_the_input_device(attn_impl: str) 
     expect(not mixed, (
         f"CausalSelfAttention.forward (attn_impl={attn_impl!r}) mixed devices: {mixed[:3]} "
         f"(the module and x were on 'meta'). A tensor made inside forward landed on the CPU: "
-        f"make the mask on x's device, causal_mask(T, device=x.device), or it fails on a GPU"
+        f"the causal mask (or another tensor made inside forward) must be made on x's device, or it fails on "
+        f"a GPU: causal_mask takes a `device`"
     ))
     expect(tuple(out.shape) == (2, 5, 8), f"expected (2, 5, 8) from x of shape (2, 5, 8); got {tuple(out.shape)}")

@@ -261,13 +261,15 @@ def test_step4_a_batch_with_nothing_to_count_gives_zero_not_nan(labels: list, ig
     value = out.item()
     expect(not math.isnan(value),
            f"{shown} is NaN: no pair counts, and a mean over zero pairs is 0/0 (what reduction='mean' gives). "
-           f"Return the sum over the counted pairs divided by max(count, 1), so such a batch gives 0.0")
+           f"Such a batch must give 0.0 (the docstring's decided edge case): look at how next_token_loss "
+           f"divides (step4_loss.py); `nox -s hint -- 4` walks you to it")
     expect(value == 0.0, f"{shown} returned {value}, expected 0.0: no pair counts (every shifted label is "
                          f"ignore_index), so nothing contributes to the loss")
     expect(out.dtype == torch.float32, f"{shown} has dtype {out.dtype}, expected float32")
     expect(out.requires_grad and out.grad_fn is not None,
            f"{shown} returned a constant with no graph (e.g. torch.tensor(0.0)): the training loop calls "
-           f"loss.backward() on it and crashes. Compute it from the logits (sum of nothing / max(count, 1))")
+           f"loss.backward() on it and crashes. The 0.0 must be computed from the logits, so it stays in the "
+           f"graph; `nox -s hint -- 4` walks you to it")
     out.backward()
     grad = logits.grad
     expect(grad is not None,
