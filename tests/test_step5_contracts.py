@@ -47,6 +47,10 @@ def test_configure_optimizer_uses_the_given_learning_rate() -> None:
     ))
 
 
+def _chunks() -> torch.Tensor:
+    return torch.arange(4 * 8).view(4, 8) % 97
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: device placement is invisible on a CPU")
 def test_evaluate_moves_cpu_chunks_to_the_model_device() -> None:
     """Validation chunks usually stay on the CPU; evaluate() moves each batch to the
