@@ -13,8 +13,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from _step5_checks import chunk_problem
 from _support import assert_close, not_implemented_guard, oracle, recorded, student
 from _tiny_lm import TinyLM
+from strategies import expect
 
 MODULE = "step5_train_loop"
 
@@ -55,33 +57,16 @@ def test_chunk_tokens_keeps_order_and_loses_less_than_one_block(n, block, kind):
     stream = torch.arange(n, dtype=torch.long) * 7 % 50257
     given_stream = {"list": stream.tolist(), "numpy": stream.numpy(), "tensor": stream}[kind]
     out = call("chunk_tokens", given_stream, block)
-    assert isinstance(out, torch.Tensor) and out.dtype == torch.long, (
-        f"chunk_tokens should return an int64 torch.Tensor, got {type(out).__name__} "
-        f"{getattr(out, 'dtype', '')}"
-    )
-    assert out.dim() == 2 and out.size(1) == block, f"expected (N, {block}) chunks, got shape {tuple(out.shape)}"
-    lost = n - out.numel()
-    assert 0 <= lost < block, (
-        f"a stream of {n} tokens in blocks of {block} kept {out.numel()} tokens and lost {lost}; only the "
-        f"final partial block (< {block} tokens of the whole corpus) may be dropped. Losing more means the "
-        f"stream was chunked piece by piece (per document or per batch of lines, as the seed lab's "
-        f"`map(batched=True)` does), which drops a tail every time: chunk the whole stream once"
-    )
-    assert torch.equal(out.flatten(), stream[: out.numel()]), (
-        "the chunks, read row by row, are not the start of the stream: row i must be "
-        "stream[i*block_size:(i+1)*block_size] — no shuffling, overlap or transposition"
-    )
+    problem = chunk_problem(stream, block, out)
+    expect(problem is None, f"({kind} stream) {problem}")
 
 
 def test_chunk_tokens_drops_only_the_final_partial_block_of_a_long_stream():
     """The seed lab's bug at its real scale: a tail lost per 1,000-token piece."""
     stream = np.arange(12_345, dtype=np.int64)
     out = call("chunk_tokens", stream, 128)
-    assert out.shape == (12_345 // 128, 128), (
-        f"12,345 tokens in blocks of 128 make {12_345 // 128} chunks, got shape {tuple(out.shape)}: "
-        f"chunk the whole stream once; only the last partial block may be lost"
-    )
-    assert torch.equal(out[-1], torch.arange(out.numel() - 128, out.numel())), "the last chunk is not in stream order"
+    problem = chunk_problem(torch.from_numpy(stream), 128, out)
+    expect(problem is None, problem)
 
 
 @pytest.mark.parametrize("n,block", [(0, 8), (5, 8), (127, 128)])
