@@ -1,7 +1,7 @@
-"""Step 5 diagnoses shared by its test files: what `chunk_tokens` returned.
+"""Step 5 diagnoses shared by its test files: what `chunk_tokens` and `train_step` returned.
 
-Each test file checks this contract before it uses the result, so whichever test
-runs first reports the real problem (overlapping chunks, say) instead of a
+Each test file checks these contracts before it uses the result, so whichever test
+runs first reports the real problem (overlapping chunks, a float loss) instead of a
 confusing symptom further on.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 WHERE_CHUNK = "Look at chunk_tokens (step5_train_loop.py); stuck? `nox -s hint -- 5`"
+WHERE_STEP = "Look at what train_step returns (step5_train_loop.py)"
 
 
 def _find_slice(stream: torch.Tensor, row: torch.Tensor) -> int | None:
@@ -63,3 +64,36 @@ def chunk_problem(stream: torch.Tensor, block: int, out: object) -> str | None:
         return (f"{call}: row {i} should be stream[{i * block}:{(i + 1) * block}] = {want[:6].tolist()}..., got "
                 f"{out[i][:6].tolist()}...: {found}. {tile}")
     return None
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, torch.Tensor):
+        return (f"a tensor of shape {tuple(x.shape)}"
+                + (" that still requires grad" if x.requires_grad else ""))
+    return f"a {type(x).__name__} ({x!r})"
+
+
+def train_step_result(out: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check train_step's return contract before a test uses the values; return them.
+
+    The contract (train_step's docstring): a pair (loss, grad_norm) of 0-dim tensors,
+    detached from the graph, left on the device. A float from `.item()` makes every
+    training step wait for the GPU; a tensor still attached keeps the graph alive.
+    """
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        pytest.fail(f"train_step returned {_describe(out)}; expected a pair (loss, grad_norm), both 0-dim tensors. "
+                    f"{WHERE_STEP}", pytrace=False)
+    for what, t in zip(("loss", "gradient norm"), out):
+        if not isinstance(t, torch.Tensor):
+            pytest.fail(
+                f"train_step returned the {what} as {_describe(t)}; the contract is a 0-dim tensor, detached and "
+                f"left on the device: turning it into a Python number (`.item()`, `float()`) makes the training "
+                f"loop wait for the GPU at every step, and the loop converts it only when it logs. {WHERE_STEP}",
+                pytrace=False)
+        if t.dim() != 0:
+            pytest.fail(f"train_step returned the {what} as {_describe(t)}; expected a 0-dim tensor (shape ()), "
+                        f"one number. {WHERE_STEP}", pytrace=False)
+        if t.requires_grad:
+            pytest.fail(f"the returned {what} still requires grad: it must come back detached from the graph, or "
+                        f"the graph it holds stays alive and leaks memory. {WHERE_STEP}", pytrace=False)
+    return out[0], out[1]

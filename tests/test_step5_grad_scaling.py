@@ -15,6 +15,7 @@ import copy
 import pytest
 import torch
 
+from _step5_checks import train_step_result
 from _support import assert_close, not_implemented_guard, student
 from _tiny_lm import TinyLM
 
@@ -24,6 +25,11 @@ SCALE = 1024.0  # a power of two: scaling and unscaling fp32 gradients is exact
 
 def train_step(*args, **kwargs):
     return not_implemented_guard(student(MODULE).train_step, *args, **kwargs)
+
+
+def checked_train_step(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """train_step, its return contract (0-dim detached tensors) checked before a test reads the values."""
+    return train_step_result(train_step(*args, **kwargs))
 
 
 class CountingSGD(torch.optim.SGD):
@@ -97,7 +103,7 @@ def test_train_step_with_a_scaler_clips_the_unscaled_gradients(seed, max_norm):
     want_loss, want_norm = plain_step(want_model, batch(seed), 0.1, max_norm)
     opt = CountingSGD(model.parameters(), lr=0.1)
     scaler = FakeScaler(model)
-    loss, norm = train_step(model, batch(seed), opt, max_norm, None, scaler)
+    loss, norm = checked_train_step(model, batch(seed), opt, max_norm, None, scaler)
 
     calls = {c: scaler.calls.count(c) for c in ("scale", "unscale_", "step", "update")}
     assert calls["scale"] == 1, (
@@ -153,7 +159,7 @@ def test_train_step_skips_the_update_when_scaled_gradients_overflow():
     # Gradients ~1e28 x 2^40 overflow fp32 to inf, as fp16 gradients overflow at 65504.
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss, _ = train_step(model, batch(4), opt, 1.0, None, scaler)
+    loss, _ = checked_train_step(model, batch(4), opt, 1.0, None, scaler)
     for n, p in model.named_parameters():
         assert torch.equal(p.detach(), before[n]), (
             f"parameter {n} changed (or became NaN) although the scaled gradients overflowed: let "
