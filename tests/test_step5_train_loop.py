@@ -191,6 +191,45 @@ def test_lr_at_matches_the_reference_cosine(schedule, frac):
     )
 
 
+def lr_by_contract(step: int, max_lr: float, warmup: int, total: int, min_lr: float) -> float:
+    """lr_at's docstring, edge cases included: warm-up first, then past-the-end, then the cosine."""
+    if step < warmup:
+        return max_lr * (step + 1) / warmup
+    if step >= total:
+        return min_lr
+    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+EDGE_SCHEDULES = {  # id: (warmup_steps, total_steps, what the docstring says about it)
+    "no-warmup": (0, 10, "warmup_steps == 0 means no warm-up: the cosine starts at max_lr at step 0 and reaches "
+                         "min_lr at total_steps"),
+    "no-warmup-no-decay": (0, 0, "warmup_steps == total_steps == 0: no warm-up and no decay, so every step is "
+                                 "past the end, at min_lr"),
+    "total-equals-warmup": (5, 5, "total_steps == warmup_steps leaves no room for a decay: the warm-up rises to "
+                                  "max_lr at step warmup_steps - 1, then the lr is min_lr from step warmup_steps on"),
+    "total-inside-warmup": (5, 3, "total_steps < warmup_steps: the warm-up still runs in full (steps 0 .. "
+                                  "warmup_steps - 1), then the lr is min_lr from step warmup_steps on"),
+}
+
+
+@pytest.mark.parametrize("case", EDGE_SCHEDULES)
+def test_lr_at_handles_no_warmup_and_no_room_to_decay(case):
+    warmup, total, rule = EDGE_SCHEDULES[case]
+    max_lr, min_lr = 1e-3, 1e-4
+    for step in range(max(warmup, total) + 3):
+        what = f"lr_at({step}, max_lr={max_lr:g}, warmup_steps={warmup}, total_steps={total}, min_lr={min_lr:g})"
+        try:
+            got = call("lr_at", step, max_lr, warmup, total, min_lr)
+        except Exception as e:  # noqa: BLE001 - the learner's error, reported as a diagnosis
+            pytest.fail(f"{what} raised {type(e).__name__}: {e}. {rule}. Look at lr_at (step5_train_loop.py)",
+                        pytrace=False)
+        want = lr_by_contract(step, max_lr, warmup, total, min_lr)
+        # rel 1e-9: plain float arithmetic, only rounding differs between correct formulas.
+        expect(got == pytest.approx(want, rel=1e-9, abs=1e-15), (
+            f"{what} = {got:.6g}, expected {want:.6g}: {rule} (the docstring's edge cases). Look at lr_at "
+            f"(step5_train_loop.py)"))
+
+
 # ------------------------------------------------------------------- train_step
 
 
