@@ -13,6 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from _step6_checks import run_generate, sample
 from _support import not_implemented_guard, student
 from _tiny_lm import TableLM
 
@@ -30,7 +31,7 @@ def draw(logits: torch.Tensor, n: int = DRAWS, seed: int = 0, **kw) -> torch.Ten
     """n draws from one row of logits, as frequencies over the vocabulary."""
     batch = logits.expand(n, -1).contiguous()
     g = torch.Generator().manual_seed(seed)
-    out = call("sample_next", batch, generator=g, **kw)
+    out = sample(batch, generator=g, **kw)
     assert out.shape == (n, 1) and out.dtype == torch.long, (
         f"sample_next on ({n}, {logits.numel()}) logits should return ({n}, 1) int64 ids, got "
         f"{tuple(out.shape)} {out.dtype}"
@@ -77,19 +78,30 @@ def test_low_temperature_sharpens_and_high_temperature_flattens():
 
 
 @given(seed=st.integers(0, 10_000), V=st.integers(2, 300))
+def test_temperature_zero_is_greedy_without_dividing_by_zero(seed, V):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(64, V, generator=g) * 3
+    logits[0, : V // 2] = float("-inf")  # a row with banned tokens: greedy must still pick its best allowed one
+    best = logits.argmax(-1, keepdim=True)
+    greedy = sample(logits, temperature=0.0, generator=g)
+    if not (isinstance(greedy, torch.Tensor) and torch.equal(greedy, best)):
+        got = (f"shape {tuple(greedy.shape)}, first ids {greedy.flatten()[:5].tolist()}"
+               if isinstance(greedy, torch.Tensor) else repr(greedy))
+        pytest.fail(
+            f"sample_next(logits of shape (64, {V}), temperature=0.0) should be greedy: each row's id of its largest "
+            f"logit, shape (B, 1) = (64, 1), every time, without dividing by zero (logits / 0 gives inf and NaN); "
+            f"got {got} where the argmax is {best.flatten()[:5].tolist()}. Look at sample_next (step6_sampler.py)",
+            pytrace=False)
+
+
+@given(seed=st.integers(0, 10_000), V=st.integers(2, 300))
 def test_temperature_towards_zero_tends_to_argmax(seed, V):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(64, V, generator=g) * 3
     best = logits.argmax(-1, keepdim=True)
-    greedy = call("sample_next", logits, temperature=0.0, generator=g)
-    assert torch.equal(greedy, best), (
-        f"temperature=0 must be greedy: each row's id of its largest logit, shape (B, 1) = (64, 1), without "
-        f"dividing by zero; got shape {tuple(greedy.shape)}, first ids {greedy.flatten()[:5].tolist()} where "
-        f"the argmax is {best.flatten()[:5].tolist()}"
-    )
     # Make the best logit clearly best, so T = 1e-3 puts all but ~e^-100 of the mass on it.
     logits.scatter_(1, best, logits.max(-1, keepdim=True).values + 0.1)
-    cold = call("sample_next", logits, temperature=1e-3, generator=g)
+    cold = sample(logits, temperature=1e-3, generator=g)
     assert torch.equal(cold, best), (
         f"at temperature 1e-3 {int((cold != best).sum())} of 64 rows did not pick their argmax: dividing by a tiny "
         f"temperature should leave all the probability on the largest logit"
@@ -109,7 +121,7 @@ def test_bad_temperature_or_top_k_is_a_value_error(kw):
 def test_top_k_never_samples_outside_the_k_best(seed, V, k, temperature):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(256, V, generator=g)
-    out = call("sample_next", logits, temperature=temperature, top_k=k, generator=g)
+    out = sample(logits, temperature=temperature, top_k=k, generator=g)
     allowed = logits.topk(min(k, V), dim=-1).indices
     ok = (allowed == out).any(-1)
     if not bool(ok.all()):
@@ -139,7 +151,7 @@ def test_top_k_keeps_the_kth_token_and_renormalises():
 def test_top_k_of_one_is_greedy_and_top_k_above_vocab_keeps_all():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(128, 10, generator=g)
-    assert torch.equal(call("sample_next", logits, top_k=1, generator=g), logits.argmax(-1, keepdim=True)), (
+    assert torch.equal(sample(logits, top_k=1, generator=g), logits.argmax(-1, keepdim=True)), (
         "top_k=1 must always draw the argmax"
     )
     freq = draw(LOGITS, top_k=100)
@@ -176,7 +188,7 @@ def test_generate_keeps_the_prompt_adds_max_new_tokens_and_crops_the_context(B, 
     model = TableLM(table(V, seed), block_size=block).train()
     prompt = torch.randint(0, V, (B, T0), generator=torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed)
-    out = call("generate", model, prompt.clone(), new, temperature=1.0, generator=g)
+    out = run_generate(model, prompt.clone(), new, temperature=1.0, generator=g)
     assert out.shape == (B, T0 + new), (
         f"generate with a (B={B}, T0={T0}) prompt and max_new_tokens={new} should return (B, T0 + {new}) = "
         f"{(B, T0 + new)}, got {tuple(out.shape)}: return the whole sequence, prompt included"
@@ -198,7 +210,7 @@ def test_greedy_generate_samples_from_the_last_position():
     tab = table(V, 7)
     model = TableLM(tab, block_size=4)
     prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
-    out = call("generate", model, prompt, 8, temperature=0.0)
+    out = run_generate(model, prompt, 8, temperature=0.0)
     want = prompt[0].tolist()
     for _ in range(8):
         want.append(int(tab[want[-1]].argmax()))
@@ -211,7 +223,7 @@ def test_greedy_generate_samples_from_the_last_position():
 def test_generate_is_reproducible_with_a_seeded_generator():
     model = TableLM(table(41, 3), block_size=8)
     prompt = torch.tensor([[1, 2, 3]])
-    runs = [call("generate", model, prompt, 30, temperature=1.0, top_k=10,
+    runs = [run_generate(model, prompt, 30, temperature=1.0, top_k=10,
                  generator=torch.Generator().manual_seed(s)) for s in (5, 5, 6)]
     assert torch.equal(runs[0], runs[1]), ("two generations with generators seeded alike differ: every draw must "
                                            "come from the `generator` given to generate")
@@ -224,12 +236,12 @@ def test_generate_stops_once_every_row_has_produced_eos():
     tab[:, eos] = 20.0  # every token is followed by EOS (probability ~1 - e^-40)
     model = TableLM(tab, block_size=8)
     prompt = torch.tensor([[1, 2], [3, 4]])
-    out = call("generate", model, prompt, 10, eos_id=eos, generator=torch.Generator().manual_seed(0))
+    out = run_generate(model, prompt, 10, eos_id=eos, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 3) and (out[:, -1] == eos).all(), (
         f"every row produced eos_id={eos} on the first new token, so generation should stop there: expected "
         f"shape (2, 3) ending in {eos}, got {out.tolist()}"
     )
-    out = call("generate", model, prompt, 5, eos_id=None, generator=torch.Generator().manual_seed(0))
+    out = run_generate(model, prompt, 5, eos_id=None, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 7), f"with eos_id=None generate must produce all 5 new tokens, got shape {tuple(out.shape)}"
 
 
@@ -268,7 +280,7 @@ def continue_chain(row: list[int], n: int) -> list[int]:
 def test_generate_stops_when_every_row_has_finished_and_pads_finished_rows_with_eos(
         temperature, prompts, max_new, steps):
     prompt = torch.tensor(prompts)
-    out = call("generate", chain_model(), prompt, max_new, temperature=temperature, eos_id=EOS,
+    out = run_generate(chain_model(), prompt, max_new, temperature=temperature, eos_id=EOS,
                generator=torch.Generator().manual_seed(0))
     want = torch.tensor([continue_chain(r, steps) for r in prompts])
     if out.shape == want.shape and torch.equal(out, want):
