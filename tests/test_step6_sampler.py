@@ -108,10 +108,30 @@ def test_temperature_towards_zero_tends_to_argmax(seed, V):
     )
 
 
-@pytest.mark.parametrize("kw", [dict(temperature=-0.5), dict(top_k=0), dict(top_k=-3)])
-def test_bad_temperature_or_top_k_is_a_value_error(kw):
-    with pytest.raises(ValueError):
-        call("sample_next", LOGITS[None], **kw)
+BAD_ARGUMENTS = {  # id: (the bad argument, why sample_next must reject it)
+    "temperature=-0.5": (dict(temperature=-0.5), "a negative temperature has no meaning: dividing by it turns the "
+                                                 "distribution upside down, making the least likely token the most "
+                                                 "likely"),
+    "top_k=0": (dict(top_k=0), "top_k=0 would leave no token to draw (top_k=None, not 0, means no top-k)"),
+    "top_k=-3": (dict(top_k=-3), "a negative top_k leaves no token to draw"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS)
+def test_bad_temperature_or_top_k_is_a_value_error(case):
+    kw, why = BAD_ARGUMENTS[case]
+    what = f"sample_next(logits of shape (1, {LOGITS.numel()}), {case})"
+    where = ("The docstring's contract: temperature < 0 or top_k < 1 raise ValueError, checked before the "
+             "arguments are used. Look at sample_next (step6_sampler.py)")
+    try:
+        out = call("sample_next", LOGITS[None], **kw)
+    except ValueError:
+        return
+    except Exception as e:  # noqa: BLE001 - the learner's error, reported as a diagnosis
+        pytest.fail(f"{what} raised {type(e).__name__}: {e}, expected a ValueError that names the bad argument: "
+                    f"{why}. {where}", pytrace=False)
+    pytest.fail(f"{what} returned {out.tolist() if isinstance(out, torch.Tensor) else out!r} instead of raising "
+                f"ValueError: {why}. {where}", pytrace=False)
 
 
 # -------------------------------------------------------------------------- top-k
