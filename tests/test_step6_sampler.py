@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from _step6_checks import run_generate, sample
 from _support import not_implemented_guard, student
 from _tiny_lm import TableLM
+from strategies import expect
 
 MODULE = "step6_sampler"
 DRAWS = 20_000
@@ -168,15 +169,45 @@ def test_top_k_keeps_the_kth_token_and_renormalises():
     )
 
 
-def test_top_k_of_one_is_greedy_and_top_k_above_vocab_keeps_all():
+def test_top_k_of_one_is_greedy():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(128, 10, generator=g)
-    assert torch.equal(sample(logits, top_k=1, generator=g), logits.argmax(-1, keepdim=True)), (
-        "top_k=1 must always draw the argmax"
-    )
-    freq = draw(LOGITS, top_k=100)
-    d = tv(freq, LOGITS.softmax(-1))
-    assert d <= TV_TOL, f"top_k larger than the vocabulary must keep every token (TV {d:.3f} from softmax(logits))"
+    out = sample(logits, top_k=1, generator=g)
+    best = logits.argmax(-1, keepdim=True)
+    if not torch.equal(out, best):
+        got = (f"{int((out != best).sum())} of 128 rows drew another token" if out.shape == best.shape else
+               f"got shape {tuple(out.shape)}, expected (128, 1)")
+        pytest.fail(f"sample_next(logits of shape (128, 10), top_k=1) must always draw each row's argmax: {got}. "
+                    f"Look at sample_next (step6_sampler.py)", pytrace=False)
+
+
+@pytest.mark.parametrize("top_k", [len(LOGITS), len(LOGITS) + 1, 100], ids=["top_k=V", "top_k=V+1", "top_k=100"])
+def test_top_k_at_or_above_the_vocabulary_size_keeps_every_token(top_k):
+    freq = draw(LOGITS, top_k=top_k)
+    want = LOGITS.softmax(-1)
+    d = tv(freq, want)
+    expect(d <= TV_TOL, (
+        f"with top_k={top_k} >= the vocabulary size V={len(LOGITS)} nothing is filtered: the frequencies "
+        f"{freq.numpy().round(3)} should match softmax(logits) = {want.numpy().round(3)} (TV {d:.3f} > {TV_TOL}). "
+        f"Look at sample_next (step6_sampler.py)"
+    ))
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3], ids=lambda k: f"top_k={k}")
+def test_top_k_keeps_every_token_tied_with_the_kth(top_k):
+    """Ties at the k-th largest logit stay in (the docstring's contract): here tokens 1, 2
+    and 3 tie for second place, so top_k=2 and top_k=3 both keep all four best tokens."""
+    logits = torch.tensor([2.0, 1.0, 1.0, 1.0, -1.0, 0.0]) if top_k > 1 else torch.tensor([1.0, 1.0, 1.0, -1.0, 0.0])
+    kth = logits.topk(top_k).values[-1]
+    want = torch.where(logits >= kth, logits, float("-inf")).double().softmax(-1)
+    freq = draw(logits, top_k=top_k)
+    d = tv(freq, want)
+    expect(d <= TV_TOL, (
+        f"with top_k={top_k} on logits {logits.tolist()} the k-th largest logit is {kth:g} and "
+        f"{int((logits == kth).sum())} tokens share it: every token tied with the k-th largest stays drawable "
+        f"(only logits strictly below it are removed), so the frequencies {freq.numpy().round(3)} should match "
+        f"{want.numpy().round(3)} (TV {d:.3f} > {TV_TOL}). Look at sample_next (step6_sampler.py)"
+    ))
 
 
 # ------------------------------------------------------------------- crop_context
