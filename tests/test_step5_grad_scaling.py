@@ -109,9 +109,9 @@ def expect_the_step_without_a_scaler_works(seed: int, max_norm: float) -> None:
     """
     model = TinyLM(seed=seed)
     want = copy.deepcopy(model)
-    plain_step(want, batch(seed), 0.1, max_norm)
+    want_loss, want_norm = plain_step(want, batch(seed), 0.1, max_norm)
     opt = CountingSGD(model.parameters(), lr=0.1)
-    checked_train_step(model, batch(seed), opt, max_norm)
+    loss, norm = checked_train_step(model, batch(seed), opt, max_norm)
     first = "without a scaler (before this test adds one), "
     then = (" The scaler tests build on the plain step; test_train_step_clips_before_the_optimizer_step "
             "(test_step5_train_loop.py) checks it. Look at train_step (step5_train_loop.py)")
@@ -123,6 +123,17 @@ def expect_the_step_without_a_scaler_works(seed: int, max_norm: float) -> None:
             f"{first}the gradients had total norm {opt.norms_used[0]:.4g} > max_grad_norm={max_norm} when "
             f"optimizer.step() ran: they were not clipped before the optimizer used them (clipping after the step "
             f"changes nothing it used).{then}", pytrace=False)
+    # fp32 on CPU, the same operations: only rounding differs.
+    assert_close(loss.detach().float(), torch.tensor(want_loss), atol=1e-5, rtol=1e-5,
+                 what=f"{first}the returned loss",
+                 hint="expected the model's loss on this batch (the inputs are their own labels), before the update."
+                      + then)
+    clipped = float(norm) <= max_norm * CLIPPED < want_norm
+    assert_close(norm.detach().float(), torch.tensor(want_norm), atol=1e-5, rtol=1e-4,
+                 what=f"{first}the returned gradient norm",
+                 hint="expected the total gradient norm from before clipping"
+                      + (" (the value returned is at most max_grad_norm: the norm after clipping?)" if clipped else "")
+                      + "." + then)
     for (name, p), q in zip(model.named_parameters(), want.parameters()):
         assert_close(p.detach(), q.detach(), atol=1e-6, rtol=1e-5, what=f"{first}parameter {name} after one SGD step",
                      hint="expected one update from this batch's fresh gradients, clipped to max_grad_norm." + then)
