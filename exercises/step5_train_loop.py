@@ -79,7 +79,12 @@ def lr_at(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr:
     - decay, steps warmup_steps .. total_steps: half a period of a cosine, from max_lr
       at step warmup_steps down to min_lr at step total_steps; it falls slowly at both
       ends and fastest in the middle, where it is halfway between max_lr and min_lr;
-    - past the end, step >= total_steps: min_lr, for ever (a run may go on longer).
+    - past the end, step >= total_steps (warm-up over): min_lr, for ever (a run may go
+      on longer).
+    Edge cases, without dividing by zero: warmup_steps == 0 means no warm-up (step 0
+    is at max_lr, where the decay starts); total_steps <= warmup_steps leaves no room
+    for a decay: the warm-up still runs in full, then min_lr from step warmup_steps
+    on (both 0: min_lr from step 0).
     It never rises after warmup and never leaves [0, max_lr].
     Why: at the start the gradients are large and Adam's statistics empty, so full
     steps would throw the weights far; at the end small steps settle into a minimum.

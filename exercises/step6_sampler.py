@@ -70,6 +70,10 @@ def generate(
     every row has finished, or after max_new_tokens steps, so n <= max_new_tokens is
     the number of steps actually taken. Stopping when *any* row finished is wrong.
     Without eos_id, n == max_new_tokens.
+    The model it relies on (TinyGPT, step 3, or any model alike): `model(ids)` with
+    (B, T) int64 ids, T <= `model.config.block_size`, returns a pair (logits, loss):
+    (B, T, V) float logits, where position t's row scores the token after position t,
+    and a loss that is None when no labels are given.
     """
     raise NotImplementedError(
         "generate is not written yet (step 6): its docstring states what it must do; "

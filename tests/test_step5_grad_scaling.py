@@ -15,6 +15,7 @@ import copy
 import pytest
 import torch
 
+from _step5_checks import train_step_result
 from _support import assert_close, not_implemented_guard, student
 from _tiny_lm import TinyLM
 
@@ -26,20 +27,28 @@ def train_step(*args, **kwargs):
     return not_implemented_guard(student(MODULE).train_step, *args, **kwargs)
 
 
+def checked_train_step(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """train_step, its return contract (0-dim detached tensors) checked before a test reads the values."""
+    return train_step_result(train_step(*args, **kwargs))
+
+
 class CountingSGD(torch.optim.SGD):
-    """SGD that counts its steps and whether a scaler made them."""
+    """SGD that counts its steps, whether a scaler made them, and the gradient norm each step used."""
 
     def __init__(self, params, lr: float) -> None:
         super().__init__(params, lr=lr)
         self.direct_steps = 0
         self.scaler_steps = 0
         self.via_scaler = False
+        self.norms_used: list[float] = []
 
     def step(self, closure=None):
         if self.via_scaler:
             self.scaler_steps += 1
         else:
             self.direct_steps += 1
+        grads = [p.grad.detach().flatten() for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self.norms_used.append(torch.linalg.vector_norm(torch.cat(grads)).item() if grads else 0.0)
         return super().step(closure)
 
 
@@ -89,15 +98,57 @@ def plain_step(model: TinyLM, x: torch.Tensor, lr: float, max_norm: float) -> tu
     return loss.item(), norm.item()
 
 
+CLIPPED = 1 + 1e-4  # clip_grad_norm_ scales by max_norm / (norm + 1e-6), plus fp32 rounding
+
+
+def expect_the_step_without_a_scaler_works(seed: int, max_norm: float) -> None:
+    """The scaler tests put a scaler on top of train_step's plain path: backward, clip, step.
+
+    A mistake in that path (clipping after the step, say) is not a scaler bug, so it is
+    reported here as what it is, before any scaler is involved, whichever test runs first.
+    """
+    model = TinyLM(seed=seed)
+    want = copy.deepcopy(model)
+    want_loss, want_norm = plain_step(want, batch(seed), 0.1, max_norm)
+    opt = CountingSGD(model.parameters(), lr=0.1)
+    loss, norm = checked_train_step(model, batch(seed), opt, max_norm)
+    first = "without a scaler (before this test adds one), "
+    then = (" The scaler tests build on the plain step; test_train_step_clips_before_the_optimizer_step "
+            "(test_step5_train_loop.py) checks it. Look at train_step (step5_train_loop.py)")
+    if len(opt.norms_used) != 1:
+        pytest.fail(f"{first}train_step called optimizer.step() {len(opt.norms_used)} times, expected once.{then}",
+                    pytrace=False)
+    if opt.norms_used[0] > max_norm * CLIPPED:
+        pytest.fail(
+            f"{first}the gradients had total norm {opt.norms_used[0]:.4g} > max_grad_norm={max_norm} when "
+            f"optimizer.step() ran: they were not clipped before the optimizer used them (clipping after the step "
+            f"changes nothing it used).{then}", pytrace=False)
+    # fp32 on CPU, the same operations: only rounding differs.
+    assert_close(loss.detach().float(), torch.tensor(want_loss), atol=1e-5, rtol=1e-5,
+                 what=f"{first}the returned loss",
+                 hint="expected the model's loss on this batch (the inputs are their own labels), before the update."
+                      + then)
+    clipped = float(norm) <= max_norm * CLIPPED < want_norm
+    assert_close(norm.detach().float(), torch.tensor(want_norm), atol=1e-5, rtol=1e-4,
+                 what=f"{first}the returned gradient norm",
+                 hint="expected the total gradient norm from before clipping"
+                      + (" (the value returned is at most max_grad_norm: the norm after clipping?)" if clipped else "")
+                      + "." + then)
+    for (name, p), q in zip(model.named_parameters(), want.parameters()):
+        assert_close(p.detach(), q.detach(), atol=1e-6, rtol=1e-5, what=f"{first}parameter {name} after one SGD step",
+                     hint="expected one update from this batch's fresh gradients, clipped to max_grad_norm." + then)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("max_norm", [0.05, 1e6])  # clipping active, clipping idle
 def test_train_step_with_a_scaler_clips_the_unscaled_gradients(seed, max_norm):
+    expect_the_step_without_a_scaler_works(seed, max_norm)
     model = TinyLM(seed=seed)
     want_model = copy.deepcopy(model)
     want_loss, want_norm = plain_step(want_model, batch(seed), 0.1, max_norm)
     opt = CountingSGD(model.parameters(), lr=0.1)
     scaler = FakeScaler(model)
-    loss, norm = train_step(model, batch(seed), opt, max_norm, None, scaler)
+    loss, norm = checked_train_step(model, batch(seed), opt, max_norm, None, scaler)
 
     calls = {c: scaler.calls.count(c) for c in ("scale", "unscale_", "step", "update")}
     assert calls["scale"] == 1, (
@@ -115,6 +166,11 @@ def test_train_step_with_a_scaler_clips_the_unscaled_gradients(seed, max_norm):
     assert "update" in scaler.calls[scaler.calls.index("step"):], (
         f"scaler.update() must follow scaler.step(optimizer) (it adapts the scale for the next step); calls: {scaler.calls}"
     )
+    assert opt.norms_used[0] <= max_norm * CLIPPED, (
+        f"with a scaler, the gradients had total norm {opt.norms_used[0]:.4g} > max_grad_norm={max_norm} when "
+        f"scaler.step(optimizer) ran: clip them after scaler.unscale_(optimizer) and before the step (clipping "
+        f"after the step changes nothing it used)"
+    )
     # fp32 on CPU; the scale is a power of two, so only rounding in the backward differs.
     assert_close(loss.detach().reshape(()), torch.tensor(want_loss), atol=1e-5, rtol=1e-5, what="the returned loss",
                  hint=f"return the loss itself, not scaler.scale(loss) ({SCALE:g} times larger)")
@@ -128,6 +184,7 @@ def test_train_step_with_a_scaler_clips_the_unscaled_gradients(seed, max_norm):
 
 
 def test_train_step_with_a_real_grad_scaler_matches_the_unscaled_step():
+    expect_the_step_without_a_scaler_works(3, 0.5)
     model = TinyLM(seed=3)
     want = copy.deepcopy(model)
     train_step(want, batch(3), torch.optim.AdamW(want.parameters(), lr=1e-2), 0.5)
@@ -153,7 +210,7 @@ def test_train_step_skips_the_update_when_scaled_gradients_overflow():
     # Gradients ~1e28 x 2^40 overflow fp32 to inf, as fp16 gradients overflow at 65504.
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss, _ = train_step(model, batch(4), opt, 1.0, None, scaler)
+    loss, _ = checked_train_step(model, batch(4), opt, 1.0, None, scaler)
     for n, p in model.named_parameters():
         assert torch.equal(p.detach(), before[n]), (
             f"parameter {n} changed (or became NaN) although the scaled gradients overflowed: let "

@@ -13,8 +13,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from _step5_checks import chunk_problem, train_step_result
 from _support import assert_close, not_implemented_guard, oracle, recorded, student
 from _tiny_lm import TinyLM
+from strategies import expect
 
 MODULE = "step5_train_loop"
 
@@ -25,6 +27,11 @@ def s5():
 
 def call(name: str, *args, **kwargs):
     return not_implemented_guard(getattr(s5(), name), *args, **kwargs)
+
+
+def train_step(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The learner's train_step, its return contract checked before a test reads the values."""
+    return train_step_result(call("train_step", *args, **kwargs))
 
 
 # ---------------------------------------------------------------- join_documents
@@ -55,33 +62,16 @@ def test_chunk_tokens_keeps_order_and_loses_less_than_one_block(n, block, kind):
     stream = torch.arange(n, dtype=torch.long) * 7 % 50257
     given_stream = {"list": stream.tolist(), "numpy": stream.numpy(), "tensor": stream}[kind]
     out = call("chunk_tokens", given_stream, block)
-    assert isinstance(out, torch.Tensor) and out.dtype == torch.long, (
-        f"chunk_tokens should return an int64 torch.Tensor, got {type(out).__name__} "
-        f"{getattr(out, 'dtype', '')}"
-    )
-    assert out.dim() == 2 and out.size(1) == block, f"expected (N, {block}) chunks, got shape {tuple(out.shape)}"
-    lost = n - out.numel()
-    assert 0 <= lost < block, (
-        f"a stream of {n} tokens in blocks of {block} kept {out.numel()} tokens and lost {lost}; only the "
-        f"final partial block (< {block} tokens of the whole corpus) may be dropped. Losing more means the "
-        f"stream was chunked piece by piece (per document or per batch of lines, as the seed lab's "
-        f"`map(batched=True)` does), which drops a tail every time: chunk the whole stream once"
-    )
-    assert torch.equal(out.flatten(), stream[: out.numel()]), (
-        "the chunks, read row by row, are not the start of the stream: row i must be "
-        "stream[i*block_size:(i+1)*block_size] — no shuffling, overlap or transposition"
-    )
+    problem = chunk_problem(stream, block, out)
+    expect(problem is None, f"({kind} stream) {problem}")
 
 
 def test_chunk_tokens_drops_only_the_final_partial_block_of_a_long_stream():
     """The seed lab's bug at its real scale: a tail lost per 1,000-token piece."""
     stream = np.arange(12_345, dtype=np.int64)
     out = call("chunk_tokens", stream, 128)
-    assert out.shape == (12_345 // 128, 128), (
-        f"12,345 tokens in blocks of 128 make {12_345 // 128} chunks, got shape {tuple(out.shape)}: "
-        f"chunk the whole stream once; only the last partial block may be lost"
-    )
-    assert torch.equal(out[-1], torch.arange(out.numel() - 128, out.numel())), "the last chunk is not in stream order"
+    problem = chunk_problem(torch.from_numpy(stream), 128, out)
+    expect(problem is None, problem)
 
 
 @pytest.mark.parametrize("n,block", [(0, 8), (5, 8), (127, 128)])
@@ -201,6 +191,45 @@ def test_lr_at_matches_the_reference_cosine(schedule, frac):
     )
 
 
+def lr_by_contract(step: int, max_lr: float, warmup: int, total: int, min_lr: float) -> float:
+    """lr_at's docstring, edge cases included: warm-up first, then past-the-end, then the cosine."""
+    if step < warmup:
+        return max_lr * (step + 1) / warmup
+    if step >= total:
+        return min_lr
+    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+EDGE_SCHEDULES = {  # id: (warmup_steps, total_steps, what the docstring says about it)
+    "no-warmup": (0, 10, "warmup_steps == 0 means no warm-up: the cosine starts at max_lr at step 0 and reaches "
+                         "min_lr at total_steps"),
+    "no-warmup-no-decay": (0, 0, "warmup_steps == total_steps == 0: no warm-up and no decay, so every step is "
+                                 "past the end, at min_lr"),
+    "total-equals-warmup": (5, 5, "total_steps == warmup_steps leaves no room for a decay: the warm-up rises to "
+                                  "max_lr at step warmup_steps - 1, then the lr is min_lr from step warmup_steps on"),
+    "total-inside-warmup": (5, 3, "total_steps < warmup_steps: the warm-up still runs in full (steps 0 .. "
+                                  "warmup_steps - 1), then the lr is min_lr from step warmup_steps on"),
+}
+
+
+@pytest.mark.parametrize("case", EDGE_SCHEDULES)
+def test_lr_at_handles_no_warmup_and_no_room_to_decay(case):
+    warmup, total, rule = EDGE_SCHEDULES[case]
+    max_lr, min_lr = 1e-3, 1e-4
+    for step in range(max(warmup, total) + 3):
+        what = f"lr_at({step}, max_lr={max_lr:g}, warmup_steps={warmup}, total_steps={total}, min_lr={min_lr:g})"
+        try:
+            got = call("lr_at", step, max_lr, warmup, total, min_lr)
+        except Exception as e:  # noqa: BLE001 - the learner's error, reported as a diagnosis
+            pytest.fail(f"{what} raised {type(e).__name__}: {e}. {rule}. Look at lr_at (step5_train_loop.py)",
+                        pytrace=False)
+        want = lr_by_contract(step, max_lr, warmup, total, min_lr)
+        # rel 1e-9: plain float arithmetic, only rounding differs between correct formulas.
+        expect(got == pytest.approx(want, rel=1e-9, abs=1e-15), (
+            f"{what} = {got:.6g}, expected {want:.6g}: {rule} (the docstring's edge cases). Look at lr_at "
+            f"(step5_train_loop.py)"))
+
+
 # ------------------------------------------------------------------- train_step
 
 
@@ -251,7 +280,7 @@ def test_train_step_clips_before_the_optimizer_step(seed, max_norm):
     torch.manual_seed(seed)
     model = TinyLM(seed=seed)
     spy = SpyOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0), model)
-    loss, norm = call("train_step", model, batch(seed), spy, max_norm)
+    loss, norm = train_step(model, batch(seed), spy, max_norm)
     assert len(spy.grad_norms) == 1, f"optimizer.step() was called {len(spy.grad_norms)} times, expected once"
     seen = spy.grad_norms[0]
     # 1e-4 relative: clip_grad_norm_ scales by max_norm / (norm + 1e-6), plus fp32 rounding.
@@ -291,13 +320,10 @@ def test_train_step_zeroes_old_gradients():
 
 def test_train_step_returns_detached_scalars_and_puts_the_model_in_train_mode():
     model = TinyLM(seed=2, dropout=0.5).eval()
-    loss, norm = call("train_step", model, batch(2), torch.optim.SGD(model.parameters(), lr=0.0), 1.0)
+    out = call("train_step", model, batch(2), torch.optim.SGD(model.parameters(), lr=0.0), 1.0)
     assert model.training, ("train_step left a model that came in eval mode in eval mode: training must run in "
                             "train mode (dropout is part of training)")
-    for what, t in (("loss", loss), ("grad norm", norm)):
-        assert isinstance(t, torch.Tensor) and t.dim() == 0, f"the {what} should be a 0-dim tensor, got {t!r}"
-        assert not t.requires_grad, (f"the returned {what} still requires grad: it must come back detached from the "
-                                     f"graph, or the graph it holds stays alive and leaks memory")
+    train_step_result(out)  # (loss, grad_norm): 0-dim tensors, detached
 
 
 class AutocastSpy(TinyLM):

@@ -7,14 +7,19 @@ from __future__ import annotations
 import torch
 
 from _device_check import run_recording_devices
+from _step6_checks import MODULE, run_generate
 from _support import not_implemented_guard, student
 from _tiny_lm import TableLM, TinyLM
 from strategies import expect
 
-MODULE = "step6_sampler"
-
 
 def generate(*args, **kwargs):
+    """The learner's generate; an exception is reported with its line, and a sampler bug as one."""
+    return run_generate(*args, **kwargs)
+
+
+def raw_generate(*args, **kwargs):
+    """The learner's generate, its exceptions left as they are (run_recording_devices reads them)."""
     return not_implemented_guard(student(MODULE).generate, *args, **kwargs)
 
 
@@ -25,7 +30,7 @@ def test_generate_keeps_every_tensor_on_the_prompt_device() -> None:
     the first time generate reads a value, which meta tensors do not have)."""
     model = TinyLM(vocab_size=13, block_size=8).to("meta")
     prompt = torch.zeros(2, 3, dtype=torch.long, device="meta")
-    _, mixed = run_recording_devices(generate, model, prompt, 4, temperature=0.0, eos_id=5, until_item=True)
+    _, mixed = run_recording_devices(raw_generate, model, prompt, 4, temperature=0.0, eos_id=5, until_item=True)
     expect(not mixed, (
         f"generate(..., eos_id=5) mixed devices: {mixed[:3]} (the model and prompt were on 'meta'). A tensor "
         f"made inside generate landed on the CPU: create it on the prompt's device (device=idx.device), "
@@ -45,13 +50,10 @@ def test_generate_with_eos_works_when_the_batch_and_prompt_lengths_differ() -> N
     model = TableLM(_table(), block_size=16)
     prompt = torch.tensor([[0, 1, 2], [3, 4, 0]])  # B = 2 rows, T0 = 3 tokens
     g = torch.Generator().manual_seed(0)
-    try:
-        out = generate(model, prompt, 4, temperature=0.0, generator=g, eos_id=6)
-    except RuntimeError as e:
-        expect(False, (
-            f"generate on a (2, 3) prompt with eos_id raised {e}. Track one finished flag per row: "
-            f"torch.zeros(B, dtype=torch.bool), B = idx.size(0), not the prompt length"
-        ))
+    out = generate(model, prompt, 4, temperature=0.0, generator=g, eos_id=6, hint=(
+        "With eos_id, generate keeps one finished flag per row: B of them (B = idx.size(0)), not one per "
+        "prompt token, so a flag of the wrong size shows only when B != T0, as here. Look at generate "
+        "(step6_sampler.py)"))
     expect(out.shape[0] == 2 and 3 < out.shape[1] <= 7 and torch.equal(out[:, :3], prompt), (
         f"generate on a (2, 3) prompt with max_new_tokens=4 should return (2, 3 + n), 1 <= n <= 4, "
         f"starting with the prompt; got {tuple(out.shape)}: {out.tolist()}"

@@ -13,8 +13,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from _step6_checks import run_generate, sample
 from _support import not_implemented_guard, student
 from _tiny_lm import TableLM
+from strategies import expect
 
 MODULE = "step6_sampler"
 DRAWS = 20_000
@@ -30,7 +32,7 @@ def draw(logits: torch.Tensor, n: int = DRAWS, seed: int = 0, **kw) -> torch.Ten
     """n draws from one row of logits, as frequencies over the vocabulary."""
     batch = logits.expand(n, -1).contiguous()
     g = torch.Generator().manual_seed(seed)
-    out = call("sample_next", batch, generator=g, **kw)
+    out = sample(batch, generator=g, **kw)
     assert out.shape == (n, 1) and out.dtype == torch.long, (
         f"sample_next on ({n}, {logits.numel()}) logits should return ({n}, 1) int64 ids, got "
         f"{tuple(out.shape)} {out.dtype}"
@@ -77,29 +79,60 @@ def test_low_temperature_sharpens_and_high_temperature_flattens():
 
 
 @given(seed=st.integers(0, 10_000), V=st.integers(2, 300))
+def test_temperature_zero_is_greedy_without_dividing_by_zero(seed, V):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(64, V, generator=g) * 3
+    logits[0, : V // 2] = float("-inf")  # a row with banned tokens: greedy must still pick its best allowed one
+    best = logits.argmax(-1, keepdim=True)
+    greedy = sample(logits, temperature=0.0, generator=g)
+    if not (isinstance(greedy, torch.Tensor) and torch.equal(greedy, best)):
+        got = (f"shape {tuple(greedy.shape)}, first ids {greedy.flatten()[:5].tolist()}"
+               if isinstance(greedy, torch.Tensor) else repr(greedy))
+        pytest.fail(
+            f"sample_next(logits of shape (64, {V}), temperature=0.0) should be greedy: each row's id of its largest "
+            f"logit, shape (B, 1) = (64, 1), every time, without dividing by zero (logits / 0 gives inf and NaN); "
+            f"got {got} where the argmax is {best.flatten()[:5].tolist()}. Look at sample_next (step6_sampler.py)",
+            pytrace=False)
+
+
+@given(seed=st.integers(0, 10_000), V=st.integers(2, 300))
 def test_temperature_towards_zero_tends_to_argmax(seed, V):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(64, V, generator=g) * 3
     best = logits.argmax(-1, keepdim=True)
-    greedy = call("sample_next", logits, temperature=0.0, generator=g)
-    assert torch.equal(greedy, best), (
-        f"temperature=0 must be greedy: each row's id of its largest logit, shape (B, 1) = (64, 1), without "
-        f"dividing by zero; got shape {tuple(greedy.shape)}, first ids {greedy.flatten()[:5].tolist()} where "
-        f"the argmax is {best.flatten()[:5].tolist()}"
-    )
     # Make the best logit clearly best, so T = 1e-3 puts all but ~e^-100 of the mass on it.
     logits.scatter_(1, best, logits.max(-1, keepdim=True).values + 0.1)
-    cold = call("sample_next", logits, temperature=1e-3, generator=g)
+    cold = sample(logits, temperature=1e-3, generator=g)
     assert torch.equal(cold, best), (
         f"at temperature 1e-3 {int((cold != best).sum())} of 64 rows did not pick their argmax: dividing by a tiny "
         f"temperature should leave all the probability on the largest logit"
     )
 
 
-@pytest.mark.parametrize("kw", [dict(temperature=-0.5), dict(top_k=0), dict(top_k=-3)])
-def test_bad_temperature_or_top_k_is_a_value_error(kw):
-    with pytest.raises(ValueError):
-        call("sample_next", LOGITS[None], **kw)
+BAD_ARGUMENTS = {  # id: (the bad argument, why sample_next must reject it)
+    "temperature=-0.5": (dict(temperature=-0.5), "a negative temperature has no meaning: dividing by it turns the "
+                                                 "distribution upside down, making the least likely token the most "
+                                                 "likely"),
+    "top_k=0": (dict(top_k=0), "top_k=0 would leave no token to draw (top_k=None, not 0, means no top-k)"),
+    "top_k=-3": (dict(top_k=-3), "a negative top_k leaves no token to draw"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS)
+def test_bad_temperature_or_top_k_is_a_value_error(case):
+    kw, why = BAD_ARGUMENTS[case]
+    what = f"sample_next(logits of shape (1, {LOGITS.numel()}), {case})"
+    where = ("The docstring's contract: temperature < 0 or top_k < 1 raise ValueError, checked before the "
+             "arguments are used. Look at sample_next (step6_sampler.py)")
+    try:
+        out = call("sample_next", LOGITS[None], **kw)
+    except ValueError:
+        return
+    except Exception as e:  # noqa: BLE001 - the learner's error, reported as a diagnosis
+        pytest.fail(f"{what} raised {type(e).__name__}: {e}, expected a ValueError that names the bad argument: "
+                    f"{why}. {where}", pytrace=False)
+    pytest.fail(f"{what} returned {out.tolist() if isinstance(out, torch.Tensor) else out!r} instead of raising "
+                f"ValueError: {why}. {where}", pytrace=False)
 
 
 # -------------------------------------------------------------------------- top-k
@@ -109,7 +142,7 @@ def test_bad_temperature_or_top_k_is_a_value_error(kw):
 def test_top_k_never_samples_outside_the_k_best(seed, V, k, temperature):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(256, V, generator=g)
-    out = call("sample_next", logits, temperature=temperature, top_k=k, generator=g)
+    out = sample(logits, temperature=temperature, top_k=k, generator=g)
     allowed = logits.topk(min(k, V), dim=-1).indices
     ok = (allowed == out).any(-1)
     if not bool(ok.all()):
@@ -136,15 +169,45 @@ def test_top_k_keeps_the_kth_token_and_renormalises():
     )
 
 
-def test_top_k_of_one_is_greedy_and_top_k_above_vocab_keeps_all():
+def test_top_k_of_one_is_greedy():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(128, 10, generator=g)
-    assert torch.equal(call("sample_next", logits, top_k=1, generator=g), logits.argmax(-1, keepdim=True)), (
-        "top_k=1 must always draw the argmax"
-    )
-    freq = draw(LOGITS, top_k=100)
-    d = tv(freq, LOGITS.softmax(-1))
-    assert d <= TV_TOL, f"top_k larger than the vocabulary must keep every token (TV {d:.3f} from softmax(logits))"
+    out = sample(logits, top_k=1, generator=g)
+    best = logits.argmax(-1, keepdim=True)
+    if not torch.equal(out, best):
+        got = (f"{int((out != best).sum())} of 128 rows drew another token" if out.shape == best.shape else
+               f"got shape {tuple(out.shape)}, expected (128, 1)")
+        pytest.fail(f"sample_next(logits of shape (128, 10), top_k=1) must always draw each row's argmax: {got}. "
+                    f"Look at sample_next (step6_sampler.py)", pytrace=False)
+
+
+@pytest.mark.parametrize("top_k", [len(LOGITS), len(LOGITS) + 1, 100], ids=["top_k=V", "top_k=V+1", "top_k=100"])
+def test_top_k_at_or_above_the_vocabulary_size_keeps_every_token(top_k):
+    freq = draw(LOGITS, top_k=top_k)
+    want = LOGITS.softmax(-1)
+    d = tv(freq, want)
+    expect(d <= TV_TOL, (
+        f"with top_k={top_k} >= the vocabulary size V={len(LOGITS)} nothing is filtered: the frequencies "
+        f"{freq.numpy().round(3)} should match softmax(logits) = {want.numpy().round(3)} (TV {d:.3f} > {TV_TOL}). "
+        f"Look at sample_next (step6_sampler.py)"
+    ))
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3], ids=lambda k: f"top_k={k}")
+def test_top_k_keeps_every_token_tied_with_the_kth(top_k):
+    """Ties at the k-th largest logit stay in (the docstring's contract): here tokens 1, 2
+    and 3 tie for second place, so top_k=2 and top_k=3 both keep all four best tokens."""
+    logits = torch.tensor([2.0, 1.0, 1.0, 1.0, -1.0, 0.0]) if top_k > 1 else torch.tensor([1.0, 1.0, 1.0, -1.0, 0.0])
+    kth = logits.topk(top_k).values[-1]
+    want = torch.where(logits >= kth, logits, float("-inf")).double().softmax(-1)
+    freq = draw(logits, top_k=top_k)
+    d = tv(freq, want)
+    expect(d <= TV_TOL, (
+        f"with top_k={top_k} on logits {logits.tolist()} the k-th largest logit is {kth:g} and "
+        f"{int((logits == kth).sum())} tokens share it: every token tied with the k-th largest stays drawable "
+        f"(only logits strictly below it are removed), so the frequencies {freq.numpy().round(3)} should match "
+        f"{want.numpy().round(3)} (TV {d:.3f} > {TV_TOL}). Look at sample_next (step6_sampler.py)"
+    ))
 
 
 # ------------------------------------------------------------------- crop_context
@@ -176,7 +239,7 @@ def test_generate_keeps_the_prompt_adds_max_new_tokens_and_crops_the_context(B, 
     model = TableLM(table(V, seed), block_size=block).train()
     prompt = torch.randint(0, V, (B, T0), generator=torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed)
-    out = call("generate", model, prompt.clone(), new, temperature=1.0, generator=g)
+    out = run_generate(model, prompt.clone(), new, temperature=1.0, generator=g)
     assert out.shape == (B, T0 + new), (
         f"generate with a (B={B}, T0={T0}) prompt and max_new_tokens={new} should return (B, T0 + {new}) = "
         f"{(B, T0 + new)}, got {tuple(out.shape)}: return the whole sequence, prompt included"
@@ -198,7 +261,7 @@ def test_greedy_generate_samples_from_the_last_position():
     tab = table(V, 7)
     model = TableLM(tab, block_size=4)
     prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
-    out = call("generate", model, prompt, 8, temperature=0.0)
+    out = run_generate(model, prompt, 8, temperature=0.0)
     want = prompt[0].tolist()
     for _ in range(8):
         want.append(int(tab[want[-1]].argmax()))
@@ -211,7 +274,7 @@ def test_greedy_generate_samples_from_the_last_position():
 def test_generate_is_reproducible_with_a_seeded_generator():
     model = TableLM(table(41, 3), block_size=8)
     prompt = torch.tensor([[1, 2, 3]])
-    runs = [call("generate", model, prompt, 30, temperature=1.0, top_k=10,
+    runs = [run_generate(model, prompt, 30, temperature=1.0, top_k=10,
                  generator=torch.Generator().manual_seed(s)) for s in (5, 5, 6)]
     assert torch.equal(runs[0], runs[1]), ("two generations with generators seeded alike differ: every draw must "
                                            "come from the `generator` given to generate")
@@ -224,12 +287,12 @@ def test_generate_stops_once_every_row_has_produced_eos():
     tab[:, eos] = 20.0  # every token is followed by EOS (probability ~1 - e^-40)
     model = TableLM(tab, block_size=8)
     prompt = torch.tensor([[1, 2], [3, 4]])
-    out = call("generate", model, prompt, 10, eos_id=eos, generator=torch.Generator().manual_seed(0))
+    out = run_generate(model, prompt, 10, eos_id=eos, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 3) and (out[:, -1] == eos).all(), (
         f"every row produced eos_id={eos} on the first new token, so generation should stop there: expected "
         f"shape (2, 3) ending in {eos}, got {out.tolist()}"
     )
-    out = call("generate", model, prompt, 5, eos_id=None, generator=torch.Generator().manual_seed(0))
+    out = run_generate(model, prompt, 5, eos_id=None, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 7), f"with eos_id=None generate must produce all 5 new tokens, got shape {tuple(out.shape)}"
 
 
@@ -268,7 +331,7 @@ def continue_chain(row: list[int], n: int) -> list[int]:
 def test_generate_stops_when_every_row_has_finished_and_pads_finished_rows_with_eos(
         temperature, prompts, max_new, steps):
     prompt = torch.tensor(prompts)
-    out = call("generate", chain_model(), prompt, max_new, temperature=temperature, eos_id=EOS,
+    out = run_generate(chain_model(), prompt, max_new, temperature=temperature, eos_id=EOS,
                generator=torch.Generator().manual_seed(0))
     want = torch.tensor([continue_chain(r, steps) for r in prompts])
     if out.shape == want.shape and torch.equal(out, want):

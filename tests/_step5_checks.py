@@ -1,0 +1,99 @@
+"""Step 5 diagnoses shared by its test files: what `chunk_tokens` and `train_step` returned.
+
+Each test file checks these contracts before it uses the result, so whichever test
+runs first reports the real problem (overlapping chunks, a float loss) instead of a
+confusing symptom further on.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+WHERE_CHUNK = "Look at chunk_tokens (step5_train_loop.py); stuck? `nox -s hint -- 5`"
+WHERE_STEP = "Look at what train_step returns (step5_train_loop.py)"
+
+
+def _find_slice(stream: torch.Tensor, row: torch.Tensor) -> int | None:
+    """The offset j with stream[j:j+len(row)] == row (the first one), or None."""
+    T = row.numel()
+    for j in (stream[: stream.numel() - T + 1] == row[0]).nonzero().flatten().tolist():
+        if torch.equal(stream[j : j + T], row):
+            return j
+    return None
+
+
+def chunk_problem(stream: torch.Tensor, block: int, out: object) -> str | None:
+    """What is wrong with `out = chunk_tokens(stream, block)`, or None when it meets the contract.
+
+    The contract: an (N // block, block) int64 tensor whose row i is
+    stream[i*block:(i+1)*block] — the chunks tile the stream in order, without overlap,
+    and only the final partial block is lost. `stream` is a 1-D int64 tensor.
+    """
+    n, rows = stream.numel(), stream.numel() // block
+    call = f"chunk_tokens(a stream of {n} tokens, block_size={block})"
+    tile = (f"The chunks must tile the stream without overlap: {n} // {block} = {rows} rows, row i = "
+            f"stream[i*block_size:(i+1)*block_size]. {WHERE_CHUNK}")
+    if not isinstance(out, torch.Tensor) or out.dtype != torch.long:
+        return (f"{call} should return an int64 torch.Tensor, got {type(out).__name__} "
+                f"{getattr(out, 'dtype', '')}: token ids are int64, the dtype nn.Embedding and cross_entropy "
+                f"expect. {WHERE_CHUNK}")
+    if out.dim() != 2 or out.size(1) != block:
+        return f"{call} should return ({rows}, {block}) chunks, got shape {tuple(out.shape)}. {tile}"
+    if out.size(0) > rows:
+        starts = [_find_slice(stream, out[i]) for i in range(min(2, out.size(0)))]
+        step = (f" Row 1 starts {starts[1] - starts[0]} token(s) after row 0, not {block} after it: consecutive "
+                f"windows that share {block - (starts[1] - starts[0])} tokens (a sliding window)."
+                if None not in starts and 0 < starts[1] - starts[0] < block else "")
+        return (f"{call} returned {out.size(0)} rows, {out.numel()} tokens in all: more than the {n} tokens the "
+                f"stream holds, so some tokens appear in more than one chunk (overlapping or repeated chunks)."
+                f"{step} {tile}")
+    if out.size(0) < rows:
+        return (f"{call} returned {out.size(0)} rows and so lost {n - out.numel()} tokens; only the final partial "
+                f"block (< {block} tokens of the whole corpus) may be dropped. Losing more means the stream was "
+                f"chunked piece by piece (per document or per batch of lines, as the seed lab's "
+                f"`map(batched=True)` does), which drops a tail every time: chunk the whole stream once. {tile}")
+    for i in range(rows):
+        want = stream[i * block : (i + 1) * block]
+        if torch.equal(out[i], want):
+            continue
+        j = _find_slice(stream, out[i])
+        found = (f"it is stream[{j}:{j + block}], the tokens of another place in the stream (shuffled, "
+                 f"overlapping or transposed chunks)" if j is not None else
+                 "it is not a run of consecutive stream tokens at all: the ids were changed or reordered "
+                 "(a transpose, a cast that overflowed?)")
+        return (f"{call}: row {i} should be stream[{i * block}:{(i + 1) * block}] = {want[:6].tolist()}..., got "
+                f"{out[i][:6].tolist()}...: {found}. {tile}")
+    return None
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, torch.Tensor):
+        return (f"a tensor of shape {tuple(x.shape)}"
+                + (" that still requires grad" if x.requires_grad else ""))
+    return f"a {type(x).__name__} ({x!r})"
+
+
+def train_step_result(out: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check train_step's return contract before a test uses the values; return them.
+
+    The contract (train_step's docstring): a pair (loss, grad_norm) of 0-dim tensors,
+    detached from the graph, left on the device. A float from `.item()` makes every
+    training step wait for the GPU; a tensor still attached keeps the graph alive.
+    """
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        pytest.fail(f"train_step returned {_describe(out)}; expected a pair (loss, grad_norm), both 0-dim tensors. "
+                    f"{WHERE_STEP}", pytrace=False)
+    for what, t in zip(("loss", "gradient norm"), out):
+        if not isinstance(t, torch.Tensor):
+            pytest.fail(
+                f"train_step returned the {what} as {_describe(t)}; the contract is a 0-dim tensor, detached and "
+                f"left on the device: turning it into a Python number (`.item()`, `float()`) makes the training "
+                f"loop wait for the GPU at every step, and the loop converts it only when it logs. {WHERE_STEP}",
+                pytrace=False)
+        if t.dim() != 0:
+            pytest.fail(f"train_step returned the {what} as {_describe(t)}; expected a 0-dim tensor (shape ()), "
+                        f"one number. {WHERE_STEP}", pytrace=False)
+        if t.requires_grad:
+            pytest.fail(f"the returned {what} still requires grad: it must come back detached from the graph, or "
+                        f"the graph it holds stays alive and leaks memory. {WHERE_STEP}", pytrace=False)
+    return out[0], out[1]
