@@ -232,7 +232,7 @@ def test_a_passing_step_filter_points_to_the_next_step_to_work_on(tmp_path, caps
     root = make_fake_kata(tmp_path / "kata", kata)
 
     def next_after(step: str) -> str:
-        assert cli.main(["--root", str(root), "--step", step]) == 0
+        assert cli.main(["--root", str(root), "--solution", "exercises", "--step", step]) == 0
         out = " ".join(capsys.readouterr().out.split())  # undo the console's line wrapping
         return out[out.index("next:"):out.index(" graded in")]
 
