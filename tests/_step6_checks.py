@@ -9,27 +9,20 @@ of step6_sampler.py it came from, and what that argument means in the contract.
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import pytest
 import torch
 
-from _support import not_implemented_guard, student
+from _support import _solution_frame, not_implemented_guard, solution_name, student
 
 MODULE = "step6_sampler"
 WHERE = "Look at sample_next (step6_sampler.py); stuck? `nox -s hint -- 6`"
 
 
 def _where(e: BaseException) -> str:
-    """` (step6_sampler.py:41)`: the deepest line of the learner's module in the traceback."""
-    mine = Path(inspect.getfile(student(MODULE))).resolve()
-    line = None
-    tb = e.__traceback__
-    while tb is not None:
-        if Path(tb.tb_frame.f_code.co_filename).resolve() == mine:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return f" ({mine.name}:{line})" if line is not None else ""
+    """` (step6_sampler.py:41)`: the deepest line of the learner's code in the traceback."""
+    frame = _solution_frame(e.__traceback__, solution_name())
+    return f" ({frame[0].name}:{frame[1]})" if frame is not None else ""
 
 
 def _error(e: BaseException) -> str:
