@@ -107,8 +107,9 @@ def training_arguments(
 
     The behaviours that must match step 5/8's manual loop (find each setting's name in
     the TrainingArguments documentation):
-    - AdamW with the given learning rate and weight decay and the same betas as
-      `configure_optimizer`'s default, gradients clipped to `max_grad_norm`;
+    - torch's AdamW with the given learning rate and weight decay, the same betas as
+      `configure_optimizer`'s default and the same epsilon (torch's default, 1e-8),
+      gradients clipped to `max_grad_norm`; the loss is the model's own next-token loss;
     - the same schedule: linear warmup over `warmup_steps`, then cosine decay;
     - one optimizer step per batch of `per_device_train_batch_size` rows (no gradient
       accumulation), every batch full (a short last batch is dropped, as

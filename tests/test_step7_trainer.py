@@ -173,6 +173,31 @@ def test_collator_masking_leaves_the_input_ids_intact(tokenizer, pad_is_eos):
     )
 
 
+def test_collator_batch_is_int64(tokenizer):
+    batch = collate(tokenizer, [[5, EOS, 7, 8], [EOS, 1]])
+    wrong = {k: v.dtype for k, v in batch.items() if isinstance(v, torch.Tensor) and v.dtype != torch.int64}
+    assert not wrong, (
+        f"every tensor of the batch should be int64 (the docstring: a batch dict of (B, T) int64 tensors), as the "
+        f"stock collator builds them; got {wrong}. Look at CausalLMCollator.torch_call (step7_trainer.py)"
+    )
+
+
+def test_collator_batch_without_attention_mask_keeps_every_label(tokenizer):
+    tok = copy.deepcopy(tokenizer)
+    tok.model_input_names = ["input_ids"]  # a tokenizer whose padding returns no attention mask
+    rows = [[5, EOS, 7, 8], [EOS, 1, 2, 3]]
+    try:
+        batch = collate(tok, rows)
+    except Exception as e:  # noqa: BLE001 - the learner's error, reported as a diagnosis
+        pytest.fail(f"collating {rows} with a tokenizer that returns no attention mask raised {type(e).__name__}: "
+                    f"{e}. The docstring: a batch without an attention mask has no padding to hide, so every "
+                    f"label is its input id. Look at CausalLMCollator.torch_call (step7_trainer.py)", pytrace=False)
+    assert batch["labels"].tolist() == rows, (
+        f"with no attention mask in the batch there is no padding to hide: labels should equal the input ids "
+        f"{rows}, got {batch['labels'].tolist()}. Look at CausalLMCollator.torch_call (step7_trainer.py)"
+    )
+
+
 def test_collator_labels_are_a_tensor_of_their_own(tokenizer):
     batch = collate(tokenizer, [[5, EOS, 7, 8], [EOS, 1, 2, 3]])
     before = batch["input_ids"].clone()
@@ -191,22 +216,116 @@ def test_training_arguments_carry_the_lab_hyperparameters(tmp_path):
     args = call(s7().training_arguments, str(tmp_path))
     expected = dict(
         learning_rate=3e-4, weight_decay=0.01, max_grad_norm=1.0, per_device_train_batch_size=16,
+        per_device_eval_batch_size=16,
         num_train_epochs=2, adam_beta1=0.9, adam_beta2=0.95, warmup_steps=100, gradient_accumulation_steps=1,
         seed=0, dataloader_drop_last=True,
     )
     wrong = {k: (getattr(args, k), v) for k, v in expected.items() if getattr(args, k) != pytest.approx(v)}
-    sched = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
-    if sched != "cosine":
-        wrong["lr_scheduler_type"] = (sched, "cosine")
     if args.report_to not in ([], "none", ["none"]):
         wrong["report_to"] = (args.report_to, "none (no wandb/tensorboard)")
     save = getattr(args.save_strategy, "value", args.save_strategy)
     if save != "no":
         wrong["save_strategy"] = (save, "no")
+    evals = getattr(args.eval_strategy, "value", args.eval_strategy)
+    if evals != "no":
+        wrong["eval_strategy"] = (evals, "no (no evaluation during training)")
+    logs = getattr(args.logging_strategy, "value", args.logging_strategy)
+    if (logs, args.logging_steps) != ("steps", 50):
+        wrong["logging_strategy, logging_steps"] = ((logs, args.logging_steps), ("steps", 50))
     assert not wrong, "TrainingArguments differ from the lab's settings:\n" + "\n".join(
         f"  {k}: got {got!r}, expected {want!r}" for k, (got, want) in wrong.items()
     )
     assert str(args.output_dir) == str(tmp_path), f"output_dir is {args.output_dir!r}, expected the one passed in"
+
+
+def test_training_arguments_evaluate_in_batches_of_the_training_batch_size(tmp_path):
+    args = call(s7().training_arguments, str(tmp_path), per_device_train_batch_size=12)
+    got = (args.per_device_train_batch_size, args.per_device_eval_batch_size)
+    assert got == (12, 12), (
+        f"training_arguments(..., per_device_train_batch_size=12) gave (train, eval) batch sizes {got}, expected "
+        f"(12, 12): evaluation batches are the training batch size (TrainingArguments' own eval default is 8 "
+        f"whatever the training size). Look at training_arguments (step7_trainer.py)"
+    )
+
+
+def test_training_arguments_report_to_no_tracker_even_when_one_is_installed(tmp_path, monkeypatch):
+    import transformers.integrations as integrations
+
+    # "all" means every tracker installed; pretend wandb and tensorboard are, as on Colab.
+    monkeypatch.setattr(integrations, "get_available_reporting_integrations", lambda: ["wandb", "tensorboard"])
+    args = call(s7().training_arguments, str(tmp_path))
+    assert args.report_to in ([], "none", ["none"]), (
+        f"with wandb and tensorboard installed, training_arguments(...) reports to {args.report_to!r}; expected "
+        f"none: a run without side effects sends nothing to experiment trackers. Look at training_arguments "
+        f"(step7_trainer.py)"
+    )
+
+
+def _tiny_trainer(tmp_path, tokenizer, **overrides):
+    V, T = 64, 8
+    cfg = s7().GPTConfig(vocab_size=V, block_size=T, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
+    model = call(s7().build_hf_model, cfg, 0)
+    chunks = torch.randint(0, V, (8, T), generator=torch.Generator().manual_seed(0))
+    args = call(s7().training_arguments, str(tmp_path), use_cpu=True, disable_tqdm=True, **overrides)
+    return s7().build_trainer(model, args, chunks, tokenizer), chunks
+
+
+def test_trainer_optimizer_is_the_loops_adamw(tmp_path, tokenizer):
+    trainer, _ = _tiny_trainer(tmp_path, tokenizer)
+    opt = trainer.create_optimizer()
+    inner = getattr(opt, "optimizer", opt)  # accelerate may wrap it
+    assert isinstance(inner, torch.optim.AdamW), (
+        f"the Trainer built a {type(inner).__name__} optimizer from training_arguments(...); the loop uses "
+        f"torch.optim.AdamW (configure_optimizer), so the Trainer must too. Look at training_arguments "
+        f"(step7_trainer.py): find the setting that names the optimizer"
+    )
+    got = sorted({(tuple(g["betas"]), g["eps"], g["lr"]) for g in inner.param_groups})
+    assert got == [((0.9, 0.95), pytest.approx(1e-8), pytest.approx(3e-4))], (
+        f"the Trainer's AdamW has (betas, eps, lr) {got}, expected ((0.9, 0.95), 1e-8, 3e-4) in every group, as "
+        f"configure_optimizer's (betas as its default, torch's default eps) with the given learning rate. Look "
+        f"at training_arguments (step7_trainer.py)"
+    )
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")
+def test_trainer_schedule_is_linear_warmup_then_half_a_cosine(tmp_path, tokenizer):
+    """The shape of the loop's schedule, whichever scheduler type gives it: the warm-up
+    rises linearly to the peak at `warmup_steps`, then half a cosine falls to its floor at
+    the last step. Ending at 0 (HF's "cosine") or at a floor up to the loop's min_lr
+    ratio, 0.1 (e.g. "cosine_with_min_lr") are both the loop's shape."""
+    W, N = 10, 50
+    trainer, _ = _tiny_trainer(tmp_path, tokenizer, warmup_steps=W, max_steps=N)
+    trainer.create_optimizer_and_scheduler(num_training_steps=N)
+    opt, sched = trainer.optimizer, trainer.lr_scheduler
+    peak = 3e-4
+    lrs = []
+    for _ in range(N + 1):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    floor = lrs[N]
+    want = [peak * t / W for t in range(W)] + [
+        floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * (t - W) / (N - W))) for t in range(W, N + 1)]
+    shown = ", ".join(f"{t}: {lrs[t]:.3g}" for t in (0, W // 2, W, (W + N) // 2, N))
+    assert lrs == pytest.approx(want, rel=1e-4, abs=1e-9) and floor <= 0.1 * peak * (1 + 1e-6), (
+        f"with warmup_steps={W}, max_steps={N}, the Trainer's learning rate by step is {{{shown}}}; expected a "
+        f"linear warm-up from 0 to {peak:g} at step {W}, then half a cosine down to a floor of at most "
+        f"{0.1 * peak:g} (the loop's min_lr ratio) at step {N}. Look at training_arguments (step7_trainer.py): "
+        f"the scheduler type"
+    )
+
+
+def test_trainer_loss_is_the_models_next_token_loss(tmp_path, tokenizer):
+    trainer, chunks = _tiny_trainer(tmp_path, tokenizer)
+    batch = trainer.data_collator([{"input_ids": c} for c in chunks[:4]])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        want = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss.item()
+        got = trainer.compute_loss(model, dict(batch)).item()
+    assert got == pytest.approx(want, rel=1e-5), (
+        f"the Trainer's loss on a batch is {got:.6f}, but the model's own next-token cross-entropy is {want:.6f}: "
+        f"the Trainer must optimise the loss your loop does (no label smoothing, no other loss). Look at "
+        f"training_arguments (step7_trainer.py)"
+    )
 
 
 def test_training_arguments_overrides_win(tmp_path):
