@@ -47,7 +47,7 @@ def test_hf_config_has_the_tinygpt_shape():
     hf = call(s7().hf_config, cfg)
     expected = dict(
         vocab_size=300, n_positions=24, n_embd=32, n_layer=2, n_head=2,
-        activation_function="gelu_new", resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
+        resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
         layer_norm_epsilon=1e-5, tie_word_embeddings=True, eos_token_id=EOS, bos_token_id=EOS,
     )
     why = {
@@ -57,6 +57,18 @@ def test_hf_config_has_the_tinygpt_shape():
         "tie_word_embeddings": "TinyGPT's lm_head is the token embedding: tie them",
     }
     wrong = {k: (getattr(hf, k, None), v) for k, v in expected.items() if getattr(hf, k, None) != v}
+    # The activation by what it computes, not its name: "gelu_new" and "gelu_pytorch_tanh" are both
+    # GPT-2's tanh-approximate GELU.
+    from transformers.activations import ACT2FN
+
+    act = getattr(hf, "activation_function", None)
+    x = torch.linspace(-6, 6, 241)
+    try:
+        same = torch.allclose(ACT2FN[act](x), torch.nn.functional.gelu(x, approximate="tanh"), atol=1e-6)
+    except (KeyError, TypeError):
+        same = False
+    if not same:
+        wrong["activation_function"] = (act, "a tanh-approximate GELU (e.g. 'gelu_new')")
     assert not wrong, "hf_config does not match the GPTConfig:\n" + "\n".join(
         f"  {k}: got {got!r}, expected {want!r}" + (f" — {why[k]}" if k in why else "")
         for k, (got, want) in wrong.items()
