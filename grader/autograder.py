@@ -32,6 +32,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kata.machine import default_jobs
+
 from . import gradescope, handout
 from .manifest import MANIFEST, Policy, Step, load_manifest, load_policy
 from .runner import NOT_STARTED, PASSED, WAITING, StepResult, grade
@@ -196,6 +198,7 @@ def results_json(results: list[StepResult], policy: Policy, found: Found, skippe
     extra = {
         "steps": {r.step.id: {"status": r.status, "score": r.score, "max_score": 0.0 if r.step.bonus else r.step.points,
                               "bonus": r.step.bonus, "seconds": round(r.seconds, 1),
+                              "kata_errors": len(r.kata_errors),
                               "first_failure": (r.first_failure.name if r.first_failure and r.status != NOT_STARTED else "")}
                   for r in results},
         "hints_used": hints,
@@ -248,7 +251,9 @@ def grade_submission(submission: Path, results_path: Path, *, official: Path = O
             return data
 
         snapshot()
-        graded = grade(todo, tree, "exercises", jobs=jobs or policy.jobs, gpu=False, on_result=snapshot,
+        # No more steps at once than whole CPUs granted (Gradescope's default is half a vCPU).
+        graded = grade(todo, tree, "exercises", jobs=jobs or min(policy.jobs, default_jobs()), gpu=False,
+                       on_result=snapshot,
                        time_limit=time_limit, memory=int(policy.memory_gb * 2**30))
         done.update({r.step.id: r for r in graded})
         return snapshot()

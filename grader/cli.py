@@ -19,6 +19,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from kata.machine import default_jobs
+
 from . import gradescope, report
 from .manifest import MANIFEST, Step, load_manifest
 from .runner import (DEFAULT_MEMORY_LIMIT, FAILED, NOT_STARTED, PASSED, WAITING, StepResult, cached_result, grade,
@@ -56,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="write Gradescope-format results.json here")
     p.add_argument("--watch", action="store_true", help="re-grade when a file in exercises/ changes")
     p.add_argument("--no-bonus", action="store_true", help="skip the bonus steps")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="steps graded at once")
+    p.add_argument("--jobs", type=int, default=default_jobs(), help="steps graded at once")
     p.add_argument("--root", type=Path, default=ROOT, help="the kata's folder (default: this checkout)")
     p.add_argument("--time-limit", type=float, default=None, help="seconds per step (default: the manifest's)")
     p.add_argument("--memory-gb", type=float, default=DEFAULT_MEMORY_LIMIT / 2**30,
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             results = run_once(args, console)
         except KeyboardInterrupt:
             return _interrupted(args.watch)
-    if args.strict:
+    if args.strict:  # full marks, and no test the kata could not grade
         score, top, _, _ = report.totals(results)
-        return 0 if score >= top else 1
+        return 0 if score >= top and not any(r.kata_errors for r in results) else 1
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .hints import how_to_ask, load_used, seen
 from .report import figure, totals
-from .runner import NEEDS_GPU, NO_TESTS, NOT_STARTED, PASSED, WAITING, StepResult
+from .runner import KATA_ERROR, NEEDS_GPU, NO_TESTS, NOT_STARTED, PASSED, WAITING, StepResult
 
 
 def results_json(results: list[StepResult], solution: str, root: Path | None = None) -> dict:
@@ -33,11 +33,15 @@ def results_json(results: list[StepResult], solution: str, root: Path | None = N
         if shown:
             extra["figure"] = shown
         if r.status in (WAITING, NEEDS_GPU, NO_TESTS) or not r.total:
-            top = 0.0 if r.status == NEEDS_GPU or s.bonus else s.points
+            top = 0.0 if r.status in (NEEDS_GPU, KATA_ERROR) or s.bonus else s.points
             tests.append({"name": label, "number": s.id, "score": 0.0, "max_score": top,
                           "output": r.note or r.status, "visibility": "visible", "extra_data": extra})
             continue
         each = s.points / r.total
+        for t in r.kata_errors:  # the kata's error: shown, worth nothing either way
+            tests.append({"name": f"{label} · {t.name}", "number": s.id, "score": 0.0, "max_score": 0.0,
+                          "output": "not graded (the kata's error, not your code): " + t.message,
+                          "visibility": "visible", "extra_data": extra})
         for t in r.graded:
             ok = t.outcome == PASSED and r.status != NOT_STARTED  # a step not started scores 0
             tests.append({
@@ -58,7 +62,10 @@ def results_json(results: list[StepResult], solution: str, root: Path | None = N
                   + (f"; bonus {bscore:g}/{btop:g}" if btop else ""),
         "visibility": "visible",
         "stdout_visibility": "visible",
-        "extra_data": {"hints_used": {r.step.id: seen(r.step, used) for r in results}},
+        "extra_data": {"hints_used": {r.step.id: seen(r.step, used) for r in results},
+                       "steps": {r.step.id: {"status": r.status, "score": r.score, "seconds": round(r.seconds, 1),
+                                             "cached": r.cached, "kata_errors": len(r.kata_errors)}
+                                 for r in results}},
         "tests": tests,
     }
 

@@ -6,11 +6,13 @@ results file in `$KATA_GRADER_RESULTS`. One JSON object per line:
     {"event": "collected", "nodeids": [...]}
     {"event": "collect_error", "where": "...", "message": "..."}
     {"event": "start", "nodeid": "..."}
-    {"event": "result", "nodeid": "...", "outcome": "passed|failed|skipped|waiting",
+    {"event": "result", "nodeid": "...", "outcome": "passed|failed|skipped|waiting|kata-error",
      "message": "...", "stub": bool, "where": "exercises/x.py:12", "duration": 0.1, "extras": {...}}
 
 "waiting": the test skipped itself with "waiting on step N: ..." (tests/_support.py does,
-when it needs another step that is unfinished or broken); "extras": its `record_property`s.
+when it needs another step that is unfinished or broken); "kata-error": the test met an
+input the kata has no stored answer for (the kata's fault, never the learner's: left out
+of the score); "extras": its `record_property`s.
 
 Each line is flushed at once, so when learner code kills the process (`os._exit`, a
 segfault, the grader's time limit) the grader still knows which tests finished and
@@ -66,13 +68,28 @@ def _chain(exc: BaseException | None):
 
 
 def _is_stub(exc: BaseException) -> bool:
-    """True when the failure is a stub's `NotImplementedError` (directly or reported by the tests)."""
+    """True when the failure is one of the kata's stubs (`kata.unfinished`): raised directly,
+    or reported by the tests ("... still raises NotImplementedError: ..."). A NotImplementedError
+    from torch or anything else is an ordinary failure, shown with its own message."""
+    from kata.unfinished import STUB_MARK, find_stub
+
+    if find_stub(exc, os.environ.get("KATA_SOLUTION", "exercises")) is not None:
+        return True
     for e in _chain(exc):
-        if isinstance(e, NotImplementedError):
-            return True
-        if STUB_MARKER in str(e)[:500] and "still raises" in str(e)[:500]:
+        text = str(e)[:500]
+        if STUB_MARKER in text and "still raises" in text and STUB_MARK in text:
             return True
     return False
+
+
+def _is_kata_error(exc: BaseException) -> bool:
+    """True when every failure in `exc` is a missing stored answer (tests/_support.py's
+    SnapshotMiss): the kata's error, not the learner's. A group that also holds a real
+    failure is that real failure (`_message` shows it first)."""
+    groups = getattr(exc, "exceptions", None)
+    if groups:
+        return all(_is_kata_error(e) for e in groups)
+    return bool(getattr(exc, "_kata_snapshot_miss", False))
 
 
 def _message(exc: BaseException) -> str:
@@ -230,6 +247,9 @@ class GraderPlugin:
             return
         if report.failed:
             prefix = "" if call.when == "call" else f"(in test {call.when}) "
+            if _is_kata_error(exc):  # not the learner's failure: reported, left out of the score
+                state.update(outcome="kata-error", message=_truncate(prefix + _message(exc)))
+                return
             state.update(outcome="failed", message=_truncate(prefix + _message(exc)), stub=_is_stub(exc), where=where)
 
     def pytest_runtest_logfinish(self, nodeid: str, location) -> None:

@@ -17,11 +17,12 @@ from rich.text import Text
 
 from .hints import how_to_ask, load_used, seen
 from .manifest import Step
-from .runner import FAILED, NEEDS_GPU, NO_TESTS, NOT_STARTED, PASSED, WAITING, StepResult, _waiting_on, step_test_files
+from .runner import (FAILED, KATA_ERROR, NEEDS_GPU, NO_TESTS, NOT_STARTED, PASSED, WAITING, StepResult, _waiting_on,
+                     step_test_files)
 
 STYLE = {PASSED: "bold green", FAILED: "bold red", NOT_STARTED: "dim", WAITING: "yellow",
-         NEEDS_GPU: "cyan", NO_TESTS: "dim"}
-ICON = {PASSED: "✔", FAILED: "✘", NOT_STARTED: "·", WAITING: "…", NEEDS_GPU: "⚡", NO_TESTS: "-"}
+         NEEDS_GPU: "cyan", NO_TESTS: "dim", KATA_ERROR: "bold magenta"}
+ICON = {PASSED: "✔", FAILED: "✘", NOT_STARTED: "·", WAITING: "…", NEEDS_GPU: "⚡", NO_TESTS: "-", KATA_ERROR: "⚠"}
 MESSAGE_LINES = 14
 _SYNTAX = re.compile(r"(\S+\.py) has a syntax error at line (\d+)")
 
@@ -167,7 +168,7 @@ def _next_line(results: list[StepResult], root: Path, manifest: list[Step], scop
             return (f"next: step {r.step.number} waits on {'' if step.bonus else 'step '}{step.number}: "
                     f"open {step.learner_file} and implement {step.functions or 'it'} (`nox -s check -- --step {arg}` grades it)")
     if r is None and scoped:
-        passed = [x for x in results if x.status == PASSED] or results  # not the GPU tier that did not run
+        passed = [x for x in results if x.status in (PASSED, KATA_ERROR)] or results  # not the GPU tier that did not run
         main = [x.step.number for x in passed if not x.step.bonus]
         names = [f"{'step' if len(main) == 1 else 'steps'} {', '.join(main)}"] if main else []
         names += [x.step.number for x in passed if x.step.bonus]  # "bonus 1"
@@ -228,6 +229,21 @@ def details(results: list[StepResult], used: dict[str, int] | None = None, scope
                  border_style=STYLE[r.status].replace("bold ", "") if r.status != NOT_STARTED else "white")
 
 
+def kata_errors(results: list[StepResult]) -> Panel | None:
+    """The tests the kata could not grade (no stored answer for their input), if any: said to
+    be the kata's error, so nobody goes looking for a bug in correct code."""
+    rows = [(r, t) for r in results for t in r.kata_errors]
+    if not rows:
+        return None
+    body = [Text("Not your code: the kata has no stored reference answer for these tests' inputs (its recorded "
+                 "answers are out of date or incomplete). They are left out of your score; tell your instructor.")]
+    for r, t in rows[:5]:
+        body.append(Text.from_markup(f"[bold]step {escape(r.step.number)}:[/] {escape(t.name)}"))
+    if len(rows) > 5:
+        body.append(Text(f"... and {len(rows) - 5} more"))
+    return Panel(Group(*body), title="the kata's error", title_align="left", border_style="magenta")
+
+
 def progress(results: list[StepResult], scoped: bool = False) -> Table:
     """The progress bar and its counts; `scoped` (`--step N`) says they cover those steps only."""
     score, top, bscore, btop = totals(results)
@@ -260,6 +276,9 @@ def render(results: list[StepResult], solution: str, root: Path, console: Consol
     panel = details(results, used, scoped)
     if panel is not None:
         console.print(panel)
+    errors = kata_errors(results)
+    if errors is not None:
+        console.print(errors)
     console.print(progress(results, scoped))
     if scoped:
         names = ", ".join(r.step.number for r in results)

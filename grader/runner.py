@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kata.machine import fast_malloc_env, threads_per_job
+
 from .manifest import Step
 
 GRADER_PARENT = Path(__file__).resolve().parents[1]
@@ -34,14 +36,19 @@ PER_TEST_TIMEOUT = 120  # pytest-timeout per test, capped by the step's time lim
 MAX_RESTARTS = 3  # a test that kills the process fails; the step's other tests run again, this often
 
 # status values
-PASSED, FAILED, NOT_STARTED, WAITING, NEEDS_GPU, NO_TESTS = (
-    "passed", "failed", "not started", "waiting", "needs a GPU", "no tests")
+PASSED, FAILED, NOT_STARTED, WAITING, NEEDS_GPU, NO_TESTS, KATA_ERROR = (
+    "passed", "failed", "not started", "waiting", "needs a GPU", "no tests", "kata error")
+# A test outcome: the test met an input the kata has no stored answer for. The kata's
+# fault, never the learner's: left out of the score, and the step says so (KATA_ERROR).
+KATA_ERROR_OUTCOME = "kata-error"
 
 
 @dataclass
 class TestResult:
     name: str
-    outcome: str  # passed | failed | skipped | waiting (needs another step that is unfinished or broken)
+    # passed | failed | skipped | waiting (needs another step that is unfinished or broken)
+    # | kata-error (no stored answer for the test's input: the kata's fault, not graded)
+    outcome: str
     message: str = ""
     stub: bool = False
     where: str = ""
@@ -62,7 +69,12 @@ class StepResult:
 
     @property
     def graded(self) -> list[TestResult]:
-        return [t for t in self.tests if t.outcome != "skipped"]
+        return [t for t in self.tests if t.outcome not in ("skipped", KATA_ERROR_OUTCOME)]
+
+    @property
+    def kata_errors(self) -> list[TestResult]:
+        """Tests the kata could not grade (a missing stored answer): not the learner's failures."""
+        return [t for t in self.tests if t.outcome == KATA_ERROR_OUTCOME]
 
     @property
     def passed(self) -> int:
@@ -74,7 +86,8 @@ class StepResult:
 
     @property
     def score(self) -> float:
-        # A step not started scores 0 even where tests of its given scaffolding pass.
+        # A step not started scores 0 even where tests of its given scaffolding pass; tests the
+        # kata could not grade (KATA_ERROR) are left out of `total`, not counted as failed.
         if self.status in (WAITING, NEEDS_GPU, NO_TESTS, NOT_STARTED) or not self.total:
             return 0.0
         return round(self.step.points * self.passed / self.total, 2)
@@ -98,6 +111,9 @@ class StepResult:
 
 def cuda_available() -> bool:
     if os.environ.get("KATA_GRADER_NO_GPU"):
+        return False
+    if sys.platform == "darwin" or (sys.platform.startswith("linux") and not Path("/proc/driver/nvidia").exists()):
+        # No NVIDIA driver: no CUDA, and no need to import torch (seconds, and ~200 MB) to learn it.
         return False
     try:
         import torch
@@ -158,8 +174,12 @@ def _limits(memory: int) -> None:  # runs in the child between fork and exec
             pass
 
 
-def _child_env(root: Path, solution: str, results: Path) -> dict[str, str]:
+def _child_env(root: Path, solution: str, results: Path, threads: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if threads:  # the CPUs shared out among the steps graded side by side (kata/machine.py)
+        env.update(KATA_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    for k, v in fast_malloc_env().items():  # no page faults for every step's logits (kata/machine.py)
+        env.setdefault(k, v)
     # The grader comes from the graded tree itself when it has one (a handout does).
     paths = [str(root)] + ([str(GRADER_PARENT)] if not (root / "grader").is_dir() else [])
     if env.get("PYTHONPATH"):
@@ -241,6 +261,32 @@ def _names_in(text: str) -> set[str]:
     return names
 
 
+def _kata_imports(text: str) -> set[str]:
+    """The kata/ modules a Python file imports (`from kata.final import x`, `import kata.tokens`,
+    `from kata import presets`); read from the code, not from its docstrings and comments
+    (a docstring that mentions `kata.trainer_run` imports nothing). A file that does not parse
+    is read as text."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        found: set[str] = set()
+        for a, b in _KATA.findall(text):
+            found.update([a] if a else [n for n in re.split(r"[\s,()]+", b) if n])
+        return found
+    found = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+            parts = n.module.split(".")
+            if parts[0] == "kata":
+                found.update([parts[1]] if len(parts) > 1 else [a.name for a in n.names])
+        elif isinstance(n, ast.Import):
+            for a in n.names:
+                parts = a.name.split(".")
+                if parts[0] == "kata" and len(parts) > 1:
+                    found.add(parts[1])
+    return found
+
+
 def graded_files(step: Step, root: Path, solution: str) -> list[Path]:
     """Every file a step's grade can depend on, whatever `--step` filter is in force.
 
@@ -273,10 +319,8 @@ def graded_files(step: Step, root: Path, solution: str) -> list[Path]:
         reached = {root / solution / f"{w}.py" for w in _names_in(text) & stems}
         if f.parent == root / solution:
             reached |= {root / solution / f"{m}.py" for m in _RELATIVE.findall(text)}
-        for a, b in _KATA.findall(text):
-            for name in [a] if a else re.split(r"[\s,()]+", b):
-                if name:
-                    reached.add(root / "kata" / f"{name}.py")
+        for name in _kata_imports(text):
+            reached.add(root / "kata" / f"{name}.py")
         reached |= {tests / f"{m}.py" for m in _PLAIN.findall(text)}
         todo += [r for r in reached if r not in seen]
     files += sorted(p for p in seen if p.parent == root / solution)
@@ -330,15 +374,17 @@ def _load(step: Step, path: Path) -> StepResult | None:
     return result
 
 
-def run_step_cached(step: Step, root: Path, solution: str, cache: Path | None, **kw) -> StepResult:
-    """`run_step`, reusing the stored result when nothing the step depends on changed."""
+def run_step_cached(step: Step, root: Path, solution: str, cache: Path | None, threads: int | None = None,
+                    **kw) -> StepResult:
+    """`run_step`, reusing the stored result when nothing the step depends on changed
+    (`threads` is how the step runs, not what it grades: not part of the key)."""
     if cache is None or os.environ.get("KATA_SNAPSHOTS") in ("record", "verify"):
-        return run_step(step, root, solution, **kw)
+        return run_step(step, root, solution, threads=threads, **kw)
     path = _cache_path(step, root, solution, cache, kw)
     result = _load(step, path)
     if result is not None:
         return result
-    result = run_step(step, root, solution, **kw)
+    result = run_step(step, root, solution, threads=threads, **kw)
     cache.mkdir(parents=True, exist_ok=True)
     for old in cache.glob(f"{solution}-{step.id}-*.json"):
         old.unlink(missing_ok=True)
@@ -347,7 +393,7 @@ def run_step_cached(step: Step, root: Path, solution: str, cache: Path | None, *
 
 
 def run_step(step: Step, root: Path, solution: str, *, memory: int = DEFAULT_MEMORY_LIMIT,
-             time_limit: float | None = None, python: str = sys.executable) -> StepResult:
+             time_limit: float | None = None, python: str = sys.executable, threads: int | None = None) -> StepResult:
     """Run one step's tests in a fresh pytest process and collect its per-test results."""
     files = step_test_files(root, step)
     if not files:
@@ -369,7 +415,8 @@ def run_step(step: Step, root: Path, solution: str, *, memory: int = DEFAULT_MEM
         for attempt in range(MAX_RESTARTS + 1):
             results, console = Path(tmp) / f"results{attempt}.jsonl", Path(tmp) / f"console{attempt}.txt"
             left = limit - (time.monotonic() - start)
-            rc, timed_out = _run_child(base + targets, root, _child_env(root, solution, results), console, memory, left)
+            rc, timed_out = _run_child(base + targets, root, _child_env(root, solution, results, threads), console,
+                                       memory, left)
             new = _read_events(results)
             if attempt:  # keep the first run's list of tests
                 new = [e for e in new if e.get("event") != "collected"]
@@ -537,8 +584,9 @@ def _assemble(step: Step, events: list[dict], rc: int | None, timed_out: bool, l
                                     file=_file_of(nodeid)))
     if not tests:
         return StepResult(step, NO_TESTS, note=f"no tests selected in tests/test_{step.test_group}_*.py")
-    graded = [t for t in tests if t.outcome != "skipped"]
-    if not graded:
+    kata_errors = [t for t in tests if t.outcome == KATA_ERROR_OUTCOME]
+    graded = [t for t in tests if t.outcome not in ("skipped", KATA_ERROR_OUTCOME)]
+    if not graded and not kata_errors:
         return StepResult(step, NO_TESTS, tests, note="every test was skipped: " + tests[0].message[:200])
     failures = [t for t in graded if t.outcome == "failed"]
     waiting = [t for t in graded if t.outcome == WAITING_OUTCOME]
@@ -548,6 +596,10 @@ def _assemble(step: Step, events: list[dict], rc: int | None, timed_out: bool, l
         ids = sorted({_waiting_on(t.message) for t in waiting}, key=_order)
         first = next(t for t in waiting if _waiting_on(t.message) == ids[0])
         return StepResult(step, WAITING, tests, note=first.message.split(":", 1)[0], blocked_by=ids[0])
+    if not failures and kata_errors:
+        return StepResult(step, KATA_ERROR, tests, note=(
+            f"{len(kata_errors)} test(s) not graded: the kata has no stored answer for their input — the kata's "
+            f"error, not your code's (tell your instructor)"))
     if not failures:
         status = PASSED
     elif stubs_untouched and all(t.stub for t in failures):
@@ -589,6 +641,7 @@ def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: b
             has_gpu[0] = cuda_available()
         return has_gpu[0]
 
+    threads = threads_per_job(jobs)
     by_id = {s.id: s for s in steps}
     order = {s.id: i for i, s in enumerate(steps)}
     results: dict[str, StepResult] = {}
@@ -598,7 +651,8 @@ def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: b
     def blocker(step: Step) -> str | None:
         for need in step.needs:
             r = results.get(need)
-            if need in by_id and (r is None or r.status != PASSED):
+            # A kata error is the kata's fault: it never holds back a step that needs this one.
+            if need in by_id and (r is None or r.status not in (PASSED, KATA_ERROR)):
                 return need
         return None
 
@@ -623,7 +677,7 @@ def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: b
                     settle(s, StepResult(s, NEEDS_GPU,
                                          note=f"needs a GPU — run `{s.gpu_command or 'nox -s final'}` on a GPU machine"))
                 elif len(running) < max(1, jobs):
-                    running[pool.submit(run_step_cached, s, root, solution, cache, **kw)] = s
+                    running[pool.submit(run_step_cached, s, root, solution, cache, threads, **kw)] = s
                 else:
                     continue  # no free worker: stays pending, ordered again next round
                 pending.remove(s)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from kata.machine import default_jobs
+
 from . import report
 from .manifest import load_manifest
 from .runner import NEEDS_GPU, NO_TESTS, PASSED, grade
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="verify instead of recording")
     p.add_argument("--step", action="append", default=[], help="only these step ids (step1, bonus1)")
     p.add_argument("--root", type=Path, default=ROOT)
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--jobs", type=int, default=default_jobs())
     a = p.parse_args(argv)
     return run(a.root.resolve(), a.check, a.step or None, a.jobs)
 

@@ -39,7 +39,7 @@ def test_{id}_f_is_g_plus_one():
 '''
 STEP1 = "from .step2_b import g\n\n\ndef f():\n    return g() + 1\n"
 STEP2_DONE = "def g():\n    return 41\n"
-STEP2_STUB = 'def g():\n    """Return 41."""\n    raise NotImplementedError("write g")\n'
+STEP2_STUB = 'def g():\n    """Return 41."""\n    raise NotImplementedError("g is not written yet (step 2): write it")\n'
 STEP2_SYNTAX = "def g():\n    return 41\n\n\ndef h(:\n    pass\n"
 STEP2_RAISES = 'def g():\n    return 41\n\n\nraise RuntimeError("boom at import")\n'
 
@@ -50,7 +50,7 @@ def make_support_kata(root: Path, step2: str, with_reference: bool) -> Path:
     (root / "tests").mkdir()
     shutil.copytree(ROOT / "grader", root / "grader", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "kata").mkdir()
-    for name in ("__init__.py", "paths.py", "solution.py"):  # what _support imports
+    for name in ("__init__.py", "paths.py", "solution.py", "unfinished.py", "machine.py"):  # what _support and grader import
         shutil.copy(ROOT / "kata" / name, root / "kata" / name)
     shutil.copy(ROOT / "tests" / "_support.py", root / "tests" / "_support.py")
     (root / "tests" / "conftest.py").write_text("")
@@ -94,7 +94,8 @@ def _grade(root: Path, **kw) -> dict[str, StepResult]:
 
 @pytest.mark.parametrize("step2, reference, status1, needle1, status2, needle2", [
     # the handout: a written step waits on the unfinished one it uses, and says which
-    (STEP2_STUB, False, WAITING, "g in exercises/step2_b.py still raises NotImplementedError", NOT_STARTED, "write g"),
+    (STEP2_STUB, False, WAITING, "g in exercises/step2_b.py still raises NotImplementedError", NOT_STARTED,
+         "g is not written yet"),
     (STEP2_SYNTAX, False, WAITING, "exercises/step2_b.py has a syntax error at line 5", FAILED,
      "exercises/step2_b.py has a syntax error at line 5"),
     (STEP2_RAISES, False, WAITING, "exercises/step2_b.py raised RuntimeError at line 5", FAILED, "boom at import"),
@@ -178,8 +179,11 @@ def test_the_step_8_key_covers_every_step_the_final_run_trains():
     steps = {s.id: s for s in load_manifest(ROOT / "grader" / "steps.toml")}
     names = {f.name for f in graded_files(steps["step8"], ROOT, "exercises")}
     want = {"step1_embeddings.py", "step2_causal_mask.py", "step3_blocks.py", "step4_loss.py",
-            "step5_train_loop.py", "step6_sampler.py", "step7_trainer.py", "step8_pretrain.py"}
+            "step5_train_loop.py", "step6_sampler.py", "step8_pretrain.py"}
     assert want <= names, want - names
+    assert "step7_trainer.py" not in names, "step 8 does not run step 7: its edits must not re-grade step 8"
+    seven = {f.name for f in graded_files(steps["step7"], ROOT, "exercises")}
+    assert {"step1_embeddings.py", "step7_trainer.py"} <= seven, seven
     three = {f.name for f in graded_files(steps["step3"], ROOT, "exercises")}
     assert {"step1_embeddings.py", "step2_causal_mask.py", "step3_blocks.py", "step4_loss.py"} <= three, three
     assert "step6_sampler.py" not in three, "step 3 does not touch step 6: its edits must not re-grade step 3"
@@ -189,16 +193,23 @@ def test_the_step_8_key_covers_every_step_the_final_run_trains():
 
 def test_the_trainer_comparison_is_cached_like_the_smoke_run(monkeypatch, tmp_path):
     import kata.final as final
+    import kata.trainer_run as trainer_run
 
     monkeypatch.setenv("KATA_CACHE_DIR", str(tmp_path))
     calls = []
-    monkeypatch.setattr(final, "_trainer_run", lambda solution, run: calls.append(1) or {"loss": 6.3, "seconds": 1.0})
-    first = final.trainer_loss("reference", "smoke")
-    second = final.trainer_loss("reference", "smoke")
+    monkeypatch.setattr(trainer_run, "_trainer_run", lambda solution, run: calls.append(1) or {"loss": 6.3, "seconds": 1.0})
+    first = trainer_run.trainer_loss("reference", "smoke")
+    second = trainer_run.trainer_loss("reference", "smoke")
     assert calls == [1] and not first["cached"] and second["cached"] and second["loss"] == 6.3
     assert list((tmp_path / "final").glob("reference-smoke-trainer-*.json"))
-    key = final.cache_key("reference", final.tier_config("smoke"), final.TRAINER_MODULES, final.TRAINER_SCAFFOLDING)
+    key = final.cache_key("reference", final.tier_config("smoke"), trainer_run.TRAINER_MODULES,
+                          trainer_run.TRAINER_SCAFFOLDING)
     assert key != final.cache_key("reference", final.tier_config("smoke")), "the Trainer's key covers step 7"
+    # The same files under another solution's name (the handout's copy of the reference) reuse the run:
+    # the key is the files' contents, the name only says who stored it.
+    path = tmp_path / "final" / f"exercises-smoke-trainer-{key}.json"
+    assert final._cached(path) == {"loss": 6.3, "seconds": 1.0}
+    assert final._cached(tmp_path / "final" / "exercises-smoke-trainer-0123.json") is None
 
 
 # ---------------------------------------------------------------------------- summaries
