@@ -70,7 +70,7 @@ def child(spec: dict) -> None:
     overrides = {k: spec[k] for k in ("seed", "corpus", "data_dir", "out_dir") if spec.get(k) is not None}
     t0 = time.time()
     if spec["variant"] == "trainer":
-        from kata.final import trainer_loss
+        from kata.trainer_run import trainer_loss
 
         overrides.pop("out_dir", None)
         result = {"status": "trainer", **trainer_loss("reference", spec["tier"], use_cache=False, **overrides)}

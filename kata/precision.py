@@ -1,7 +1,7 @@
 """Which device a run uses and in which precision: the one policy for every training path.
 
 The manual loop (`kata.pretrain`, the learner's `train_step`) and the Trainer path
-(`kata.trainer_run`, `kata.final.trainer_loss`) both ask `policy(device, mixed)` and do
+(`kata.trainer_run`, `kata.trainer_run.trainer_loss`) both ask `policy(device, mixed)` and do
 what it says, so "bf16 on an A100, fp16 with gradient scaling on a T4" is decided here
 and nowhere else.
 

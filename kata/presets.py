@@ -56,14 +56,16 @@ PRESETS: dict[str, dict] = {
     "lab": dict(out_dir="runs/lab", threshold=5.25),
     # The seed's stretch goal: twice the depth, twice the width.
     "lab-large": dict(n_layer=12, n_head=6, n_embd=384, out_dir="runs/lab-large"),
-    # Step 8's CI tier: 100 steps of a 3.3M-parameter model on the offline corpus, about
-    # 2 min on 2 CPU cores. A fixed step count (not seconds) so the loss does not depend
-    # on the machine's speed. Threshold: see benchmarks/CALIBRATION.md.
+    # Step 8's graded tier (CI, `nox -s check`, Gradescope): 100 steps of a 3.3M-parameter
+    # model on the offline corpus, 256 tokens a step (the tied 50,257-word head is nearly
+    # all the cost, so tokens, not layers, set the time: ~30 s on one CPU core, and the
+    # logits stay small enough for a 768 MB autograder). A fixed step count (not seconds)
+    # so the loss does not depend on the machine's speed. Threshold: benchmarks/CALIBRATION.md.
     "smoke": dict(
-        n_layer=2, n_head=2, n_embd=64, block_size=128, dropout=0.0, batch_size=16,
+        n_layer=2, n_head=2, n_embd=64, block_size=32, dropout=0.0, batch_size=8,
         lr=3e-3, min_lr=3e-4, warmup_steps=20, max_steps=100, log_interval=10,
-        eval_interval=50, eval_batches=10, checkpoint_interval=100, out_dir="runs/smoke",
-        sample_tokens=30, threshold=6.8,  # correct runs 6.24-6.35, ruinous mutants >= 9 (CALIBRATION.md)
+        eval_interval=50, eval_batches=8, checkpoint_interval=100, out_dir="runs/smoke",
+        sample_tokens=30, threshold=7.1,  # correct runs 6.68-6.78, ruinous mutants >= 9.4 (CALIBRATION.md)
     ),
 }
 

@@ -14,11 +14,13 @@ from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 from kata import distributed
 from kata.checkpoint import load_checkpoint, restore_rng, restore_scaler, save_checkpoint
 from kata.corpus import load_corpus
+from kata.heldout import heldout_loss
 from kata.precision import policy
 from kata.presets import RunConfig, parse_args
 from kata.progress import Progress
@@ -46,6 +48,25 @@ def prepare_data(run: RunConfig, tokenizer, steps: SimpleNamespace) -> tuple[tor
             out.append(steps.step5.chunk_tokens(stream, run.block_size))
         except ValueError as e:
             raise ValueError(f"{split} split of {run.corpus}: {e}") from None
+    return out[0], out[1]
+
+
+def kata_chunks(run: RunConfig, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same (N, block_size) train and validation chunks as `prepare_data` with a correct
+    step 5, made by the kata itself: every document followed by end-of-text, one stream,
+    whole blocks. For runs that grade something else than step 5 (step 7's Trainer run),
+    so an unfinished or wrong step 5 cannot change their data."""
+    corpus = load_corpus(run.corpus, run.data_dir)
+    out = []
+    for split in ("train", "validation"):
+        docs = tokenize_documents(corpus[split], tokenizer, name=f"{run.corpus}-{split}")
+        eos = np.int64(tokenizer.eos_token_id)
+        stream = np.concatenate([np.append(d.astype(np.int64), eos) for d in docs]) if docs else np.zeros(0, np.int64)
+        n = len(stream) // run.block_size
+        if n == 0:
+            raise ValueError(f"{split} split of {run.corpus}: {len(stream)} tokens, fewer than one block of "
+                             f"block_size={run.block_size}")
+        out.append(torch.from_numpy(stream[: n * run.block_size]).view(n, run.block_size))
     return out[0], out[1]
 
 
@@ -245,8 +266,6 @@ def pretrain(run: RunConfig, solution: str | None = None, quiet: bool = False) -
     final = ctx.validation_loss(model)
     # The verdict uses the kata's own next-token loss on the same batches, not the
     # learner's step 4: an unshifted loss would otherwise grade itself near 0.
-    from kata.final import heldout_loss
-
     graded = heldout_loss(model, val_chunks, run.batch_size, run.eval_batches, ctx.autocast_dtype)
     last_step = ctx.end_step
     passed = None if run.threshold is None else graded < run.threshold

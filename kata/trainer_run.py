@@ -23,14 +23,19 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from kata.final import SCAFFOLDING, _cached, cache_key, tier_config
+from kata.heldout import heldout_loss
+from kata.paths import atomic_path, cache_dir
 from kata.precision import policy, resolve_device
 from kata.presets import RunConfig, parse_args
-from kata.solution import SOLUTIONS, load
+from kata.pretrain import kata_chunks
+from kata.solution import SOLUTIONS, load, solution_name
 from kata.tokenizer import load_tokenizer
 
 
@@ -105,6 +110,63 @@ def train_with_trainer(run: RunConfig, solution: str | None = None) -> dict:
         print(f"trainer: {n} process(es) x {run.batch_size // n} rows, {result.global_step} steps, "
               f"validation loss {val['eval_loss']:.4f}, {summary['tokens_per_s']:,.0f} tokens/s", flush=True)
     return summary
+
+
+
+# --------------------------------------------------------------- step 7's graded run
+
+# Step 7's Trainer run trains HF's GPT-2 built from step 7's config (step 1's GPTConfig
+# gives the shape) on the kata's own chunks: nothing else of the learner's runs in it.
+TRAINER_MODULES = ("step1_embeddings", "step7_trainer")
+TRAINER_SCAFFOLDING = (*SCAFFOLDING, "kata/tokenizer.py", "kata/trainer_run.py")
+
+
+def trainer_loss(solution: str | None = None, tier: str = "smoke", *, use_cache: bool = True, **overrides) -> dict:
+    """Step 7's Trainer on the tier's data, model shape, hyper-parameters and seed.
+
+    Returns {"loss", "seconds", "cached"}: the validation loss measured exactly as `grade_final`
+    measures the manual loop's (same batches, the kata's own next-token loss), so the
+    two can be compared. The Trainer's cosine schedule ends at 0 rather than `min_lr`,
+    and it draws its own batch order and initial weights: the margin in step 7's test
+    allows for that (benchmarks/CALIBRATION.md). The data are the kata's own chunks
+    (`kata.pretrain.kata_chunks`), so only step 7 (and step 1's GPTConfig) is the
+    learner's here. Cached like `grade_final`, keyed on those two files, the scaffolding
+    and the run settings.
+    """
+    solution = solution_name(solution)
+    run = tier_config(tier, **overrides)
+    path = cache_dir() / "final" / f"{solution}-{tier}-trainer-{cache_key(solution, run, TRAINER_MODULES, TRAINER_SCAFFOLDING)}.json"
+    cached = _cached(path) if use_cache else None
+    if cached is not None:
+        return {**cached, "cached": True}
+    result = _trainer_run(solution, run)
+    if use_cache:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+    return {**result, "cached": False}
+
+
+def _trainer_run(solution: str, run: RunConfig) -> dict:
+    s7 = load("step7_trainer", solution)
+    s1 = load("step1_embeddings", solution)
+    tokenizer = load_tokenizer(run.tokenizer)
+    train_chunks, val_chunks = kata_chunks(run, tokenizer)
+    config = s1.GPTConfig(
+        vocab_size=len(tokenizer), block_size=run.block_size, n_layer=run.n_layer, n_head=run.n_head,
+        n_embd=run.n_embd, dropout=run.dropout,
+    )
+    model = s7.build_hf_model(config, seed=run.seed)
+    precision = policy(resolve_device(run.device), run.bf16)  # the manual loop's policy, as TrainingArguments
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = s7.training_arguments(
+            tmp, max_steps=run.max_steps, per_device_train_batch_size=run.batch_size, learning_rate=run.lr,
+            weight_decay=run.weight_decay, max_grad_norm=run.max_grad_norm, warmup_steps=run.warmup_steps,
+            seed=run.seed, logging_steps=run.log_interval, disable_tqdm=True, **precision.trainer_kwargs(),
+        )
+        s7.build_trainer(model, args, train_chunks, tokenizer).train()
+    loss = heldout_loss(model, val_chunks, run.batch_size, run.eval_batches, precision.autocast_dtype)
+    return {"loss": loss, "seconds": round(time.time() - t0, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
