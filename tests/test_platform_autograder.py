@@ -19,6 +19,7 @@ import pytest
 
 from grader import autograder, handout
 from grader.manifest import VISIBILITIES, load_manifest, load_policy
+from kata.paths import cache_dir
 
 pytestmark = pytest.mark.infra
 
@@ -56,11 +57,18 @@ def _root(tmp: Path, source: Path) -> Path:
     return root
 
 
-def run_autograder(root: Path, steps: str, *extra: str) -> dict:
+def run_autograder(root: Path, steps: str | None, *extra: str, share_runs: bool = False) -> dict:
+    """`run_autograder` as Gradescope runs it, on `steps` (None: every step). `share_runs`:
+    the graded training runs come from the kata's own cache when one with the same files,
+    settings and scaffolding was run already (they are keyed on contents, kata/final.py), so
+    CI trains the smoke tier once for the suite and for this grade."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST_", "HYPOTHESIS_"))}
     env.update(AUTOGRADER_ROOT=str(root), KATA_PYTHON=sys.executable, OMP_NUM_THREADS="1")
-    p = subprocess.run(["bash", str(root / "source" / "run_autograder"), "--steps", steps, "--jobs", "2", *extra],
-                       cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    if share_runs:
+        env["KATA_CACHE_DIR"] = str(cache_dir())
+    which = ["--steps", steps] if steps is not None else []
+    p = subprocess.run(["bash", str(root / "source" / "run_autograder"), *which, "--jobs", "2", *extra],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=1500)
     results = root / "results" / "results.json"
     assert results.exists(), f"run_autograder wrote no results.json (exit {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
     return json.loads(results.read_text())
@@ -93,6 +101,15 @@ def stub_grade(source, tmp_path_factory) -> dict:
     return run_autograder(root, STUB_GRADE_STEPS)
 
 
+@pytest.fixture(scope="module")
+def every_stub_grade(source, tmp_path_factory) -> dict:
+    """The untouched handout, every step graded: what a learner who has not started gets."""
+    tmp = tmp_path_factory.mktemp("every-stub")
+    root = _root(tmp, source)
+    _stub_tree(root / "submission" / "handout")
+    return run_autograder(root, None)
+
+
 def test_stubs_score_zero_with_not_started(stub_grade):
     assert stub_grade["score"] == 0, stub_grade["output"]
     rows = _by_step(stub_grade)["step2"]
@@ -100,6 +117,45 @@ def test_stubs_score_zero_with_not_started(stub_grade):
         f"a stub step should be one row saying 'not started', got {[r['output'][:80] for r in rows]}"
     assert rows[0]["max_score"] == 10 and stub_grade["extra_data"]["steps"]["step2"]["status"] == "not started"
     assert stub_grade["extra_data"]["missing"] == [], "the handout folder has every exercise file"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_every_stub_scores_zero_through_the_autograder(every_stub_grade):
+    """Each step's tests fail on its untouched stubs where courses grade (the kata's proof that
+    no step passes without the learner's code); a step that needs unfinished ones waits."""
+    steps = every_stub_grade["extra_data"]["steps"]
+    graded = {s.id for s in load_manifest() if load_policy().step(s.id).graded}
+    assert set(steps) == graded, sorted(set(steps) ^ graded)
+    scored = {k: v["score"] for k, v in steps.items() if v["score"]}
+    assert every_stub_grade["score"] == 0 and not scored, scored
+    for sid, v in steps.items():
+        assert v["status"] in ("not started", "waiting"), (sid, v, [t["output"][:200] for t in _by_step(every_stub_grade)[sid]])
+        assert v["kata_errors"] == 0, (sid, v)
+    assert steps["step8"]["status"] == "waiting" and steps["step1"]["status"] == "not started"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_the_reference_submission_scores_full_marks_on_every_step(source, tmp_path):
+    """Where courses grade, a correct solution earns every point: the reference's files,
+    submitted as a learner's exercises/, graded by run_autograder on the stored answers (no
+    reference/ anywhere), score full marks on every step and every bonus step, and no test
+    meets an input the kata has no stored answer for."""
+    root = _root(tmp_path, source)
+    sub = root / "submission" / "exercises"
+    sub.mkdir(parents=True)
+    for f in sorted((ROOT / "reference").glob("*.py")):
+        if f.name != "__init__.py":
+            shutil.copyfile(f, sub / f.name)
+    data = run_autograder(root, None, share_runs=True)
+    steps = data["extra_data"]["steps"]
+    short = {k: (v["status"], v["score"]) for k, v in steps.items() if v["status"] != "passed" or v["kata_errors"]}
+    failing = [(t["name"], t["output"][:400]) for t in data["tests"] if t["score"] < t["max_score"]
+               or t["output"].startswith("not graded")]
+    assert not short and not failing, (short, failing[:5])
+    bonus = sum(s.points for s in load_manifest() if s.bonus)
+    assert data["score"] == data["max_score"] + bonus, (data["score"], data["max_score"], bonus)
 
 
 def test_reference_files_in_a_nested_zip_with_extra_files_score_full_marks(source, tmp_path):
@@ -156,7 +212,7 @@ def test_syntax_error_missing_file_and_endless_loop_are_graded_per_step(source, 
     (sub / "step4_loss.py").write_text(_reference_file("step4_loss") + "\n\nwhile True:  # loops at import\n    pass\n")
     # step1_embeddings.py is missing (step 1 imports no other step; step 3 imports step 2's
     # file, so there step 2's syntax error would fail step 3 too).
-    data = run_autograder(root, "step1,step2,step4", "--time-limit", "75")
+    data = run_autograder(root, "step1,step2,step4", "--time-limit", "30")
     steps = data["extra_data"]["steps"]
     assert steps["step2"]["status"] == "failed" and "syntax" in json.dumps(_by_step(data)["step2"]).lower()
     assert steps["step1"]["status"] == "not started", _by_step(data)["step1"][0]["output"][:300]

@@ -11,6 +11,12 @@
    would (einsum, torch.where, another init order, ...); the step's tests must pass
    (exit 0). A failing alternative means a test grades style, call order or RNG use.
 
+Each of these runs in two modes (`--mode both`, the default; or `live` / `replay`):
+- live: in this repository, where reference/ exists and the tests ask it for answers;
+- replay: in a freshly built learner handout (no reference/, importable or not), where
+  the tests replay the answers stored in tests/_snapshots/ — how learners and the
+  autograder grade. A missing stored answer there fails the run, whatever its expectation.
+
 Every run copies reference/ to a temporary folder as a package named `exercises`
 (the mutant applied, or not for the baseline) and runs
 `python -P -m pytest -q -x -m "<step> and not slow" [-k <select>] -p no:cacheprovider tests/`
@@ -69,6 +75,7 @@ class Result:
     first_failure: str = ""
     why: str = ""
     tail: list[str] = field(default_factory=list)
+    mode: str = "live"  # live (reference/ answers) or replay (a handout's stored answers)
 
     @property
     def ok(self) -> bool:
@@ -164,6 +171,19 @@ if os.environ.get("KATA_MUTANT_SOLUTION"):
         raise RuntimeError(f"the mutant runner imported exercises from {where}, not the mutated copy")
 
 
+if os.environ.get("KATA_MUTANT_REPLAY"):
+    # A learner handout has no reference/: hide the one an editable install would find.
+    import sys
+
+    class _NoReference:
+        def find_spec(self, name, path=None, target=None):
+            if name == "reference" or name.startswith("reference."):
+                raise ModuleNotFoundError(f"No module named {name!r} (learner handout)", name=name)
+            return None
+
+    sys.meta_path.insert(0, _NoReference())
+
+
 def pytest_sessionstart(session):  # after tests/conftest.py set its own thread count
     import torch
 
@@ -172,11 +192,20 @@ def pytest_sessionstart(session):  # after tests/conftest.py set its own thread 
 _threads = 1
 
 
-def run_pytest(step: dict, solution_path: Path | None, plugin_dir: Path) -> tuple[int, float, str, list[str]]:
+_handout: Path | None = None  # the learner handout the replay runs grade in (built once)
+
+
+def run_pytest(step: dict, solution_path: Path | None, plugin_dir: Path,
+               mode: str = "live") -> tuple[int, float, str, list[str]]:
     """(exit code, seconds, first failing test, last output lines) of one step's tests on a solution."""
     env = dict(os.environ)
     paths = [str(solution_path)] if solution_path is not None else []
-    env["PYTHONPATH"] = os.pathsep.join([*paths, str(plugin_dir), str(ROOT)])
+    tree = _handout if mode == "replay" else ROOT
+    env["PYTHONPATH"] = os.pathsep.join([*paths, str(plugin_dir), str(tree)])
+    env["KATA_SNAPSHOTS"] = mode
+    env.pop("KATA_MUTANT_REPLAY", None)
+    if mode == "replay":
+        env["KATA_MUTANT_REPLAY"] = "1"
     # Parallel runs share the cores: more torch threads than cores spin-wait and crawl.
     env["KATA_MUTANT_THREADS"] = str(_threads)
     env["KATA_MUTANT_SOLUTION"] = str(solution_path) if solution_path is not None else ""
@@ -189,7 +218,7 @@ def run_pytest(step: dict, solution_path: Path | None, plugin_dir: Path) -> tupl
     t0 = time.time()
     if _stopping.is_set():
         return 130, 0.0, "", ["(not run: interrupted)"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _running.add(proc)
     try:
         out, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
@@ -200,15 +229,20 @@ def run_pytest(step: dict, solution_path: Path | None, plugin_dir: Path) -> tupl
     finally:
         _running.discard(proc)
     first = next((m.group(2) for line in out.splitlines() if (m := _SUMMARY.match(line))), "")
+    if mode == "replay" and "SnapshotMiss" in out:
+        rc = 3  # a missing stored answer: the kata's error, whatever the run was expected to do
+        first = first or "a missing stored answer (SnapshotMiss)"
     return rc, time.time() - t0, first, out.strip().splitlines()[-15:]
 
 
-def check(label: str, step: dict, expect: str, mutant: Mutant | None, stubs: bool = False) -> Result:
+def check(label: str, step: dict, expect: str, mutant: Mutant | None, stubs: bool = False,
+          mode: str = "live") -> Result:
     with tempfile.TemporaryDirectory(prefix="kata-mutant-") as tmp:
         (Path(tmp) / "kata_mutant_plugin.py").write_text(PLUGIN)
         solution = None if stubs else make_solution(Path(tmp) / "solution", mutant)
-        rc, secs, first, tail = run_pytest(step, solution, Path(tmp))
-    return Result(label, step["id"], expect, rc, secs, first, mutant.why if mutant else "", tail)
+        rc, secs, first, tail = run_pytest(step, solution, Path(tmp), mode)
+    return Result(label if mode == "live" else f"{label} (replay)", step["id"], expect, rc, secs, first,
+                  mutant.why if mutant else "", tail, mode)
 
 
 def select(mutants: list[Mutant], steps: list[str] | None, names: list[str] | None, subset: bool) -> list[Mutant]:
@@ -256,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="baseline: only the stubs-fail half (the test suite itself runs the reference)")
     p.add_argument("--no-mutants", action="store_true", help="only the baseline")
     p.add_argument("--no-alternatives", action="store_true", help="skip the correct alternatives")
+    p.add_argument("--mode", choices=("both", "live", "replay"), default="both",
+                   help="live: against reference/ here; replay: in a built handout, on the stored answers; "
+                        "both (default)")
     args = p.parse_args(argv)
     global _threads
     _threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
@@ -289,6 +326,15 @@ def main(argv: list[str] | None = None) -> int:
         chosen = select(alternatives, steps, args.mutant, False)
         jobs += [(a.name, all_steps[a.step], "pass", a, False) for a in chosen]
 
+    modes = ["live", "replay"] if args.mode == "both" else [args.mode]
+    jobs = [(*j, m) for m in modes for j in jobs]
+    if "replay" in modes:
+        global _handout
+        sys.path.insert(0, str(ROOT))
+        from grader.handout import build
+
+        _handout = Path(tempfile.mkdtemp(prefix="kata-mutant-handout-")) / "handout"
+        build(ROOT, _handout, make_zip=False)
     t0 = time.time()
     if args.mutant:
         known = {m.name for m in mutants + alternatives}
@@ -310,13 +356,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n--- {r.label} [{r.step}]: {describe(r)}" + (f" — {kind}: {r.why}" if r.why else ""))
         print("\n".join(r.tail))
     mutant_names, alt_names = {m.name for m in mutants}, {a.name for a in alternatives}
-    caught = sum(1 for r in results if r.label in mutant_names and r.ok)
-    n_mut = sum(1 for r in results if r.label in mutant_names)
-    passing = sum(1 for r in results if r.label in alt_names and r.ok)
-    n_alt = sum(1 for r in results if r.label in alt_names)
-    baseline = all(r.ok for r in results if r.label in ("reference", "stubs (exercises/)"))
-    print(f"\n{caught}/{n_mut} mutants caught; {passing}/{n_alt} correct alternatives pass; "
-          f"baseline {'ok' if baseline else 'BROKEN'}; {time.time() - t0:.0f}s")
+    for mode in modes:
+        these = [r for r in results if r.mode == mode]
+        base = lambda r: r.label.removesuffix(" (replay)")  # noqa: E731
+        caught = sum(1 for r in these if base(r) in mutant_names and r.ok)
+        n_mut = sum(1 for r in these if base(r) in mutant_names)
+        passing = sum(1 for r in these if base(r) in alt_names and r.ok)
+        n_alt = sum(1 for r in these if base(r) in alt_names)
+        baseline = all(r.ok for r in these if base(r) in ("reference", "stubs (exercises/)"))
+        print(f"\n{mode}: {caught}/{n_mut} mutants caught; {passing}/{n_alt} correct alternatives pass; "
+              f"baseline {'ok' if baseline else 'BROKEN'}")
+    print(f"{time.time() - t0:.0f}s")
+    if _handout is not None:
+        shutil.rmtree(_handout.parent, ignore_errors=True)
     return 1 if bad else 0
 
 
