@@ -18,6 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
 from kata.machine import default_jobs
 
@@ -88,14 +91,46 @@ def _name(step: Step) -> str:
 HEARTBEAT_S = 60.0  # a plain "still grading" line this often when stdout is not a terminal
 
 
+class _Hooks:
+    """What the grader tells the progress display: a step started, a step was graded."""
+
+    def __init__(self, result=lambda r: None, start=lambda s: None) -> None:
+        self.result, self.start = result, start
+
+
+def _live_table(todo: list[Step], solution: str, graded: dict[str, StepResult], started: dict[str, float]) -> Table:
+    """The steps as they are being graded: queued, grading (for how long), or their result."""
+    t = Table(title=f"grading {len(todo)} step(s) of {solution}/ ...", title_justify="left", expand=False)
+    for col, justify in (("step", "right"), ("title", "left"), ("status", "left"), ("tests", "right"), ("time", "right")):
+        t.add_column(col, justify=justify, no_wrap=col != "title")
+    now = time.monotonic()
+    for s in todo:
+        r = graded.get(s.id)
+        if r is not None:
+            status = report.status_text(r)
+            tests = f"{r.passed}/{r.total}" if r.total else "—"
+            took = "reused" if r.cached else (f"{r.seconds:.0f} s" if r.seconds else "")
+        elif s.id in started:
+            status, tests, took = Text("⋯ grading", style="cyan"), "", f"{now - started[s.id]:.0f} s"
+        else:
+            status, tests, took = Text("· queued", style="dim"), "", ""
+        t.add_row(s.number, s.title, status, tests, took)
+    return t
+
+
 @contextmanager
 def _progress(console: Console, todo: list[Step], solution: str):
-    """A spinner on a terminal; elsewhere (CI, a pipe, a log) plain lines: one when grading
+    """On a terminal, a table that fills in as steps are graded (each row queued, grading
+    for how long, or its result); elsewhere (CI, a pipe, a log) plain lines: one when grading
     starts, one as each step is graded, and a "still grading" line every minute, so a long
     run is never silent."""
     if console.is_terminal:
-        with console.status(f"grading {len(todo)} step(s) of {solution}/ ...", spinner="dots"):
-            yield lambda r: None
+        graded: dict[str, StepResult] = {}
+        started: dict[str, float] = {}
+        with Live(_live_table(todo, solution, graded, started), console=console, refresh_per_second=2,
+                  transient=True, get_renderable=lambda: _live_table(todo, solution, graded, started)):
+            yield _Hooks(lambda r: graded.__setitem__(r.step.id, r),
+                         lambda s: started.__setitem__(s.id, time.monotonic()))
         return
     start = time.monotonic()
     done: set[str] = set()
@@ -116,13 +151,11 @@ def _progress(console: Console, todo: list[Step], solution: str):
             say(f"... still grading ({', '.join(left[:3])}{' ...' if len(left) > 3 else ''}), "
                 f"{time.monotonic() - start:.0f} s so far")
 
-    longest = max(todo, key=lambda s: s.time_limit, default=None)
-    slow = f" ({_name(longest)} may take minutes the first time)" if longest and longest.time_limit > 600 else ""
-    say(f"grading {len(todo)} step(s) of {solution}/{slow}")
+    say(f"grading {len(todo)} step(s) of {solution}/")
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
     try:
-        yield on_result
+        yield _Hooks(on_result)
     finally:
         stop.set()
 
@@ -134,9 +167,9 @@ def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | Non
     start = time.monotonic()
     store = args.root / ".kata_cache" / "grader"
     limits = dict(time_limit=args.time_limit, memory=int(args.memory_gb * 2**30))
-    with _progress(console, todo, args.solution) as on_result:
+    with _progress(console, todo, args.solution) as hooks:
         fresh = grade(todo, args.root, args.solution, jobs=args.jobs, cache=None if args.no_cache else store,
-                      on_result=on_result, **limits)
+                      on_result=hooks.result, on_start=hooks.start, **limits)
     merged = {**(previous or {}), **{r.step.id: r for r in fresh}}
     results = [merged[s.id] for s in all_steps if s.id in merged]
     manifest = _manifest(args)

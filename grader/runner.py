@@ -625,7 +625,8 @@ def _order(step_id: str) -> tuple[int, int]:
 
 
 def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: bool | None = None,
-          on_result=None, ignore_needs: bool = False, cache: Path | None = None, **kw) -> list[StepResult]:
+          on_result=None, ignore_needs: bool = False, cache: Path | None = None, on_start=None,
+          **kw) -> list[StepResult]:
     """Grade steps; a step whose `needs` have not all passed waits.
 
     A step starts as soon as its needs are graded and a worker is free (`jobs` at a
@@ -677,6 +678,8 @@ def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: b
                     settle(s, StepResult(s, NEEDS_GPU,
                                          note=f"needs a GPU — run `{s.gpu_command or 'nox -s final'}` on a GPU machine"))
                 elif len(running) < max(1, jobs):
+                    if on_start:
+                        on_start(s)
                     running[pool.submit(run_step_cached, s, root, solution, cache, threads, **kw)] = s
                 else:
                     continue  # no free worker: stays pending, ordered again next round
