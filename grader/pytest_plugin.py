@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -285,6 +284,14 @@ class _NoReference:
             raise ModuleNotFoundError(f"No module named {name!r} (the learner handout has no reference/)", name=name)
         return None
 
+
+# No graded test uses `datasets`, nor the pandas and pyarrow it brings: transformers' Trainer
+# imports them only because they are installed (for the hub corpora). Left out of the step
+# processes, they save ~85 MB each, which Gradescope's default 768 MB autograder needs for
+# step 7's Trainer run (measured: 617 MB at its peak instead of 679 MB), and a second of imports.
+if os.environ.get("KATA_GRADER_RESULTS"):
+    for _name in ("datasets", "pandas", "pyarrow"):
+        sys.modules.setdefault(_name, None)
 
 _root = os.environ.get("KATA_GRADER_ROOT")
 if _root and not (Path(_root) / "reference").is_dir() and not any(isinstance(f, _NoReference) for f in sys.meta_path):
