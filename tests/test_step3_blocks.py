@@ -14,7 +14,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from _support import assert_close, not_implemented_guard as call, oracle, recorded, student, with_reference_deps
-from strategies import SEEDS, expect, gpt_configs, name_the_mistake, one_thread, randn, random_state, token_batches
+from strategies import (
+    SEEDS, TIED_PARAMETERS, expect, gpt_configs, name_the_mistake, one_thread, randn, random_state,
+    random_state_by_name, token_batches,
+)
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)  # tiny tensors: see strategies.one_thread
 S1, S3 = "step1_embeddings", "step3_blocks"
@@ -47,14 +50,59 @@ def reference_deps(s3):
 
 
 def build(kind: str, cfg: dict, seed: int) -> tuple[nn.Module, dict]:
-    """The student's `kind` with deterministic random weights, in eval mode."""
+    """The student's `kind` with deterministic random weights, in eval mode.
+
+    The weights depend only on `cfg` and `seed` (names and shapes come from the given
+    `__init__`; TinyGPT's head takes the token embedding's values by name), never on
+    whose step 1 tied them: they key `reference_output`'s stored answers in the handout.
+    """
     s3 = student(S3)
     with reference_deps(s3):
         module = getattr(s3, kind)(s3.GPTConfig(**cfg))
-    state = random_state(module, seed)
+    state = random_state_by_name(module, seed, tied=TIED_PARAMETERS.get(kind))
     module.load_state_dict(state)
     module.eval()
     return module, state
+
+
+# How a step 1 may have tied TinyGPT's head (right or wrong): the weights `build` loads,
+# which key `reference_output`'s stored answers, must be the same for every one of them.
+TIE_VARIANTS = {
+    "tied": lambda head, emb: setattr(head, "weight", emb.weight),
+    "tied the other way round": lambda head, emb: setattr(emb, "weight", head.weight),
+    "copied": lambda head, emb: head.weight.data.copy_(emb.weight.data),
+    "a second Parameter on the same data": lambda head, emb: setattr(head, "weight", nn.Parameter(emb.weight.data)),
+    "untied": lambda head, emb: None,
+}
+
+
+def test_step3_test_weights_depend_only_on_the_config_and_seed() -> None:
+    """The random weights step 3's comparisons load depend on the config and the seed only
+    (names and shapes from the given `__init__`), never on how step 1 tied the head: in the
+    handout your own step 1 builds TinyGPT, and other weights would find no stored answer."""
+    s3 = student(S3)
+    cfg = dict(vocab_size=13, block_size=6, n_layer=2, n_head=2, n_embd=8, dropout=0.1, bias=True, attn_impl="manual")
+    states = {}
+    for what, tie in TIE_VARIANTS.items():
+        with reference_deps(s3):
+            saved = s3.init_weights, s3.tie_weights
+            s3.init_weights, s3.tie_weights = (lambda module, n_layer: None), tie
+            try:
+                model = s3.TinyGPT(s3.GPTConfig(**cfg))
+            finally:
+                s3.init_weights, s3.tie_weights = saved
+        states[what] = random_state_by_name(model, 3, tied=TIED_PARAMETERS["TinyGPT"])
+        if what == "tied":  # the values correct code has always been graded on
+            by_identity = random_state(model, 3)
+            expect(by_identity.keys() == states[what].keys()
+                   and all(torch.equal(by_identity[k], states[what][k]) for k in by_identity),
+                   "random_state_by_name differs from random_state on a tied TinyGPT (tests/strategies.py)")
+    want = states["tied"]
+    for what, state in states.items():
+        expect(state.keys() == want.keys() and all(torch.equal(state[k], want[k]) for k in want), (
+            f"the test's random weights for a TinyGPT whose head is {what} differ from those of a tied one "
+            f"(parameters {sorted(set(state) ^ set(want)) or 'with other values'}): TinyGPT's parameter names or "
+            f"shapes are not those of the given __init__. Keep TinyGPT.__init__ (step3_blocks.py) as given"))
 
 
 def run(module: nn.Module, *args):
