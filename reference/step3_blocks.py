@@ -109,8 +109,9 @@ class Block(nn.Module):
 
         Pre-norm: each sub-layer reads a LayerNorm of the stream (`ln_1` before
         attention, `ln_2` before the MLP) and its output is *added* to the stream, which
-        itself is never normalised in place. With both sub-layers' outputs at zero the
-        block is exactly the identity; that is what lets a deep stack train at all.
+        itself is never normalised in place. x is not modified: the caller's tensor stays
+        as it was, and the result is a new tensor. With both sub-layers' outputs at zero
+        the block is exactly the identity; that is what lets a deep stack train at all.
         """
         # BEGIN SOLUTION
         x = x + self.attn(self.ln_1(x))

@@ -120,12 +120,14 @@ def activations(cfg: dict, seed: int, batch: int, T: int) -> torch.Tensor:
 
 
 def attention_variant(attn: nn.Module, x: torch.Tensor, *, causal: bool = True,
-                      split: str = "right", rejoin: str = "right") -> torch.Tensor:
+                      split: str = "right", rejoin: str = "right", swap_qk: bool = False) -> torch.Tensor:
     """Attention computed by the test with the module's own Linear layers, optionally
     with one classic mistake, so a failure can say which mistake it looks like."""
     B, T, C = x.shape
     H = attn.n_head
     q, k, v = attn.qkv(x).split(C, dim=2)
+    if swap_qk:  # the queries used as keys and the keys as queries: transposed scores
+        q, k = k, q
     if split == "right":
         q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
     else:  # reshaped straight to (B, H, T, D): mixes positions and channels
@@ -217,6 +219,9 @@ def _check_attention(cfg: dict, seed: int, T: int, extra: str) -> None:
             "the heads are re-joined wrongly: the (B, H, T, D) output was flattened straight to (B, T, C), which "
             "mixes positions; each position's heads must go back side by side in channel order":
                 attention_variant(attn, x, rejoin="wrong"),
+            "the queries and keys are swapped (in the split of qkv's output, or in the call that scores them): "
+            "query i is scored against key j, and qkv's first C output features are the queries, the next C "
+            "the keys": attention_variant(attn, x, swap_qk=True),
         }, default="expected each head to attend causally over its own D channels (scaled scores, each query's "
                    "weights over the keys summing to 1), the heads put back side by side, then proj. " + extra
                    + " Look at CausalSelfAttention.forward (step3_blocks.py); stuck? `nox -s hint -- 3`")
