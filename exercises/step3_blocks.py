@@ -98,8 +98,9 @@ class Block(nn.Module):
 
         Pre-norm: each sub-layer reads a LayerNorm of the stream (`ln_1` before
         attention, `ln_2` before the MLP) and its output is *added* to the stream, which
-        itself is never normalised in place. With both sub-layers' outputs at zero the
-        block is exactly the identity; that is what lets a deep stack train at all.
+        itself is never normalised in place. x is not modified: the caller's tensor stays
+        as it was, and the result is a new tensor. With both sub-layers' outputs at zero
+        the block is exactly the identity; that is what lets a deep stack train at all.
         """
         raise NotImplementedError(
             "Block.forward is not written yet (step 3): its docstring states what it must do; "
@@ -128,7 +129,11 @@ class TinyGPT(nn.Module):
         The embeddings, every block in order, the final LayerNorm `ln_f`, then the
         (tied) output layer. The logits at position t score every vocabulary entry as
         token t+1. With labels (B, T) int64 the loss is your step 4's next-token loss
-        of these logits and labels (a 0-dim tensor); without labels it is None.
+        of these very logits and these labels as given (next_token_loss does the shift
+        itself, and the labels need not equal input_ids: a padded batch marks its padding
+        -100 in them only), with next_token_loss's default ignore_index. It is returned as
+        next_token_loss gives it: a 0-dim tensor still connected to the model, so
+        loss.backward() trains it. Without labels the loss is None and none is computed.
         """
         raise NotImplementedError(
             "TinyGPT.forward is not written yet (step 3): its docstring states what it must do; "

@@ -177,6 +177,33 @@ def test_step1_init_weights_follows_gpt2_statistics() -> None:
             ))
 
 
+def test_step1_init_weights_handles_a_model_without_biases() -> None:
+    """GPTConfig(bias=False): no Linear and no LayerNorm has a bias (it is None), which
+    the docstring allows for ("either may be absent when bias=False")."""
+    s1 = student(S1)
+    cfg = s1.GPTConfig(vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=False)
+    model = gpt_skeleton(s1, cfg)
+    with torch.no_grad():  # so a LayerNorm left alone shows
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.fill_(0.5)
+    try:
+        call(s1.init_weights, model, cfg.n_layer)
+    except (AttributeError, TypeError, RuntimeError) as e:
+        problem = f"{type(e).__name__}: {e}"
+    else:
+        problem = ""
+    expect(not problem, (
+        f"init_weights crashed on a model built with bias=False ({problem}): there its Linear and LayerNorm "
+        f"layers have bias None, and a missing bias has nothing to initialise. Look at init_weights "
+        f"(step1_embeddings.py)"))
+    for name, m in model.named_modules():
+        if isinstance(m, nn.LayerNorm):
+            expect(m.bias is None and bool(torch.all(m.weight == 1)), (
+                f"after init_weights on a bias=False model, LayerNorm {name} should have weight 1 and no bias; "
+                f"got weight mean {m.weight.mean().item():.3g} and bias {m.bias!r}"))
+
+
 # --- tie_weights ------------------------------------------------------------------
 
 

@@ -102,6 +102,9 @@ def test_step2_scores_match_reference(shape: tuple[int, int, int, int], seed: in
         "the scores are divided by D instead of sqrt(D)": (raw / D)[allowed],
         "the scores are divided by sqrt(T) (the sequence length) instead of sqrt(D) (the head size)":
             (raw / math.sqrt(T))[allowed],
+        "the queries and keys are swapped: entry [b, h, i, j] is key i against query j, the transposed scores; "
+        "row i must be query i (q, the first argument) and column j key j":
+            (k @ q.transpose(-2, -1) / math.sqrt(D))[allowed],
     }, default="expected the dot product of query i with key j divided by sqrt(D) (D = the head size) at every "
                "allowed position. Look at masked_attention_scores (step2_causal_mask.py); stuck? `nox -s hint -- 2`")
     # fp32 matmuls of <= 16 terms on CPU: differences are rounding, ~1e-6.

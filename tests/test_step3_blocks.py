@@ -2,9 +2,13 @@
 
 Your step 3 runs on top of the reference's steps 1, 2 and 4 here (`with_reference_deps`),
 so an unfinished earlier step cannot fail these tests. Every comparison loads the same
-random weights into your module and the reference's and runs both in eval mode.
+random weights into your module and the reference's and runs both in eval mode. The
+loss TinyGPT returns is checked against a stand-in for step 4's `next_token_loss` that
+records what it was given, so it is graded before step 4 is written.
 """
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
@@ -14,7 +18,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from _support import assert_close, not_implemented_guard as call, oracle, recorded, student, with_reference_deps
-from strategies import SEEDS, expect, gpt_configs, name_the_mistake, one_thread, randn, random_state, token_batches
+from strategies import (
+    SEEDS, TIED_PARAMETERS, expect, gpt_configs, name_the_mistake, one_thread, randn, random_state,
+    random_state_by_name, token_batches,
+)
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)  # tiny tensors: see strategies.one_thread
 S1, S3 = "step1_embeddings", "step3_blocks"
@@ -47,14 +54,59 @@ def reference_deps(s3):
 
 
 def build(kind: str, cfg: dict, seed: int) -> tuple[nn.Module, dict]:
-    """The student's `kind` with deterministic random weights, in eval mode."""
+    """The student's `kind` with deterministic random weights, in eval mode.
+
+    The weights depend only on `cfg` and `seed` (names and shapes come from the given
+    `__init__`; TinyGPT's head takes the token embedding's values by name), never on
+    whose step 1 tied them: they key `reference_output`'s stored answers in the handout.
+    """
     s3 = student(S3)
     with reference_deps(s3):
         module = getattr(s3, kind)(s3.GPTConfig(**cfg))
-    state = random_state(module, seed)
+    state = random_state_by_name(module, seed, tied=TIED_PARAMETERS.get(kind))
     module.load_state_dict(state)
     module.eval()
     return module, state
+
+
+# How a step 1 may have tied TinyGPT's head (right or wrong): the weights `build` loads,
+# which key `reference_output`'s stored answers, must be the same for every one of them.
+TIE_VARIANTS = {
+    "tied": lambda head, emb: setattr(head, "weight", emb.weight),
+    "tied the other way round": lambda head, emb: setattr(emb, "weight", head.weight),
+    "copied": lambda head, emb: head.weight.data.copy_(emb.weight.data),
+    "a second Parameter on the same data": lambda head, emb: setattr(head, "weight", nn.Parameter(emb.weight.data)),
+    "untied": lambda head, emb: None,
+}
+
+
+def test_step3_test_weights_depend_only_on_the_config_and_seed() -> None:
+    """The random weights step 3's comparisons load depend on the config and the seed only
+    (names and shapes from the given `__init__`), never on how step 1 tied the head: in the
+    handout your own step 1 builds TinyGPT, and other weights would find no stored answer."""
+    s3 = student(S3)
+    cfg = dict(vocab_size=13, block_size=6, n_layer=2, n_head=2, n_embd=8, dropout=0.1, bias=True, attn_impl="manual")
+    states = {}
+    for what, tie in TIE_VARIANTS.items():
+        with reference_deps(s3):
+            saved = s3.init_weights, s3.tie_weights
+            s3.init_weights, s3.tie_weights = (lambda module, n_layer: None), tie
+            try:
+                model = s3.TinyGPT(s3.GPTConfig(**cfg))
+            finally:
+                s3.init_weights, s3.tie_weights = saved
+        states[what] = random_state_by_name(model, 3, tied=TIED_PARAMETERS["TinyGPT"])
+        if what == "tied":  # the values correct code has always been graded on
+            by_identity = random_state(model, 3)
+            expect(by_identity.keys() == states[what].keys()
+                   and all(torch.equal(by_identity[k], states[what][k]) for k in by_identity),
+                   "random_state_by_name differs from random_state on a tied TinyGPT (tests/strategies.py)")
+    want = states["tied"]
+    for what, state in states.items():
+        expect(state.keys() == want.keys() and all(torch.equal(state[k], want[k]) for k in want), (
+            f"the test's random weights for a TinyGPT whose head is {what} differ from those of a tied one "
+            f"(parameters {sorted(set(state) ^ set(want)) or 'with other values'}): TinyGPT's parameter names or "
+            f"shapes are not those of the given __init__. Keep TinyGPT.__init__ (step3_blocks.py) as given"))
 
 
 def run(module: nn.Module, *args):
@@ -68,12 +120,14 @@ def activations(cfg: dict, seed: int, batch: int, T: int) -> torch.Tensor:
 
 
 def attention_variant(attn: nn.Module, x: torch.Tensor, *, causal: bool = True,
-                      split: str = "right", rejoin: str = "right") -> torch.Tensor:
+                      split: str = "right", rejoin: str = "right", swap_qk: bool = False) -> torch.Tensor:
     """Attention computed by the test with the module's own Linear layers, optionally
     with one classic mistake, so a failure can say which mistake it looks like."""
     B, T, C = x.shape
     H = attn.n_head
     q, k, v = attn.qkv(x).split(C, dim=2)
+    if swap_qk:  # the queries used as keys and the keys as queries: transposed scores
+        q, k = k, q
     if split == "right":
         q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
     else:  # reshaped straight to (B, H, T, D): mixes positions and channels
@@ -165,6 +219,9 @@ def _check_attention(cfg: dict, seed: int, T: int, extra: str) -> None:
             "the heads are re-joined wrongly: the (B, H, T, D) output was flattened straight to (B, T, C), which "
             "mixes positions; each position's heads must go back side by side in channel order":
                 attention_variant(attn, x, rejoin="wrong"),
+            "the queries and keys are swapped (in the split of qkv's output, or in the call that scores them): "
+            "query i is scored against key j, and qkv's first C output features are the queries, the next C "
+            "the keys": attention_variant(attn, x, swap_qk=True),
         }, default="expected each head to attend causally over its own D channels (scaled scores, each query's "
                    "weights over the keys summing to 1), the heads put back side by side, then proj. " + extra
                    + " Look at CausalSelfAttention.forward (step3_blocks.py); stuck? `nox -s hint -- 3`")
@@ -290,22 +347,140 @@ def test_step3_future_tokens_never_change_past_logits(cfg: dict, seed: int, data
            f"(CausalSelfAttention.forward, step3_blocks.py)")
 
 
-@given(cfg=gpt_configs(), seed=SEEDS, data=st.data())
-def test_step3_tinygpt_loss_is_the_next_token_loss_of_its_logits(cfg: dict, seed: int, data: st.DataObject) -> None:
-    model, _ = build("TinyGPT", cfg, seed)
-    idx = data.draw(token_batches(cfg["vocab_size"], cfg["block_size"], min_len=2), label="idx")
-    logits, loss = run(model, idx, idx)
-    expect(isinstance(loss, torch.Tensor) and loss.dim() == 0,
-           f"TinyGPT.forward(input_ids, labels) should return a 0-dim loss tensor, got {loss!r}: with labels, the "
-           f"loss is step 4's next-token loss of the logits and labels")
-    V = cfg["vocab_size"]
-    # The shifted cross-entropy, by hand: logits at t score token t+1.
-    by_hand = F.cross_entropy(logits[:, :-1].reshape(-1, V), idx[:, 1:].reshape(-1))
-    # same fp32 computation up to summation order.
-    assert_close(loss, by_hand, atol=1e-5, rtol=1e-5, what="the loss TinyGPT returns",
-                 hint="expected step 4's next_token_loss of these very logits and the labels given "
-                      "(TinyGPT.forward, step3_blocks.py)")
+# --- TinyGPT's loss: step 4's function of these logits and these labels -----------------
+#
+# Graded without step 4: a test-owned stand-in takes the place of `next_token_loss` in
+# the student's step-3 module (as `with_reference_deps` swaps names) and records what it
+# was given, so a correct step 3 passes while step 4 is still a stub, in the handout too.
 
+IGNORE_INDEX = -100  # next_token_loss's default (step4_loss.IGNORE_INDEX)
+
+
+class LossStandIn:
+    """Stands in for `next_token_loss(logits, labels, ignore_index=-100)`: records each
+    call's arguments and returns a 0-dim float32 value computed from them (and, through
+    the logits, connected to the model's parameters)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.results: list[torch.Tensor] = []
+
+    def __call__(self, *args, **kwargs):
+        def bind(logits, labels, ignore_index=IGNORE_INDEX):
+            return dict(logits=logits, labels=labels, ignore_index=ignore_index)
+
+        try:
+            got = bind(*args, **kwargs)
+        except TypeError as e:
+            pytest.fail(f"TinyGPT.forward called next_token_loss with arguments that do not fit its signature "
+                        f"next_token_loss(logits, labels, ignore_index=-100): {e}", pytrace=False)
+        logits, labels = got["logits"], got["labels"]
+        self.calls.append(dict(
+            logits=logits.detach().clone() if isinstance(logits, torch.Tensor) else logits,
+            labels=labels.detach().clone() if isinstance(labels, torch.Tensor) else labels,
+            ignore_index=got["ignore_index"], logits_require_grad=getattr(logits, "requires_grad", False)))
+        # Any 0-dim value made from both arguments: forward must hand it back as it is.
+        result = logits.float().mean() * 0.5 + labels.float().mean() * 0.25 + 7.0
+        self.results.append(result)
+        return result
+
+
+@contextlib.contextmanager
+def loss_stand_in(s3):
+    """`s3.next_token_loss` is a fresh `LossStandIn` inside the block."""
+    stand_in, missing = LossStandIn(), object()
+    saved = s3.__dict__.get("next_token_loss", missing)
+    s3.next_token_loss = stand_in
+    try:
+        yield stand_in
+    finally:
+        if saved is missing:
+            del s3.next_token_loss
+        else:
+            s3.next_token_loss = saved
+
+
+def labels_unlike_the_ids(idx: torch.Tensor, vocab_size: int, seed: int) -> torch.Tensor:
+    """(B, T) labels that differ from the ids: other tokens, and -100 (padding) at the
+    first position and at random others, as a padded batch's labels do."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, vocab_size, idx.shape, generator=g)
+    labels[torch.rand(idx.shape, generator=g) < 0.3] = IGNORE_INDEX
+    labels[:, 0] = IGNORE_INDEX  # so the labels are never the ids (an id is >= 0)
+    return labels
+
+
+@given(cfg=gpt_configs(), seed=SEEDS, data=st.data())
+def test_step3_tinygpt_loss_is_next_token_loss_of_its_logits_and_labels(cfg: dict, seed: int,
+                                                                         data: st.DataObject) -> None:
+    model, _ = build("TinyGPT", cfg, seed)
+    s3 = student(S3)
+    idx = data.draw(token_batches(cfg["vocab_size"], cfg["block_size"], min_len=2), label="idx")
+    labels = labels_unlike_the_ids(idx, cfg["vocab_size"], seed)
+    where = "Look at TinyGPT.forward (step3_blocks.py)"
+    # With autograd on (as in training): the loss must stay connected to the model.
+    with reference_deps(s3), loss_stand_in(s3) as loss_fn:
+        out = call(model.forward, idx, labels)
+    expect(isinstance(out, tuple) and len(out) == 2,
+           f"TinyGPT.forward(input_ids, labels) should return a tuple (logits, loss), got {type(out).__name__}")
+    logits, loss = out
+    calls = loss_fn.calls
+    expect(len(calls) == 1, (
+        f"TinyGPT.forward(input_ids, labels) called next_token_loss {len(calls)} times, expected once: the loss is "
+        f"step 4's next_token_loss (imported at the top of step3_blocks.py) of the logits and the labels"
+        + (", not a cross-entropy computed here" if not calls else "") + f". {where}"))
+    got = calls[0]
+    shown = f"ids of shape {tuple(idx.shape)}, labels with -100 (padding) at position 0 and elsewhere"
+    g_logits, g_labels = got["logits"], got["labels"]
+    expect(isinstance(g_logits, torch.Tensor) and isinstance(logits, torch.Tensor), (
+        f"TinyGPT.forward should pass a tensor of logits to next_token_loss and return the logits as a tensor; "
+        f"got {type(g_logits).__name__} and {type(logits).__name__}. {where}"))
+    if g_logits.shape != logits.shape or not torch.equal(g_logits, logits.detach()):
+        if g_logits.shape == logits[:, :-1].shape and torch.equal(g_logits, logits.detach()[:, :-1]):
+            why = ("the logits were shifted (the last position dropped) before the call, but next_token_loss does "
+                   "the shift itself: the loss is shifted twice")
+        else:
+            why = "they are not the logits that forward returns"
+        pytest.fail(f"TinyGPT.forward ({shown}) passed logits of shape {tuple(g_logits.shape)} to next_token_loss "
+                    f"and returned logits of shape {tuple(logits.shape)}: {why}. The loss is next_token_loss of the "
+                    f"very logits forward returns. {where}", pytrace=False)
+    if not (isinstance(g_labels, torch.Tensor) and g_labels.shape == labels.shape and torch.equal(g_labels, labels)):
+        if isinstance(g_labels, torch.Tensor) and g_labels.shape == idx.shape and torch.equal(g_labels, idx):
+            why = ("next_token_loss got the input ids instead of the labels: they differ whenever padding is "
+                   "marked -100 in the labels (or the labels are other tokens), as here")
+        elif (isinstance(g_labels, torch.Tensor) and g_labels.shape == labels[:, 1:].shape
+              and torch.equal(g_labels, labels[:, 1:])):
+            why = "the labels were shifted before the call, but next_token_loss does the shift itself"
+        else:
+            why = "next_token_loss got other labels than the ones given"
+        pytest.fail(f"TinyGPT.forward ({shown}): {why}. The loss is next_token_loss of the logits and the labels "
+                    f"argument, as given. {where}", pytrace=False)
+    expect(got["ignore_index"] == IGNORE_INDEX, (
+        f"TinyGPT.forward passed ignore_index={got['ignore_index']!r} to next_token_loss: the labels mark padding "
+        f"with next_token_loss's default, -100, so a pair labelled -100 would count and a real token "
+        f"{got['ignore_index']!r} would not. {where}"))
+    expect(got["logits_require_grad"], (
+        "TinyGPT.forward passed logits that are cut off from the model's parameters (detached, or made under "
+        "torch.no_grad()) to next_token_loss: loss.backward() would then train nothing. " + where))
+    expect(isinstance(loss, torch.Tensor), (
+        f"TinyGPT.forward returned a loss of type {type(loss).__name__}, expected the 0-dim tensor next_token_loss "
+        f"returned: training calls loss.backward() on it, which a Python number does not have. {where}"))
+    expect(loss.shape == () and torch.equal(loss.detach(), loss_fn.results[0].detach()), (
+        f"TinyGPT.forward returned the loss {loss.detach().reshape(-1)[:3].tolist()} (shape {tuple(loss.shape)}), "
+        f"but next_token_loss returned {loss_fn.results[0].item():.6g}: the loss forward returns is next_token_loss's "
+        f"result itself, unchanged. {where}"))
+    expect(loss.requires_grad, (
+        "the loss TinyGPT.forward returned is not connected to the model's parameters (detached, or computed "
+        "under torch.no_grad()): loss.backward() would train nothing. " + where))
+    # Without labels: no loss, and next_token_loss is not called.
+    with reference_deps(s3), loss_stand_in(s3) as loss_fn, torch.no_grad():
+        out = call(model.forward, idx)
+    expect(isinstance(out, tuple) and len(out) == 2 and out[1] is None,
+           f"TinyGPT.forward(input_ids) without labels should return (logits, None), got "
+           f"{type(out).__name__ if not isinstance(out, tuple) else f'(..., {out[1]!r})'}. {where}")
+    expect(not loss_fn.calls,
+           f"TinyGPT.forward(input_ids) without labels called next_token_loss {len(loss_fn.calls)} time(s): without "
+           f"labels there is nothing to score, so no loss is computed. {where}")
 
 
 # --- train mode: where dropout acts ------------------------------------------------------

@@ -187,6 +187,40 @@ def test_step4_bf16_logits_give_a_float32_loss() -> None:
            f"loses precision")
 
 
+# bf16 logits, one pair per call (B=1, T=2), V=1000, logits ~ N(0, 3²): the loss is the
+# pair's -log p, ~7-11. Measured on these 8 cases (tests/mutants step4 bf16 entries):
+# every float32 formulation (cross_entropy or log_softmax + gather / nll_loss or
+# logsumexp on the float32 copy, sliced or shifted) is within 8e-8 (relative) of the
+# float64 value of the same bf16 numbers; a computation in bf16 converted to float32
+# afterwards (cross_entropy, or log_softmax, on the bf16 logits, then .float()) keeps
+# bf16's 8-bit mantissa: off by 2.7e-4 to 3.1e-3 (relative) in every case. 1e-5 sits
+# 125x above the first and 27x below the second.
+BF16_RTOL = 1e-5
+
+
+def test_step4_bf16_logits_loss_is_computed_in_float32() -> None:
+    s4 = student(S4)
+    V = 1000
+    logits = randn(8, 2, V, seed=14, std=3.0).bfloat16()
+    labels = torch.randint(0, V, (8, 2), generator=torch.Generator().manual_seed(14))
+    for b in range(8):
+        lg, lb = logits[b:b + 1], labels[b:b + 1]
+        out = call(s4.next_token_loss, lg, lb)
+        expect(isinstance(out, torch.Tensor) and out.dim() == 0 and out.dtype == torch.float32,
+               f"next_token_loss of bf16 logits should return a 0-dim float32 tensor, got "
+               f"{out.dtype if isinstance(out, torch.Tensor) else type(out).__name__}"
+               f"{'' if not isinstance(out, torch.Tensor) else f' of shape {tuple(out.shape)}'}")
+        want = by_hand(lg, lb, -100)  # float64 of the very bf16 values
+        got = out.item()
+        rel = abs(got - want) / abs(want)
+        expect(rel <= BF16_RTOL, (
+            f"with bf16 logits (one pair, V={V}) the loss is {got:.7f}, expected {want:.7f} (relative difference "
+            f"{rel:.1e}, tolerance {BF16_RTOL:.0e}): the float32 result carries bf16's rounding, so the "
+            f"log-softmax or the cross-entropy was computed on the bf16 logits and only the result was made "
+            f"float32. bf16 keeps ~3 significant digits; the docstring asks for the loss computed in float32 "
+            f"whatever the logits' dtype. Look at next_token_loss (step4_loss.py)"))
+
+
 @pytest.mark.parametrize("labels_shape", [(2, 7), (2, 6, 1), (3, 6)])
 def test_step4_mismatched_shapes_raise_valueerror(labels_shape: tuple[int, ...]) -> None:
     s4 = student(S4)
