@@ -17,9 +17,10 @@ import torch.nn as nn
 def join_documents(docs: Sequence[Sequence[int]], eos_id: int) -> np.ndarray:
     """Concatenate tokenised documents into one stream, each followed by `eos_id`.
 
-    docs: a sequence of token-id sequences. Returns a 1-D int64 numpy array of length
-    sum(len(d) + 1): the documents in order, each one's tokens followed by one `eos_id`
-    (an empty document contributes just the `eos_id`; no documents give an empty array).
+    docs: a sequence of token-id sequences; eos_id: any token id, 0 included. Returns a
+    1-D int64 numpy array of length sum(len(d) + 1): the documents in order, each one's
+    tokens followed by one `eos_id` (an empty document contributes just the `eos_id`;
+    no documents give an empty array).
     Why: the end-of-text token tells the model where one document stops, so it learns
     not to run one play into the next, and generation can learn to stop.
     """
@@ -182,8 +183,8 @@ def evaluate(
     when `autocast_dtype` is given. Returns {"loss": float, "perplexity": float}: the
     loss is the mean over every chunk evaluated (each batch weighted by its number of
     rows, so a short last batch is not over-counted) and perplexity = e ** loss.
-    The model's train/eval mode is what it was before the call; no chunks at all
-    raise ValueError. Why eval mode: dropout left on makes validation noisy and
+    The model's train/eval mode is what it was before the call (also when it stops at
+    max_batches); no chunks at all raise ValueError. Why eval mode: dropout left on makes validation noisy and
     pessimistic.
     """
     # BEGIN SOLUTION

@@ -72,12 +72,14 @@ def generate(
     after the last one. The model sees at most its last `model.config.block_size`
     tokens; the returned ids keep the whole prompt and everything generated (the seed
     lab crops the *returned* sequence and loses the prompt). Runs in eval mode, no
-    gradients, and restores the model's mode afterwards. The same seeded generator
-    gives the same sample.
-    With `eos_id` (decided): a row that has produced eos_id is finished, and every
-    later position of that row is eos_id (like padding); generation stops as soon as
-    every row has finished, or after max_new_tokens steps, so n <= max_new_tokens is
-    the number of steps actually taken. Stopping when *any* row finished is wrong.
+    gradients, and gives the model back in the mode it came in (train or eval), however
+    generation ends. The same seeded generator gives the same sample. Runs on the
+    prompt's device: a tensor it makes goes there too (a GPU refuses to mix devices).
+    With `eos_id` (decided; any token id, 0 included — only None means no end token):
+    a row that has produced eos_id is finished, and every later position of that row
+    is eos_id (like padding); generation stops as soon as every row has finished, or
+    after max_new_tokens steps, so n <= max_new_tokens is the number of steps actually
+    taken. Stopping when *any* row finished is wrong.
     Without eos_id, n == max_new_tokens.
     The model it relies on (TinyGPT, step 3, or any model alike): `model(ids)` with
     (B, T) int64 ids, T <= `model.config.block_size`, returns a pair (logits, loss):

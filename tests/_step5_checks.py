@@ -6,8 +6,12 @@ confusing symptom further on.
 """
 from __future__ import annotations
 
+import copy
+import math
+
 import pytest
 import torch
+import torch.nn as nn
 
 WHERE_CHUNK = "Look at chunk_tokens (step5_train_loop.py); stuck? `nox -s hint -- 5`"
 WHERE_STEP = "Look at what train_step returns (step5_train_loop.py)"
@@ -97,3 +101,54 @@ def train_step_result(out: object) -> tuple[torch.Tensor, torch.Tensor]:
             pytest.fail(f"the returned {what} still requires grad: it must come back detached from the graph, or "
                         f"the graph it holds stays alive and leaks memory. {WHERE_STEP}", pytrace=False)
     return out[0], out[1]
+
+
+def loss_problem(model_before: nn.Module, x: torch.Tensor, loss: torch.Tensor) -> str | None:
+    """What is wrong with the loss train_step returned for batch `x`, or None.
+
+    `model_before`: a copy of the model as it was before the step, in train mode with no
+    dropout (so its forward is deterministic). The contract: the model's own loss on the
+    batch, the inputs being their own labels (the model shifts them). Checked before the
+    gradients and the update, which a wrong loss changes too: a loss of the wrong pairs
+    is not a clipping mistake.
+    """
+    model = copy.deepcopy(model_before)
+    with torch.no_grad():
+        _, own = model(x, labels=x)
+        _, twice = model(x[:, :-1], labels=x[:, 1:])  # shifted here, and again by the model
+    got, own, twice = float(loss), float(own), float(twice)
+    # fp32 on CPU, the same forward: only rounding differs between correct solutions.
+    if math.isclose(got, own, rel_tol=1e-5, abs_tol=1e-6):
+        return None
+    if math.isclose(got, twice, rel_tol=1e-5, abs_tol=1e-6):
+        return (f"train_step returned the loss {got:.6f}, but the model's loss on this batch is {own:.6f}: yours is "
+                f"the loss of the wrong pairs, with the labels shifted twice. The batch was shifted before the "
+                f"model (inputs without the last token, labels without the first), and the model shifts its labels "
+                f"itself, so every position was scored against the token two places ahead. The model is given the "
+                f"batch as its own labels (train_step's docstring). Look at train_step (step5_train_loop.py)")
+    return (f"train_step returned the loss {got:.6f}, but the model's loss on this batch, before the update, is "
+            f"{own:.6f}: the loss must be the model's own, the inputs being their own labels (the model shifts "
+            f"them). Look at train_step (step5_train_loop.py)")
+
+
+def evaluate_result(out: object, call: str = "evaluate(...)") -> dict:
+    """Check evaluate's return contract before a test uses the values; return them.
+
+    The contract (evaluate's docstring): {"loss": float, "perplexity": float}, Python
+    floats: the loop logs them, compares them with the best loss so far and writes them
+    into the checkpoint's record. A 0-dim tensor there is not a number: `json.dumps`
+    refuses it, and on a GPU it keeps device memory alive. (A float subclass such as
+    numpy's float64 is a Python float; bool and int are not.)
+    """
+    if not isinstance(out, dict) or not {"loss", "perplexity"} <= set(out):
+        pytest.fail(f"{call} returned {_describe(out)}; expected a dict with the keys 'loss' and 'perplexity'. "
+                    f"Look at what evaluate returns (step5_train_loop.py)", pytrace=False)
+    for key in ("loss", "perplexity"):
+        value = out[key]
+        if not isinstance(value, float):
+            pytest.fail(
+                f"{call} returned {key!r} as {_describe(value)}; the docstring's contract is a Python float. The "
+                f"training loop logs it, compares it and records it with the checkpoint, and a tensor is not a "
+                f"number there (json refuses it; on a GPU it holds device memory). Look at what evaluate returns "
+                f"(step5_train_loop.py)", pytrace=False)
+    return out

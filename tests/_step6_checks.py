@@ -52,7 +52,8 @@ def _why(e: BaseException, V: int, temperature: float, top_k: int | None) -> str
                 "largest logits stay drawable, and so does every logit tied with the k-th largest; only those "
                 "strictly below it are removed")
     if any(w in text for w in ("probability", "nan", "inf")):
-        return "the probabilities of a row contain inf or NaN, or sum to 0: softmax the scaled logits first"
+        return ("the probabilities of a row contain inf or NaN, or sum to 0: they are not the softmax of the "
+                "scaled logits, which has neither")
     return "check sample_next around that line"
 
 

@@ -47,12 +47,14 @@ class TableLM(nn.Module):
     """Next-token logits from a fixed (V, V) table indexed by the last token; records every call.
 
     `calls` holds (input length, model.training) for each forward, so a test can check
-    the context was cropped and the model was in eval mode.
+    the context was cropped and the model was in eval mode. The table is a buffer (it moves
+    with the model) and is read as an embedding, which, like a real model's, refuses ids on
+    another device than its own.
     """
 
     def __init__(self, table: torch.Tensor, block_size: int) -> None:
         super().__init__()
-        self.table = table
+        self.register_buffer("table", table)
         self.config = SimpleNamespace(vocab_size=table.size(0), block_size=block_size)
         self.dummy = nn.Parameter(torch.zeros(()))  # gives the model a device
         self.calls: list[tuple[int, bool]] = []
@@ -64,4 +66,4 @@ class TableLM(nn.Module):
                 f"the model was fed {input_ids.size(1)} tokens but block_size is {self.config.block_size}: "
                 f"crop the context to its last block_size tokens before every forward (crop_context)"
             )
-        return self.table[input_ids], None
+        return F.embedding(input_ids, self.table), None

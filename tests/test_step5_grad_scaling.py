@@ -15,7 +15,7 @@ import copy
 import pytest
 import torch
 
-from _step5_checks import train_step_result
+from _step5_checks import loss_problem, train_step_result
 from _support import assert_close, not_implemented_guard, student
 from _tiny_lm import TinyLM
 
@@ -110,11 +110,16 @@ def expect_the_step_without_a_scaler_works(seed: int, max_norm: float) -> None:
     model = TinyLM(seed=seed)
     want = copy.deepcopy(model)
     want_loss, want_norm = plain_step(want, batch(seed), 0.1, max_norm)
+    before = copy.deepcopy(model)
     opt = CountingSGD(model.parameters(), lr=0.1)
     loss, norm = checked_train_step(model, batch(seed), opt, max_norm)
     first = "without a scaler (before this test adds one), "
     then = (" The scaler tests build on the plain step; test_train_step_clips_before_the_optimizer_step "
             "(test_step5_train_loop.py) checks it. Look at train_step (step5_train_loop.py)")
+    # The loss first: a loss of the wrong pairs changes the gradients and the update too.
+    problem = loss_problem(before, batch(seed), loss)
+    if problem:
+        pytest.fail(f"{first}{problem}", pytrace=False)
     if len(opt.norms_used) != 1:
         pytest.fail(f"{first}train_step called optimizer.step() {len(opt.norms_used)} times, expected once.{then}",
                     pytrace=False)
@@ -168,19 +173,21 @@ def test_train_step_with_a_scaler_clips_the_unscaled_gradients(seed, max_norm):
     )
     assert opt.norms_used[0] <= max_norm * CLIPPED, (
         f"with a scaler, the gradients had total norm {opt.norms_used[0]:.4g} > max_grad_norm={max_norm} when "
-        f"scaler.step(optimizer) ran: clip them after scaler.unscale_(optimizer) and before the step (clipping "
-        f"after the step changes nothing it used)"
+        f"scaler.step(optimizer) ran: the update used gradients that were not clipped (clipping after the step "
+        f"changes nothing it used)"
     )
     # fp32 on CPU; the scale is a power of two, so only rounding in the backward differs.
     assert_close(loss.detach().reshape(()), torch.tensor(want_loss), atol=1e-5, rtol=1e-5, what="the returned loss",
-                 hint=f"return the loss itself, not scaler.scale(loss) ({SCALE:g} times larger)")
+                 hint=f"expected the true loss; {SCALE:g} times larger is the scaled loss, the one only backward "
+                      f"uses (the docstring: the returned loss and norm are the unscaled ones)")
     assert_close(norm.detach().reshape(()).float(), torch.tensor(want_norm), atol=1e-5, rtol=1e-4,
                  what="the returned gradient norm",
-                 hint="call scaler.unscale_(optimizer) before clip_grad_norm_, and return its (pre-clip) norm")
+                 hint="expected the norm of the true (unscaled) gradients, from before clipping; a norm "
+                      f"{SCALE:g} times larger was measured on the scaled gradients")
     for (name, p), q in zip(model.named_parameters(), want_model.parameters()):
         assert_close(p.detach(), q.detach(), atol=1e-6, rtol=1e-5, what=f"parameter {name} after one step",
-                     hint="with a scaler: scaler.scale(loss).backward(), scaler.unscale_(optimizer), "
-                          "clip_grad_norm_, scaler.step(optimizer), scaler.update()")
+                     hint="a scaler must not change the update of an fp32 step: the parameters moved differently "
+                          "from one step on the true gradients, clipped to max_grad_norm")
 
 
 def test_train_step_with_a_real_grad_scaler_matches_the_unscaled_step():
@@ -192,8 +199,8 @@ def test_train_step_with_a_real_grad_scaler_matches_the_unscaled_step():
     loss, _ = train_step(model, batch(3), torch.optim.AdamW(model.parameters(), lr=1e-2), 0.5, None, scaler)
     for (name, p), q in zip(model.named_parameters(), want.parameters()):
         assert_close(p.detach(), q.detach(), atol=1e-6, rtol=1e-5, what=f"parameter {name} after a scaled step",
-                     hint="a GradScaler must not change the update of an fp32 step: scale for backward, "
-                          "unscale_ before clipping, scaler.step(optimizer), scaler.update()")
+                     hint="a GradScaler must not change the update of an fp32 step: the parameters moved "
+                          "differently from the same step without it")
 
 
 class HugeLossLM(TinyLM):
@@ -213,10 +220,12 @@ def test_train_step_skips_the_update_when_scaled_gradients_overflow():
     loss, _ = checked_train_step(model, batch(4), opt, 1.0, None, scaler)
     for n, p in model.named_parameters():
         assert torch.equal(p.detach(), before[n]), (
-            f"parameter {n} changed (or became NaN) although the scaled gradients overflowed: let "
-            f"scaler.step(optimizer) make the update (it skips it on inf/NaN), not optimizer.step()"
+            f"parameter {n} changed (or became NaN) although the scaled gradients overflowed: the update was made "
+            f"by the optimizer directly, not by the scaler's step, which skips it when a gradient is inf/NaN"
         )
     assert scaler.get_scale() < 2.0**40, (
-        f"the scale is still {scaler.get_scale():.3g} after an overflow: call scaler.update() after scaler.step()"
+        f"the scale is still {scaler.get_scale():.3g} after an overflow: the scaler's scale was never updated after "
+        f"its step (the docstring: the scaler makes the step and then updates its scale)"
     )
-    assert torch.isfinite(loss), f"the returned loss is {loss.item()}: return the unscaled loss, not scaler.scale(loss)"
+    assert torch.isfinite(loss), (f"the returned loss is {loss.item()}: that is the scaled loss (infinite here), "
+                                  f"the returned loss must be the unscaled one")

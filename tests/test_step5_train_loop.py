@@ -5,15 +5,16 @@ loop, and an unfinished step 1-4 must not fail it.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from _step5_checks import chunk_problem, train_step_result
+from _step5_checks import chunk_problem, evaluate_result, loss_problem, train_step_result
 from _support import assert_close, not_implemented_guard, oracle, recorded, student
 from _tiny_lm import TinyLM
 from strategies import expect
@@ -34,21 +35,31 @@ def train_step(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     return train_step_result(call("train_step", *args, **kwargs))
 
 
+def evaluate(model, chunks, *args, **kwargs) -> dict:
+    """The learner's evaluate, its return contract (a dict of Python floats) checked first."""
+    shown = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+    return evaluate_result(call("evaluate", model, chunks, *args, **kwargs),
+                           f"evaluate(model, ({len(chunks)}, {chunks.size(1)}) chunks, {shown})")
+
+
 # ---------------------------------------------------------------- join_documents
 
 
 @given(
     docs=st.lists(st.lists(st.integers(0, 300), max_size=12), max_size=8),
-    eos=st.integers(301, 400),
+    eos=st.one_of(st.just(0), st.integers(301, 400)),
 )
+@example(docs=[[5, 6, 7], [], [8]], eos=0)  # GPT-2's <|endoftext|> is 50256, but an id of 0 is as valid
 def test_join_documents_puts_eos_after_every_document(docs, eos):
     out = call("join_documents", docs, eos)
     expected = [t for d in docs for t in (*d, eos)]
     arr = np.asarray(out)
     assert arr.dtype == np.int64, f"join_documents returned dtype {arr.dtype}; expected int64 token ids"
+    zero = (" An eos_id of 0 is a token id like any other: it was treated as 'no end token', as a test of its "
+            "truth value does." if eos == 0 and arr.size == sum(map(len, docs)) else "")
     assert arr.ndim == 1 and arr.tolist() == expected, (
         f"join_documents({docs}, eos_id={eos}) returned {arr.tolist()}, expected {expected}: every document "
-        f"(even an empty one, and the last one) is followed by exactly one eos_id, in order"
+        f"(even an empty one, and the last one) is followed by exactly one eos_id, in order.{zero}"
     )
 
 
@@ -132,6 +143,27 @@ def reference_lr(step: int, max_lr: float, warmup: int, total: int, min_lr: floa
 schedules = st.tuples(
     st.floats(1e-5, 1e-2), st.integers(1, 50), st.integers(1, 400), st.floats(0.0, 0.5)
 ).map(lambda t: (t[0], t[1], t[1] + t[2], t[0] * t[3]))  # (max_lr, warmup, total > warmup, min_lr <= max_lr)
+
+
+TYPE_SCHEDULES = [  # (max_lr, warmup_steps, total_steps, min_lr): a plain run, then the docstring's edge cases
+    (1e-3, 10, 100, 1e-4), (1e-3, 0, 10, 1e-4), (1e-3, 5, 5, 1e-4), (1e-3, 5, 3, 0.0), (3e-4, 0, 0, 3e-5)]
+
+
+def test_lr_at_returns_a_python_float():
+    """The docstring's contract: a Python float, in every phase (warm-up, decay, past the
+    end) and edge case. A 0-dim tensor (from torch.cos, say) is not one; numpy's float64,
+    a subclass of float, is."""
+    for max_lr, warmup, total, min_lr in TYPE_SCHEDULES:
+        for step in sorted({0, max(warmup - 1, 0), warmup, (warmup + total) // 2, total, total + 7}):
+            got = call("lr_at", step, max_lr, warmup, total, min_lr)
+            phase = ("warm-up" if step < warmup else "past the end" if step >= total else "cosine decay")
+            what = (f"a tensor of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else
+                    f"a {type(got).__name__} ({got!r})")
+            expect(isinstance(got, float), (
+                f"lr_at({step}, max_lr={max_lr:g}, warmup_steps={warmup}, total_steps={total}, min_lr={min_lr:g}) "
+                f"returned {what}, in the {phase}: the docstring's contract is a Python float. The loop writes it "
+                f"into the optimizer's parameter groups and logs it, where a tensor is not a number (json refuses "
+                f"it). Look at lr_at (step5_train_loop.py)"))
 
 
 @given(schedules)
@@ -279,8 +311,13 @@ def reference_train_step(seed: int, max_norm: float) -> dict:
 def test_train_step_clips_before_the_optimizer_step(seed, max_norm):
     torch.manual_seed(seed)
     model = TinyLM(seed=seed)
+    before = copy.deepcopy(model)
     spy = SpyOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0), model)
     loss, norm = train_step(model, batch(seed), spy, max_norm)
+    # The loss first: a loss of the wrong pairs changes the gradients, their norm and the update
+    # too, and must be reported as what it is, not as a clipping mistake.
+    problem = loss_problem(before, batch(seed), loss)
+    expect(problem is None, problem)
     assert len(spy.grad_norms) == 1, f"optimizer.step() was called {len(spy.grad_norms)} times, expected once"
     seen = spy.grad_norms[0]
     # 1e-4 relative: clip_grad_norm_ scales by max_norm / (norm + 1e-6), plus fp32 rounding.
@@ -341,15 +378,17 @@ class AutocastSpy(TinyLM):
 
 def _autocast_message(fn: str, want, seen) -> str:
     if want is None:
-        return (f"{fn}(..., autocast_dtype=None) ran the forward under autocast ({seen}): with None there is no "
-                f"autocast — use torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None)")
+        return (f"{fn}(..., autocast_dtype=None) ran the forward under autocast ({seen}): None means full precision, "
+                f"no autocast at all. Look at {fn} (step5_train_loop.py)")
     if not seen or all(d is None for d in seen):
-        why = ("the forward ran without autocast: autocast_dtype is ignored, so a GPU run silently loses bf16 "
-               "and its speed. Wrap the forward in torch.autocast(input_ids.device.type, dtype=autocast_dtype, "
-               "enabled=autocast_dtype is not None) — the inputs' device type, not a hard-coded 'cuda'")
+        why = ("the forward ran without autocast: autocast_dtype was ignored, or autocast was set up for another "
+               "device type than the inputs' (a hard-coded 'cuda' does nothing for these CPU inputs), so a GPU run "
+               "silently loses bf16 and its speed")
     else:
-        why = "autocast ran with another dtype: pass dtype=autocast_dtype (the default is bf16 on CPU, fp16 on CUDA)"
-    return f"{fn}(..., autocast_dtype={want}) should run the model's forward under autocast with {want}; saw {seen}: {why}"
+        why = ("autocast ran with another dtype than the one asked for: the device's default (bf16 on CPU, fp16 on "
+               "CUDA) instead of autocast_dtype")
+    return (f"{fn}(..., autocast_dtype={want}) should run the model's forward under autocast with {want}; saw {seen}: "
+            f"{why}. Look at {fn} (step5_train_loop.py)")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, None], ids=str)
@@ -362,7 +401,7 @@ def test_train_step_runs_the_forward_under_the_requested_autocast(dtype):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, None], ids=str)
 def test_evaluate_runs_the_forward_under_the_requested_autocast(dtype):
     model = AutocastSpy(seed=6)
-    call("evaluate", model, batch(6, B=8), 4, autocast_dtype=dtype)
+    evaluate(model, batch(6, B=8), 4, autocast_dtype=dtype)
     assert model.seen and all(d == dtype for d in model.seen), _autocast_message("evaluate", dtype, model.seen)
 
 
@@ -383,8 +422,7 @@ def full_loss(model: TinyLM, chunks: torch.Tensor) -> float:
 def test_evaluate_is_the_token_weighted_mean_in_eval_mode(n, bs, seed):
     model = TinyLM(seed=seed, dropout=0.5).train()
     chunks = batch(seed, B=n)
-    out = call("evaluate", model, chunks, bs)
-    assert set(out) >= {"loss", "perplexity"}, f"evaluate should return a dict with 'loss' and 'perplexity', got {out!r}"
+    out = evaluate(model, chunks, bs)
     want = full_loss(model, chunks)
     short = n % bs
     # 1e-5 relative: fp32 losses of different batchings, averaged in float64.
@@ -406,27 +444,32 @@ def test_evaluate_turns_dropout_off_and_restores_eval_mode():
     model = TinyLM(seed=3, dropout=0.5).train()
     chunks = batch(3, B=8)
     torch.manual_seed(0)
-    a = call("evaluate", model, chunks, 4)["loss"]
+    a = evaluate(model, chunks, 4)["loss"]
     torch.manual_seed(1)
-    b = call("evaluate", model, chunks, 4)["loss"]
+    b = evaluate(model, chunks, 4)["loss"]
     assert a == b, (
         f"evaluating the same model on the same chunks gave {a:.6f} and {b:.6f}: dropout is still on, and "
         f"evaluation must run in eval mode"
     )
     model.eval()
-    call("evaluate", model, chunks, 4)
-    assert not model.training, "evaluate put a model that was in eval mode back into train mode: restore the mode it had"
+    evaluate(model, chunks, 4)
+    assert not model.training, ("evaluate put a model that came in eval mode back into train mode: it must give the "
+                                "model back in the mode it came in, not always in train mode")
 
 
 def test_evaluate_stops_after_max_batches():
-    model = TinyLM(seed=4)
+    model = TinyLM(seed=4).train()
     chunks = batch(4, B=20)
-    out = call("evaluate", model, chunks, 4, max_batches=2)
+    out = evaluate(model, chunks, 4, max_batches=2)
     want = full_loss(model, chunks[:8])
     assert out["loss"] == pytest.approx(want, rel=1e-5), (
         f"evaluate(..., batch_size=4, max_batches=2) gave {out['loss']:.6f}, expected the mean over the first "
         f"8 chunks {want:.6f}: stop after max_batches batches"
     )
+    assert model.training, (
+        "evaluate(..., max_batches=2) got a model in train mode and left it in eval mode: it must give the model "
+        "back in the mode it came in on every way out, here after stopping at max_batches. Look at evaluate "
+        "(step5_train_loop.py)")
 
 
 def test_evaluate_with_no_chunks_is_a_clear_error():

@@ -4,12 +4,13 @@ Each test here kills mutants of the reference that the main step-6 tests let thr
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
-from _device_check import run_recording_devices
-from _step6_checks import MODULE, run_generate
+from _fake_device import DeviceMixError, FakeGPU, module_to_fake_gpu, to_fake_gpu
+from _step6_checks import MODULE, _error, _where, run_generate
 from _support import not_implemented_guard, student
-from _tiny_lm import TableLM, TinyLM
+from _tiny_lm import TableLM
 from strategies import expect
 
 
@@ -19,23 +20,58 @@ def generate(*args, **kwargs):
 
 
 def raw_generate(*args, **kwargs):
-    """The learner's generate, its exceptions left as they are (run_recording_devices reads them)."""
+    """The learner's generate, its exceptions left as they are (the device test reads them)."""
     return not_implemented_guard(student(MODULE).generate, *args, **kwargs)
 
 
-def test_generate_keeps_every_tensor_on_the_prompt_device() -> None:
-    """Bookkeeping made without `device=` (e.g. the finished-rows mask) sits on the CPU;
-    on a GPU, updating it with the CUDA samples raises. The model and prompt are on the
-    `meta` device here, where any op mixing devices is recorded (greedy decoding, up to
-    the first time generate reads a value, which meta tensors do not have)."""
-    model = TinyLM(vocab_size=13, block_size=8).to("meta")
-    prompt = torch.zeros(2, 3, dtype=torch.long, device="meta")
-    _, mixed = run_recording_devices(raw_generate, model, prompt, 4, temperature=0.0, eos_id=5, until_item=True)
-    expect(not mixed, (
-        f"generate(..., eos_id=5) mixed devices: {mixed[:3]} (the model and prompt were on 'meta'). A tensor "
-        f"made inside generate landed on the CPU: create it on the prompt's device (device=idx.device), "
-        f"or it fails on a GPU"
-    ))
+def _chain_table() -> torch.Tensor:
+    """1 -> eos 6 at once; 2 -> 3 -> 4 -> eos; 5 -> 5 for ever; after eos, 1 (so a finished row that
+    is not padded shows). Each next token has probability 1 - ~1e-25 at temperature 1."""
+    tab = torch.full((7, 7), -30.0)
+    for a, b in {0: 1, 1: 6, 2: 3, 3: 4, 4: 6, 5: 5, 6: 1}.items():
+        tab[a, b] = 30.0
+    return tab
+
+
+DEVICE_CASES = {  # id: (prompt, keyword arguments of generate)
+    "greedy, eos, rows end at steps 1 and 3": ([[0, 1], [0, 2]], dict(temperature=0.0, eos_id=6)),
+    "sampled with top_k, eos, one row never ends": ([[0, 1], [5, 5], [0, 2]], dict(temperature=1.0, top_k=2,
+                                                                                   eos_id=6)),
+    "sampled, no eos": ([[0, 2], [5, 5]], dict(temperature=1.0)),
+}
+
+
+@pytest.mark.parametrize("case", DEVICE_CASES)
+def test_generate_keeps_every_tensor_on_the_prompt_device(case: str) -> None:
+    """Bookkeeping made without the prompt's device (a finished-rows mask, a padding column)
+    sits on the CPU; on a GPU the first op that meets it with the GPU's samples raises. The
+    model and prompt sit on a fake GPU here (tests/_fake_device.py): tensors that claim
+    cuda:0 and hold real data, so any correct code runs on them (sampling only the rows
+    still going, boolean masks, `.item()`), and an op that mixes them with a CPU tensor
+    (other than a 0-dim scalar) raises, as on a GPU. No generator is passed: a CPU
+    generator with GPU tensors is the caller's mistake, not generate's."""
+    prompt, kw = DEVICE_CASES[case]
+    call = f"generate(model, a {tuple(torch.tensor(prompt).shape)} prompt, max_new_tokens=5, " + ", ".join(
+        f"{k}={v!r}" for k, v in kw.items()) + ")"
+    try:
+        with FakeGPU():
+            model = module_to_fake_gpu(TableLM(_chain_table(), block_size=8))
+            raw_generate(model, to_fake_gpu(torch.tensor(prompt)), 5, **kw)
+        return
+    except DeviceMixError as e:
+        mixed, unsupported = (
+            f"{call}, with the model and prompt on a GPU, raised {_error(e)}{_where(e)}. A tensor made inside "
+            f"generate without the prompt's device sits on the CPU, and the GPU refuses to mix it with the "
+            f"prompt's tensors. (These tests run on a fake GPU that holds real data: a real GPU raises the same at "
+            f"that line; on a CPU the mistake does not show.) Look at generate (step6_sampler.py)"), None
+    except Exception as e:  # noqa: BLE001 - not a device error: is it generate's own, on the CPU as well?
+        mixed, unsupported = None, f"{_error(e)}{_where(e)}"
+    # Reported outside the `except`, so the report is the message, not a chained traceback.
+    if unsupported:
+        run_generate(TableLM(_chain_table(), block_size=8), torch.tensor(prompt), 5, **kw)  # fails if it raises
+        pytest.skip(f"the fake GPU could not run this generate ({unsupported}), which runs on the CPU: its device "
+                    f"placement is not checked here")
+    pytest.fail(mixed, pytrace=False)
 
 
 def _table(V: int = 7) -> torch.Tensor:
@@ -51,9 +87,9 @@ def test_generate_with_eos_works_when_the_batch_and_prompt_lengths_differ() -> N
     prompt = torch.tensor([[0, 1, 2], [3, 4, 0]])  # B = 2 rows, T0 = 3 tokens
     g = torch.Generator().manual_seed(0)
     out = generate(model, prompt, 4, temperature=0.0, generator=g, eos_id=6, hint=(
-        "With eos_id, generate keeps one finished flag per row: B of them (B = idx.size(0)), not one per "
-        "prompt token, so a flag of the wrong size shows only when B != T0, as here. Look at generate "
-        "(step6_sampler.py)"))
+        "With eos_id, generate tracks which rows have finished: one flag per row of the prompt (B of them), "
+        "not one per prompt token (T0 of them); a record of the wrong size shows only when B != T0, as here. "
+        "Look at generate (step6_sampler.py)"))
     expect(out.shape[0] == 2 and 3 < out.shape[1] <= 7 and torch.equal(out[:, :3], prompt), (
         f"generate on a (2, 3) prompt with max_new_tokens=4 should return (2, 3 + n), 1 <= n <= 4, "
         f"starting with the prompt; got {tuple(out.shape)}: {out.tolist()}"
@@ -70,7 +106,8 @@ def test_generate_passes_top_k_on_to_the_sampler() -> None:
     greedy = generate(model, prompt, 20, temperature=0.0)
     expect(torch.equal(out, greedy), (
         f"generate(..., top_k=1) drew tokens other than the most likely one: got {out[0].tolist()}, "
-        f"greedy gives {greedy[0].tolist()}. Pass top_k on to sample_next at every step"
+        f"greedy gives {greedy[0].tolist()}: the top_k given to generate did not reach the sampler, at every "
+        f"step. Look at generate (step6_sampler.py)"
     ))
 
 
@@ -84,6 +121,8 @@ def test_generate_stops_once_every_row_has_produced_eos_even_at_different_steps(
     n = out.shape[1] - 1
     expect(n == 4, (
         f"rows that produce eos_id at steps 1 and 4 should stop generation after 4 new tokens; got {n}: "
-        f"{out.tolist()}. Remember which rows have finished (done |= next == eos_id) and stop when all have"
-        + (" (stopping when *any* row finished is wrong)" if n == 1 else "")
+        f"{out.tolist()}: "
+        + ("generation stopped when the first row finished, while the other row was still going" if n == 1 else
+           "a row that has produced eos_id stays finished, and generation stops once every row has")
+        + ". Look at generate (step6_sampler.py)"
     ))

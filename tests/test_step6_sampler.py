@@ -305,21 +305,33 @@ EOS = 9
 CHAIN = {0: 1, 1: EOS, 2: 3, 3: 4, 4: EOS, 5: 6, 6: 7, 7: 8, 8: 5, EOS: 5}
 
 
-def chain_model() -> TableLM:
+def relabel(eos: int):
+    """Token ids with the end token moved to `eos` (9 or 0): tokens 9 and `eos` swap places.
+
+    The same chains with eos_id=0: an id of 0 is as valid an end token as any other, and
+    code that tests `if eos_id:` treats it as no end token at all."""
+    return lambda t: {EOS: eos, eos: EOS}.get(t, t)
+
+
+def chain_model(eos: int = EOS) -> TableLM:
+    r = relabel(eos)
     tab = torch.full((10, 10), -30.0)
     for a, b in CHAIN.items():
-        tab[a, b] = 30.0
+        tab[r(a), r(b)] = 30.0
     return TableLM(tab, block_size=8)
 
 
-def continue_chain(row: list[int], n: int) -> list[int]:
-    """What `generate` must return for one row: follow CHAIN; after an EOS, only EOS."""
+def continue_chain(row: list[int], n: int, eos: int = EOS, stop: bool = True) -> list[int]:
+    """What `generate` must return for one row: follow the chain; after an end token, only
+    end tokens (`stop=False`: what it gives when the end token is ignored)."""
+    r = relabel(eos)
     out = list(row)
     for _ in range(n):
-        out.append(EOS if EOS in out[len(row):] else CHAIN[out[-1]])
+        out.append(eos if stop and eos in out[len(row):] else r(CHAIN[r(out[-1])]))
     return out
 
 
+@pytest.mark.parametrize("eos", [EOS, 0], ids=["eos_id=9", "eos_id=0"])
 @pytest.mark.parametrize("temperature", [1.0, 0.0])
 @pytest.mark.parametrize(("prompts", "max_new", "steps"), [
     ([[0, 1], [0, 2]], 10, 3),  # row 0 ends after 1 step, row 1 after 3: stop at 3
@@ -329,32 +341,64 @@ def continue_chain(row: list[int], n: int) -> list[int]:
     ([[0, 2]], 10, 3),
 ])
 def test_generate_stops_when_every_row_has_finished_and_pads_finished_rows_with_eos(
-        temperature, prompts, max_new, steps):
+        temperature, prompts, max_new, steps, eos):
+    prompts = [[relabel(eos)(t) for t in row] for row in prompts]
     prompt = torch.tensor(prompts)
-    out = run_generate(chain_model(), prompt, max_new, temperature=temperature, eos_id=EOS,
-               generator=torch.Generator().manual_seed(0))
-    want = torch.tensor([continue_chain(r, steps) for r in prompts])
+    out = run_generate(chain_model(eos), prompt, max_new, temperature=temperature, eos_id=eos,
+                       generator=torch.Generator().manual_seed(0))
+    want = torch.tensor([continue_chain(r, steps, eos) for r in prompts])
     if out.shape == want.shape and torch.equal(out, want):
         return
     B, T0 = prompt.shape
-    first_end = min((continue_chain(r, max_new)[T0:].index(EOS) + 1 for r in prompts
-                     if EOS in continue_chain(r, max_new)[T0:]), default=None)
+    ends = [continue_chain(r, max_new, eos)[T0:] for r in prompts]
+    first_end = min((e.index(eos) + 1 for e in ends if eos in e), default=None)
+    ignored = torch.tensor([continue_chain(r, max_new, eos, stop=False) for r in prompts])
     got = out.tolist()
-    if out.dim() == 2 and out.size(1) == T0 + (first_end or -1) and steps != first_end:
-        why = ("generation stopped as soon as ONE row produced eos_id; it must go on until EVERY row has "
-               "(keep a per-row `done` flag, done |= next == eos_id, and stop when done.all())")
+    if eos == 0 and out.shape == ignored.shape and torch.equal(out, ignored):
+        why = ("generate behaved as if no eos_id had been given (no padding after a row's end token, no early "
+               "stop): eos_id=0 was taken for 'no end token', as a test of its truth value does. 0 is a valid "
+               "token id; only None means no end token")
+    elif out.dim() == 2 and out.size(1) == T0 + (first_end or -1) and steps != first_end:
+        why = ("generation stopped when the first row finished, while other rows were still going: it must go "
+               "on until every row has produced eos_id (or max_new_tokens steps are done)")
     elif out.dim() == 2 and out.shape[0] == B and out.size(1) == T0 + steps + 1 and torch.equal(out[:, :-1], want):
-        why = "one step too many: stop right after the step on which the last row finished"
+        why = "one step too many: generation went on after the step on which the last row finished"
     elif out.dim() == 2 and out.size(1) < T0 + steps and torch.equal(out, want[:, : out.size(1)]):
-        why = ("the sequence is cut short: append the step's tokens before checking whether every row is done, "
-               "so the last row's eos_id is kept")
+        why = ("the sequence is cut short: the tokens of the step on which the last row finished were not "
+               "appended, so that row's eos_id is lost")
     elif out.shape == want.shape:
         why = ("a row kept sampling after its eos_id: once a row has produced eos_id, every later position of "
                "that row must be eos_id too (it is finished; it only pads until the other rows end)")
     else:
         why = "expected (B, T0 + n) with n the number of steps taken"
+    chain = {relabel(eos)(a): relabel(eos)(b) for a, b in CHAIN.items()}
     pytest.fail(
-        f"generate(prompt={prompts}, max_new_tokens={max_new}, eos_id={EOS}, temperature={temperature}) on a model "
-        f"whose continuations are fixed ({CHAIN}) should return {want.tolist()}, got {got}: {why}",
+        f"generate(prompt={prompts}, max_new_tokens={max_new}, eos_id={eos}, temperature={temperature}) on a model "
+        f"whose continuations are fixed ({chain}) should return {want.tolist()}, got {got}: {why}",
         pytrace=False,
     )
+
+
+# ------------------------------------------------------ generate: the model's mode afterwards
+
+
+@pytest.mark.parametrize("eos", [None, EOS], ids=["no eos_id", "every row ends early"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_generate_gives_the_model_back_in_the_mode_it_came_in(mode, eos):
+    """Generation runs in eval mode; afterwards the model is in the mode it came in, on
+    every way out of generate: after max_new_tokens steps, and after the early stop when
+    every row has finished (rows [0, 1] and [0, 2] end after 1 and 3 of 10 steps)."""
+    model = chain_model().train(mode == "train")
+    out = run_generate(model, torch.tensor([[0, 1], [0, 2]]), 10, temperature=0.0, eos_id=eos)
+    expect(model.calls and all(not training for _, training in model.calls), (
+        f"generate ran the model in train mode ({sum(t for _, t in model.calls)} of {len(model.calls)} forward "
+        f"passes): generation runs in eval mode, with dropout off. Look at generate (step6_sampler.py)"))
+    early = eos is not None and out.dim() == 2 and out.size(1) < 2 + 10
+    expect(model.training == (mode == "train"), (
+        f"generate(..., eos_id={eos}) got a model in {mode} mode and left it in "
+        f"{'train' if model.training else 'eval'} mode: it must give the model back in the mode it came in"
+        + (" — not always in train mode (a model in eval mode, as for sampling after training, must stay in it)"
+           if mode == "eval" else "")
+        + (f" — here generation stopped early ({out.size(1) - 2} of 10 steps) because every row had finished, "
+           f"and the mode was not restored on that way out" if early and mode == "train" else "")
+        + ". Look at generate (step6_sampler.py)"))
