@@ -12,9 +12,12 @@ Both decoders share one contract:
     the step at which every row (for beam search: every kept hypothesis) has emitted
     EOS, or after max_len generated tokens, whichever comes first;
   - the decoder is called on the prefix decoded so far, BOS first, with a causal
-    target mask, so it is never fed more than max_len target positions;
-  - the model runs in eval mode (no dropout) without gradients, and is left in the
-    training mode it came in;
+    target mask, so it is never fed more than max_len target positions; each row of
+    the memory it reads comes with the padding mask of that row's own source;
+  - bos_id, eos_id and pad_id are the token ids to use, whatever they are: 0 is a
+    valid id like any other;
+  - the model (every submodule) runs in eval mode (no dropout) without gradients,
+    and is left in the training mode it came in;
   - invalid arguments (shapes, max_len < 1) raise ValueError (`_check`, given).
 
 You write `greedy_decode` and `beam_search`; `nox -s check -- --step bonus5` grades

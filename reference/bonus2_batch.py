@@ -7,7 +7,8 @@ as step 4, done once here instead of inside the loss.
 
 Every mask here is bool with True = "may attend", and its last axis is the keys:
 padding hides keys (columns), never queries (rows). A padded query still gets an
-output; nothing is ever scored on it.
+output; nothing is ever scored on it. `pad_id` may be any token id (0 is only the
+default): every function here masks and counts the pad_id it is given.
 
 You write `src_padding_mask`, `target_mask` and `Batch.__init__`;
 `nox -s check -- --step bonus2` grades them. `check_batch_inputs` and `Batch.to` are

@@ -87,8 +87,9 @@ def train_step(
     `criterion(logits, tgt_out)` returns the 0-dim loss per real target token (bonus 4:
     it already divides by the real tokens, so do not divide again).
     Contract, each part checked by the tests:
-      - the model is in training mode during the forward (dropout on), even if it came
-        in eval mode — validation decoding switches it to eval between steps;
+      - the model (every submodule) is in training mode during the forward (dropout
+        on), whichever mode it came in — validation decoding switches it to eval
+        between steps;
       - the model reads the batch's src, tgt_in and both masks, once, and the loss is
         taken against tgt_out: fed the tokens it must predict, it would learn to copy
         its input and score a low loss while copying nothing;
@@ -120,7 +121,8 @@ def exact_match(predicted: torch.Tensor, expected: torch.Tensor, eos_id: int = E
     count; a row with no EOS is read as all of its non-pad tokens. So a prediction that
     stops early, never stops, or differs in any one token is a miss. Exact match, not
     per-token accuracy, because a translation or copy with one wrong token is wrong.
-    Different row counts raise ValueError; no rows at all give 0.0.
+    eos_id and pad_id are the ids to use, whatever they are (0 is a valid id). Returns
+    a Python float. Different row counts raise ValueError; no rows at all give 0.0.
     """
     # BEGIN SOLUTION
     if predicted.size(0) != expected.size(0):

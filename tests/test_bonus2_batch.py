@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from _support import not_implemented_guard, student
+from strategies import expect
 
 MODULE = "bonus2_batch"
 PAD = 0
@@ -157,6 +158,10 @@ def test_ntokens_counts_the_real_tokens_the_loss_is_taken_on():
         f"ntokens should be the number of real tokens of tgt_out = {TGT[:, 1:].tolist()}, i.e. {want}; got {got}. "
         + hints.get(got, "the loss is divided by it, so it must count what the loss is summed over")
     )
+    expect(type(b.ntokens) is int, (
+        f"ntokens has the right value but is a {type(b.ntokens).__module__}.{type(b.ntokens).__qualname__}, not a "
+        f"Python int (the docstring's type; a bool is not a count either): the loss and the logs divide by it, "
+        f"and a tensor count turns every number derived from it into a tensor (on the batch's device)"))
 
 
 def test_inference_batch_has_masks_but_no_target():
@@ -165,3 +170,34 @@ def test_inference_batch_has_masks_but_no_target():
         "Batch(src) with no target (inference) must leave tgt_in, tgt_out and tgt_mask as None"
     )
     assert torch.equal(b.src_mask, (SRC != PAD).unsqueeze(-2)), "Batch(src).src_mask must still be set"
+    expect(type(b.ntokens) is int and b.ntokens == 0, (
+        f"Batch(src) with no target must have ntokens = 0, a Python int (nothing to score); got {b.ntokens!r}"))
+
+
+# Another padding id: 9 pads, and 0 is a real token. The padding layout is SRC's and TGT's.
+PAD9 = 9
+SRC9 = torch.tensor([[0, 6, 7, 2, 9], [8, 2, 9, 9, 9]])
+TGT9 = torch.tensor([[1, 0, 6, 7, 2, 9], [1, 8, 2, 9, 9, 9]])
+
+
+def test_masks_and_counts_use_the_pad_id_they_are_given():
+    want_src = torch.tensor([[[1, 1, 1, 1, 0]], [[1, 1, 0, 0, 0]]], dtype=torch.bool)
+    hint = ("with pad_id=9, the token 9 is the padding and the token 0 a real token (every id is a valid pad_id): "
+            "the masks and the count must use the pad_id passed in, not the default 0")
+    got = call("src_padding_mask", SRC9, PAD9)
+    expect(got.shape == want_src.shape and torch.equal(got, want_src), (
+        f"src_padding_mask({SRC9.tolist()}, pad_id=9): expected {want_src.int().tolist()}, got "
+        f"{got.int().tolist()}; {hint}"))
+    got = call("target_mask", TGT9[:, :-1], PAD9)
+    expect(got.shape == TGT_MASK.shape and torch.equal(got, TGT_MASK), (
+        f"target_mask({TGT9[:, :-1].tolist()}, pad_id=9): expected {TGT_MASK.int().tolist()}, got "
+        f"{got.int().tolist()}; {hint}"))
+    b = not_implemented_guard(student(MODULE).Batch, SRC9, TGT9, pad_id=PAD9)
+    for name, value, want in (("src_mask", b.src_mask, want_src), ("tgt_mask", b.tgt_mask, TGT_MASK)):
+        expect(isinstance(value, torch.Tensor) and value.shape == want.shape and torch.equal(value, want), (
+            f"Batch(src, tgt, pad_id=9).{name} should be {want.int().tolist()}, got "
+            f"{value.int().tolist() if isinstance(value, torch.Tensor) else value!r}: the Batch builds its masks "
+            f"with its own pad_id, not the functions' default one. {hint}"))
+    expect(b.ntokens == 6 and b.pad_id == PAD9, (
+        f"Batch(src, tgt, pad_id=9): expected ntokens 6 (the real tokens of tgt_out "
+        f"{TGT9[:, 1:].tolist()}) and pad_id 9, got ntokens {b.ntokens!r} and pad_id {b.pad_id!r}. {hint}"))

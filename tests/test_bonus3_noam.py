@@ -30,6 +30,14 @@ def noam(*args, **kwargs) -> float:
 
 def check(step: int, d_model: int, warmup: int, factor: float, where: str) -> None:
     got = noam(step, d_model, warmup, factor)
+    if not isinstance(got, float):
+        pytest.fail(
+            f"noam_lr({step}, d_model={d_model}, warmup={warmup}, factor={factor}) returned a "
+            f"{type(got).__module__}.{type(got).__qualname__} ({got!r}), not the Python float its docstring "
+            f"states: the rate is plain arithmetic on Python numbers; a tensor rate ends up inside the "
+            f"optimizer's param_groups and in every log line",
+            pytrace=False,
+        )
     want = closed_form(step, d_model, warmup, factor)
     if not math.isclose(got, want, rel_tol=REL):
         hint = ("the closed form is in the module docstring of bonus3_noam.py. Look at noam_lr; "

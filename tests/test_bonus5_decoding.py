@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from _support import not_implemented_guard, student
+from strategies import expect
 
 MODULE = "bonus5_decoding"
 PAD, BOS, EOS, A, B, C = 0, 1, 2, 3, 4, 5
@@ -264,3 +265,246 @@ def test_batched_beam_search_equals_one_source_at_a_time():
             f"source {b} decoded in a batch of 3 gave {together[b].tolist()}, alone {alone[0].tolist()}: the "
             f"sources' beams must not mix: each source keeps its own beam_size best candidates"
         )
+
+
+# ------------------------------------------------- the length penalty ranks at every step
+
+# alpha = 2, beam 2. Step 1 keeps [A] (0.65) and [EOS] (0.35). Step 2's candidates, by
+# log P / ((5 + length) / 6) ** 2: [A, B] -1.085 / 1.361 = -0.797, [A, C] -1.165 / 1.361 =
+# -0.856, the finished [EOS] -1.050 / 1 = -1.050: [A, B] and [A, C] are kept. Step 3:
+# [A, C, EOS] -1.175 / 1.778 = -0.661 beats [A, B, EOS] -1.596 / 1.778 = -0.898. Ranked by
+# raw log P at step 2 instead, [EOS] (-1.050) outranks [A, C] (-1.165), [A, C] is dropped,
+# and the best left is [A, B, EOS]. With alpha = 0 the answer is [EOS]. Every margin is
+# > 0.05, far beyond float rounding.
+PENALTY_TABLE = log_table({BOS: {EOS: 0.35, A: 0.65}, A: {B: 0.52, C: 0.48}, B: {EOS: 0.6, A: 0.4},
+                           C: {EOS: 0.99, A: 0.01}})
+
+
+def test_every_ranking_divides_by_the_length_penalty():
+    model = MarkovSeq2Seq(PENALTY_TABLE.unsqueeze(0))
+    out = upto_eos(beam(model, *sources(1), max_len=6, beam_size=2, alpha=2.0)[0].tolist())
+    if out != [A, C, EOS]:
+        hint = ("expected the beam_size candidates kept at each step, and the final pick, to be the best by "
+                "log P / length_penalty(length, alpha). Look at beam_search (bonus5_decoding.py)")
+        if out == [A, B, EOS]:
+            hint = ("that is what a beam gives that keeps its candidates by raw log-probability at each step and "
+                    "divides by the length penalty only for the final pick: at step 2 the finished [EOS] (log P "
+                    "-1.05, length 1) then outranks [A, C] (log P -1.17, length 2), which is dropped although its "
+                    "score, -1.17 / ((5 + 2) / 6) ** 2 = -0.86, is the better one. The docstring's score is used by "
+                    "every ranking, the per-step one included: alpha must change which candidates survive")
+        elif out == [EOS]:
+            hint = ("that is the best by raw log-probability (alpha = 0): alpha = 2 was ignored, or a finished "
+                    "hypothesis was scored with the current step number instead of its own length (1)")
+        pytest.fail(f"beam_search (beam 2, alpha=2.0) on a model where the length penalty decides: expected "
+                    f"[A, C, EOS] = {[A, C, EOS]}, got {out}. {hint}", pytrace=False)
+    raw = upto_eos(beam(MarkovSeq2Seq(PENALTY_TABLE.unsqueeze(0)), *sources(1), max_len=6, beam_size=2,
+                        alpha=0.0)[0].tolist())
+    assert raw == [EOS], (
+        f"with alpha=0 the score is the raw log-probability, and the best hypothesis of this model is [EOS] = "
+        f"{[EOS]} (log P -1.05; [A, C, EOS] has -1.18); got {raw}: alpha = 0 must not penalise anything"
+    )
+
+
+# -------------------------------------------------------------- the ids it is given
+
+CANONICAL = (PAD, BOS, EOS, A, B, C)
+# (pad_id, bos_id, eos_id, A, B, C): each id a valid token, 0 included; `relabel` moves the
+# tables' rows and columns accordingly, so the same model answers under the new names.
+RELABELLINGS = {
+    "eos_id=0": (2, 1, 0, 3, 4, 5),
+    "bos_id=0": (1, 0, 2, 3, 4, 5),
+    "pad_id=5, A=0": (5, 3, 4, 0, 1, 2),
+}
+
+
+def relabel(tables: torch.Tensor, new: tuple[int, ...]) -> torch.Tensor:
+    """The same model with token CANONICAL[i] renamed new[i] (rows and columns of every table)."""
+    perm = torch.tensor(new)
+    out = torch.empty_like(tables)
+    out[:, perm.unsqueeze(1), perm.unsqueeze(0)] = tables
+    return out
+
+
+GREEDY_TABLES = torch.stack([
+    log_table({BOS: {A: 0.9, B: 0.1}, A: {B: 0.8, EOS: 0.2}, B: {EOS: 0.9, A: 0.1}}),
+    log_table({BOS: {B: 0.7, A: 0.3}, B: {EOS: 0.6, C: 0.4}, A: {EOS: 1.0}}),
+])
+STOP_TABLES = torch.stack([
+    log_table({BOS: {A: 0.6, B: 0.4}, A: {EOS: 0.9, C: 0.1}, B: {EOS: 0.9, C: 0.1}, C: {EOS: 1.0}}),
+    log_table({BOS: {A: 0.6, B: 0.4}, A: {B: 0.9, C: 0.1}, B: {C: 0.9, EOS: 0.1}, C: {EOS: 1.0}}),
+])
+
+
+@pytest.mark.parametrize("ids", list(RELABELLINGS), ids=list(RELABELLINGS))
+def test_decoders_use_the_special_ids_they_are_given(ids):
+    new = RELABELLINGS[ids]
+    pad, bos, eos, a, b, c = new
+    name = dict(zip(CANONICAL, new))
+    label = {pad: "PAD", bos: "BOS", eos: "EOS", a: "A", b: "B", c: "C"}
+    m = student(MODULE)
+    cases = [
+        ("greedy_decode", GREEDY_TABLES, [[A, B, EOS], [B, EOS, PAD]],
+         lambda model, src, mask: not_implemented_guard(m.greedy_decode, model, src, mask, 10, bos, eos, pad)),
+        ("beam_search (beam 2)", STOP_TABLES, [[A, EOS, PAD, PAD], [A, B, C, EOS]],
+         lambda model, src, mask: not_implemented_guard(m.beam_search, model, src, mask, 10, bos, eos, pad,
+                                                        beam_size=2, alpha=0.0)),
+    ]
+    for what, tables, canonical_want, decode in cases:
+        want = [[name[t] for t in row] for row in canonical_want]
+        out = decode(MarkovSeq2Seq(relabel(tables, new)), *sources(tables.size(0)))
+        if out.tolist() != want:
+            words = lambda rows: [[label.get(t, t) for t in row] for row in rows]  # noqa: E731
+            zero = [n for n, v in (("pad_id", pad), ("bos_id", bos), ("eos_id", eos)) if v == 0]
+            note = ("the ids are the arguments, none is fixed at 0, 1 or 2"
+                    + (f"; and 0 is a token id like any other ({', '.join(zero)} = 0 here), not 'no id'" if zero else ""))
+            pytest.fail(
+                f"{what} with pad_id={pad}, bos_id={bos}, eos_id={eos} (the model and the expected tokens renamed "
+                f"to match): expected {want} = {words(want)}, got {out.tolist()} = {words(out.tolist())}. Every "
+                f"row starts from bos_id, a row is finished once it emits eos_id, and a finished row gets pad_id; "
+                f"{note}",
+                pytrace=False,
+            )
+
+
+# --------------------------------------------- how the decoders call the model
+
+class RecordingSeq2Seq(MarkovSeq2Seq):
+    """A MarkovSeq2Seq with a child module (so model.train()/eval() reach it), recording each call."""
+
+    def __init__(self, tables: torch.Tensor) -> None:
+        super().__init__(tables)
+        self.child = nn.Dropout(0.5)  # never applied: only its mode is read
+        self.log: list[dict] = []
+
+    def record(self, what: str, **kw) -> None:
+        self.log.append(dict(what=what, modes={n or "model": mod.training for n, mod in self.named_modules()},
+                             grad=torch.is_grad_enabled(), **kw))
+
+    def encode(self, src, src_mask):
+        self.record("encode", src=src, src_mask=src_mask)
+        return super().encode(src, src_mask)
+
+    def decode(self, memory, src_mask, tgt, tgt_mask):
+        self.record("decode", memory=memory, src_mask=src_mask, tgt=tgt, tgt_mask=tgt_mask)
+        return super().decode(memory, src_mask, tgt, tgt_mask)
+
+
+DECODERS = {
+    "greedy_decode": lambda model, src, mask: greedy(model, src, mask, 5),
+    "beam_search": lambda model, src, mask: beam(model, src, mask, 5, beam_size=2, alpha=0.6),
+}
+
+
+@pytest.mark.parametrize("start", ["train", "eval"])
+@pytest.mark.parametrize("decoder", list(DECODERS))
+def test_decoders_run_the_model_in_eval_mode_without_gradients_and_restore_its_mode(decoder, start):
+    model = RecordingSeq2Seq(random_tables(2, 7, 5)).train(start == "train")
+    DECODERS[decoder](model, *sources(2))
+    assert model.log, f"{decoder} never called the model"
+    for call in model.log:
+        training = [n for n, t in call["modes"].items() if t]
+        expect(not training, (
+            f"{decoder} called model.{call['what']} while {training} were in training mode (the model came in "
+            f"{start} mode): decoding runs the whole model in eval mode, every submodule included, so dropout is "
+            f"off; setting the `training` attribute of the top module alone does not reach its submodules"
+        ))
+        expect(not call["grad"], (
+            f"{decoder} called model.{call['what']} with gradients enabled: decoding builds no autograd graph "
+            f"(the docstring: eval mode, without gradients)"
+        ))
+    after = {n for n, t in ((n or "model", mod.training) for n, mod in model.named_modules()) if t != (start == "train")}
+    expect(not after, (
+        f"the model came in {start} mode and {decoder} left {sorted(after)} in "
+        f"{'eval' if start == 'train' else 'train'} mode: a decoder must leave the model in the mode it found it "
+        f"in (validation decoding sits between training steps; a model left in eval mode trains without dropout, "
+        f"one switched to train mode evaluates with it)"
+    ))
+
+
+@pytest.mark.parametrize("decoder", list(DECODERS))
+def test_decoders_pass_each_row_its_own_source_mask_and_a_causal_target_mask(decoder):
+    n, S = 3, 4
+    src = torch.arange(n).unsqueeze(1).repeat(1, S)  # src[b, 0] = b picks table b
+    src_mask = torch.tensor([[[s < S - b for s in range(S)]] for b in range(n)])  # source b: b padded positions
+    tables = random_tables(n, 7, 11)
+    tables[..., PAD] = NEG  # PAD never generated as a token: a live prefix holds no padding
+    model = RecordingSeq2Seq(tables)
+    DECODERS[decoder](model, src, src_mask)
+    for call in model.log:
+        if call["what"] == "encode":
+            rows = call["src"][:, 0]
+            got_mask = call["src_mask"]
+        else:
+            rows = call["memory"][:, 0, 0].long()
+            got_mask = call["src_mask"]
+        R = rows.numel()
+        want = src_mask[rows]
+        try:
+            seen = got_mask.broadcast_to(R, 1, S)
+        except (RuntimeError, AttributeError):
+            seen = None
+        if seen is None or not torch.equal(seen, want):
+            pytest.fail(
+                f"{decoder} called model.{call['what']} on {R} rows with src_mask of shape "
+                f"{None if got_mask is None else tuple(got_mask.shape)}: each row must get the padding mask of its "
+                f"own source, (rows, 1, S) = ({R}, 1, {S}). When the rows are beams (each source repeated "
+                f"beam_size times), the mask must be repeated the same way as the memory, or a row reads its "
+                f"source with another source's padding (and a real model's attention cannot even broadcast it)",
+                pytrace=False,
+            )
+        if call["what"] != "decode":
+            continue
+        tgt, tgt_mask = call["tgt"], call["tgt_mask"]
+        T = tgt.size(1)
+        live = ~(tgt == EOS).any(dim=1)  # finished rows' logits are never used
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        ok = isinstance(tgt_mask, torch.Tensor) and tgt_mask.dtype == torch.bool
+        if ok:
+            try:
+                full = tgt_mask.broadcast_to(tgt.size(0), T, T)
+                ok = bool((full[live] == causal).all())
+            except RuntimeError:
+                ok = False
+        if not ok:
+            pytest.fail(
+                f"{decoder} called model.decode on a prefix of length {T} with tgt_mask "
+                f"{tgt_mask if not isinstance(tgt_mask, torch.Tensor) else f'of shape {tuple(tgt_mask.shape)}, {tgt_mask.dtype}'}"
+                f": the decoder must be called with a causal target mask, bool, (T, T) or (rows, T, T), True where "
+                f"query t may read key s <= t. Without it the earlier positions read the later ones, which the "
+                f"model never saw in training, and in a model of several layers that changes the last position's "
+                f"logits too",
+                pytrace=False,
+            )
+
+
+# ---------------------------------------------------- bf16 logits: log-probs in float32
+
+# A model whose decoder returns bf16 logits (bf16-exact values, NEG elsewhere). From BOS:
+# A 0.625, B 0.0. After A: EOS -3.375, C and D -4.0; after B: EOS 0.0, C and D -2.875.
+# In float32 (or float64), log P([A, EOS]) = -1.15650 and log P([B, EOS]) = -1.16061:
+# [A, EOS] is the best, by 4.1e-3; float32 rounding in any order moves these sums by
+# < 1e-6. log_softmax computed in bf16 rounds each log-prob to 8 significant bits (up to
+# 2e-3 off here) and the sums come out reversed, [B, EOS] ahead by 3.4e-3, whether they
+# are added in float32 or in bf16. Measured with torch's CPU bf16 log_softmax.
+D = 6
+BF16_TABLE = torch.full((7, 7), NEG)
+BF16_TABLE[BOS, A], BF16_TABLE[BOS, B] = 0.625, 0.0
+BF16_TABLE[A, EOS], BF16_TABLE[A, C], BF16_TABLE[A, D] = -3.375, -4.0, -4.0
+BF16_TABLE[B, EOS], BF16_TABLE[B, C], BF16_TABLE[B, D] = 0.0, -2.875, -2.875
+BF16_TABLE[EOS, A] = BF16_TABLE[PAD, A] = 0.0
+BF16_TABLE = BF16_TABLE.bfloat16()
+
+
+def test_beam_search_takes_log_probabilities_in_float32_from_bf16_logits():
+    model = MarkovSeq2Seq(BF16_TABLE.unsqueeze(0))
+    out = beam(model, *sources(1), max_len=2, beam_size=2, alpha=0.0)
+    assert out.dtype == torch.int64, f"beam_search must return int64 token ids, got {out.dtype}"
+    got = upto_eos(out[0].tolist())
+    expect(got == [A, EOS], (
+        f"with bf16 logits, beam search (beam 2, alpha 0) should return [A, EOS] = {[A, EOS]} (log P -1.15650 in "
+        f"float32), not [B, EOS] (-1.16061); got {got}. "
+        + ("[B, EOS] wins only when the log-probabilities are computed in bf16 and cast afterwards: bf16 keeps 8 "
+           "significant bits, so each log-prob is off by up to ~2e-3 and close hypotheses swap places; the "
+           "docstring's log-probabilities are float32 ones, and a cast after the fact does not give those back"
+           if got == [B, EOS] else "Look at beam_search (bonus5_decoding.py)")
+    ))

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from _support import not_implemented_guard, student
+from strategies import expect
 
 MODULE = "bonus6_copy_task"
 THRESHOLD = 0.95
@@ -34,7 +35,8 @@ class TinySeq2Seq(nn.Module):
         self.seen: list[tuple] = []
 
     def forward(self, src, tgt_in, src_mask, tgt_mask):
-        self.seen.append((src, tgt_in, src_mask, tgt_mask, self.training))
+        in_eval = sorted(name or "model" for name, m in self.named_modules() if not m.training)
+        self.seen.append((src, tgt_in, src_mask, tgt_mask, in_eval))
         ctx = (self.emb(src) * src_mask.transpose(1, 2)).sum(1, keepdim=True) / src_mask.sum(-1, keepdim=True)
         return self.out(self.emb(tgt_in) + ctx)
 
@@ -60,9 +62,10 @@ def a_batch():
     )
 
 
-def test_train_step_is_one_clean_update_and_one_scheduler_step():
+@pytest.mark.parametrize("start", ["eval", "train"])
+def test_train_step_is_one_clean_update_and_one_scheduler_step(start):
     torch.manual_seed(0)
-    model = TinySeq2Seq().eval()  # train_step must switch it to train mode itself
+    model = TinySeq2Seq().train(start == "train")  # from eval, train_step must switch it to train mode itself
     batch = a_batch()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
@@ -82,13 +85,16 @@ def test_train_step_is_one_clean_update_and_one_scheduler_step():
         f"computed from"
     )
     assert len(model.seen) == 1, f"the model was called {len(model.seen)} times; one forward per step"
-    src, tgt_in, src_mask, tgt_mask, training = model.seen[0]
+    src, tgt_in, src_mask, tgt_mask, in_eval = model.seen[0]
     assert tgt_in is batch.tgt_in and src is batch.src, (
         "the model must get the batch's src and tgt_in (the target shifted right), not tgt_out or the whole target"
     )
     assert src_mask is batch.src_mask and tgt_mask is batch.tgt_mask, (
         "the model did not get the batch's own src_mask and tgt_mask")
-    assert training, "the forward ran in eval mode: train_step must run the model in train mode (dropout on)"
+    expect(not in_eval, (
+        f"the model came in {start} mode and its forward ran with {in_eval} in eval mode: train_step must run the "
+        f"whole model in train mode (dropout on in every submodule); the `training` attribute of the top module "
+        f"alone does not reach its submodules"))
     for (name, p), g in zip(model.named_parameters(), grads):
         want = dict(expected.named_parameters())[name].detach() - 0.5 * g
         assert torch.allclose(p.detach(), want, atol=1e-6), (
@@ -121,6 +127,41 @@ def test_exact_match_compares_whole_sequences_up_to_eos(predicted, expected, wan
         f"exact_match({predicted}, {expected}) should be {want} (fraction of rows equal up to and including their "
         f"first EOS; what follows it does not count), got {got}"
     )
+    expect_python_float(got, f"exact_match({predicted}, {expected})")
+
+
+def expect_python_float(got, what: str) -> None:
+    expect(isinstance(got, float), (
+        f"{what} returned a {type(got).__module__}.{type(got).__qualname__} ({got!r}), not the Python float its "
+        f"docstring states: it is logged, compared with a threshold and stored in the run's results, where a "
+        f"tensor drags its device and dtype along"))
+
+
+# Other ids: every id is a valid one, 0 included. (predicted, expected, eos_id, pad_id, want)
+OTHER_IDS = [
+    ([[5, 0, 3, 3], [5, 6, 0, 7]], [[5, 0, 3], [5, 6, 0]], 0, 3, 1.0),  # eos_id = 0: cut after the first 0
+    ([[5, 0, 7], [6, 6, 3]], [[5, 0, 3], [6, 0, 3]], 0, 3, 0.5),  # row 1 never emits EOS (0): a miss
+    ([[5, 6, 7, 7], [4, 2, 7, 7]], [[5, 6, 7], [4, 2, 9]], 2, 7, 1.0),  # pad_id = 7: no-EOS row read without its 7s
+    ([[5, 6, 0, 0]], [[5, 6, 7]], 2, 7, 0.0),  # with pad_id = 7, 0 is a real token: [5, 6, 0, 0] is not [5, 6]
+]
+
+
+@pytest.mark.parametrize("predicted, expected, eos_id, pad_id, want", OTHER_IDS)
+def test_exact_match_uses_the_eos_and_pad_ids_it_is_given(predicted, expected, eos_id, pad_id, want):
+    got = not_implemented_guard(student(MODULE).exact_match, torch.tensor(predicted), torch.tensor(expected),
+                                eos_id, pad_id)
+    expect(got == pytest.approx(want), (
+        f"exact_match({predicted}, {expected}, eos_id={eos_id}, pad_id={pad_id}) should be {want}, got {got}: a row "
+        f"is read up to and including its first eos_id, or as its tokens other than pad_id if it has none. The ids "
+        f"are the arguments, not the copy task's EOS_ID and PAD_ID, and 0 is a token id like any other, not "
+        f"'no id'"))
+    expect_python_float(got, f"exact_match(..., eos_id={eos_id}, pad_id={pad_id})")
+
+
+def test_exact_match_of_no_rows_is_zero():
+    empty = torch.zeros(0, 4, dtype=torch.long)
+    got = not_implemented_guard(student(MODULE).exact_match, empty, torch.zeros(0, 6, dtype=torch.long), EOS, PAD)
+    expect(got == 0.0, f"exact_match of no rows at all should be 0.0 (the docstring), got {got!r}")
 
 
 @pytest.mark.slow
