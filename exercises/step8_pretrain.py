@@ -22,16 +22,19 @@ def run_training(model, optimizer, run: Run, start_step: int = 0) -> None:
     `run.log_train(done, loss, lr)`, `run.evaluate(model, done)` and
     `run.save(model, optimizer, done)`; `done` is the number of updates done so far.
     Each update, in this order:
-    - the optimizer uses the learning rate of your step 5 schedule for this update
-      (the schedule spans `run.total_steps`, peaks at cfg.lr, ends at cfg.min_lr);
+    - the optimizer, every one of its param groups, uses the learning rate of your
+      step 5 schedule for this update (the schedule spans `run.total_steps`, also in
+      a run that stops earlier at `run.end_step`; it peaks at cfg.lr, ends at cfg.min_lr);
     - one step 5 `train_step` on the next batch, with the configured clipping and
-      the device's precision (`run.autocast_dtype`, `run.scaler`);
-    - the bookkeeping, after the update: hand the loss and lr to `run.log_train`
-      *every* update (it averages and writes every cfg.log_interval updates itself);
-      evaluate when `done` is a multiple of cfg.eval_interval and below
-      run.total_steps (the evaluation at the schedule's end is scaffolding); save a
-      checkpoint when `done` is a multiple of cfg.checkpoint_interval, and always
-      after the last update.
+      the device's precision (`run.autocast_dtype`, `run.scaler`): that is the
+      update, the optimizer steps nowhere else;
+    - the bookkeeping, after the update: hand train_step's loss and the lr to
+      `run.log_train` *every* update (it averages and writes every cfg.log_interval
+      updates itself); evaluate when `done` is a multiple of cfg.eval_interval and
+      below run.total_steps (the evaluation at the schedule's end is scaffolding; a
+      run that stops earlier, at run.end_step, follows the same rule there); save
+      one checkpoint when `done` is a multiple of cfg.checkpoint_interval or is
+      run.end_step (after the last update).
     Why: a checkpoint after `done` updates is exactly what `--resume` continues from,
     so an interrupted run and an uninterrupted one end with the same weights.
     """
