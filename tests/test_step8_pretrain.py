@@ -125,7 +125,6 @@ def _number(x) -> float:
 
 
 def run_pretrain(out_dir: Path, stop_after: int | None = None, resume: bool = False) -> tuple[dict, Trace]:
-    import kata.final as kf
     import kata.pretrain as kp
     from kata.precision import Precision
     from kata.presets import preset
@@ -165,7 +164,7 @@ def run_pretrain(out_dir: Path, stop_after: int | None = None, resume: bool = Fa
         return loss, grad_norm
 
     init, log_train, evaluate, save = kp.Run.__init__, kp.Run.log_train, kp.Run.evaluate, kp.Run.save
-    validation_loss, heldout_loss = kp.Run.validation_loss, kf.heldout_loss
+    validation_loss, heldout_loss = kp.Run.validation_loss, kp.heldout_loss  # the verdict's loss (kata/heldout.py)
 
     def run_init(self, *a, **k):
         init(self, *a, **k)
@@ -201,7 +200,7 @@ def run_pretrain(out_dir: Path, stop_after: int | None = None, resume: bool = Fa
         return save(self, model, optimizer, step)
 
     patches = [
-        (kp, "solution_steps", lambda solution=None: steps), (kf, "heldout_loss", run_heldout_loss),
+        (kp, "solution_steps", lambda solution=None: steps), (kp, "heldout_loss", run_heldout_loss),
         (s8, "lr_at", lr_at), (s8, "set_lr", s5.set_lr), (s8, "train_step", train_step),
         (kp.Run, "__init__", run_init), (kp.Run, "validation_loss", run_validation_loss),
         (kp.Run, "log_train", run_log_train), (kp.Run, "evaluate", run_evaluate), (kp.Run, "save", run_save),
