@@ -324,9 +324,10 @@ def test_handout_grades_a_mixed_tree(built_handout, tmp_path):
 
 
 def test_handout_step_waits_on_the_unfinished_or_broken_step_it_uses(built_handout, tmp_path):
-    """Issue 11: step 3 written, step 4 a stub -> step 3 waits on step 4 and "next:" says so;
-    then step 4 written and step 2 broken -> re-graded (the cache key covers step 4), and
-    step 3 waits on step 2, naming the file and line that really failed."""
+    """Step 3 written, step 4 a stub -> step 3 passes: its contract is that its loss is step 4's of
+    its logits and labels, which its tests check without step 4 (issue 19). Step 2 a stub -> step 3
+    waits on step 2 and "next:" says so; then step 2 broken -> re-graded (the cache key covers
+    step 2), and step 3 waits on step 2, naming the file and line that really failed."""
     three = next((s for s in load_manifest() if s.id == "step3"), None)
     if three is None or not step_test_files(ROOT, three):
         pytest.skip("no step 3 tests")
@@ -336,18 +337,23 @@ def test_handout_step_waits_on_the_unfinished_or_broken_step_it_uses(built_hando
         shutil.copy(ROOT / "reference" / f"{m}.py", tree / "exercises" / f"{m}.py")
     cache = tmp_path / "cache"
     r = grade([three], tree, "exercises", gpu=False, cache=cache)[0]
-    assert r.status == WAITING and r.blocked_by == "step4" and r.note == "waiting on step 4", \
+    assert r.status == PASSED and r.score == three.points, \
+        (r.status, r.note, r.first_failure, [t for t in r.tests if t.outcome != "passed"])
+
+    step2 = tree / "exercises" / "step2_causal_mask.py"
+    shutil.copy(built_handout / "exercises" / "step2_causal_mask.py", step2)  # the stub again
+    r = grade([three], tree, "exercises", gpu=False, cache=cache)[0]
+    assert r.status == WAITING and r.blocked_by == "step2" and r.note == "waiting on step 2", \
         (r.status, r.note, r.first_failure, [t for t in r.tests if t.outcome != "passed"])
     assert r.passed >= 1 and r.score == 0
     nxt = report.next_line([r], tree, manifest=load_manifest(), scoped=True)
-    assert "exercises/step4_loss.py" in nxt and "next_token_loss" in nxt, nxt
+    assert "exercises/step2_causal_mask.py" in nxt and "causal_mask" in nxt, nxt
 
-    shutil.copy(ROOT / "reference" / "step4_loss.py", tree / "exercises" / "step4_loss.py")
-    step2 = tree / "exercises" / "step2_causal_mask.py"
+    shutil.copy(ROOT / "reference" / "step2_causal_mask.py", step2)
     line = len(step2.read_text().splitlines()) + 2
     step2.write_text(step2.read_text() + "\ndef broken(:\n    pass\n")
     r = grade([three], tree, "exercises", gpu=False, cache=cache)[0]
-    assert not r.cached, "step 4 changed: step 3 (which imports it) must be re-graded"
+    assert not r.cached, "step 2 changed: step 3 (which imports it) must be re-graded"
     assert r.status == WAITING and r.blocked_by == "step2", (r.status, r.note, r.first_failure)
     msg = next(t.message for t in r.tests if t.outcome == "waiting")
     assert f"exercises/step2_causal_mask.py has a syntax error at line {line}" in msg, msg
