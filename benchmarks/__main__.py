@@ -27,7 +27,7 @@ from benchmarks.variants import TITLES, VARIANTS, Shape, flops_per_token, matmul
 from kata.paths import REPO_ROOT
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-QUICK = Shape(n_layer=2, n_head=2, n_embd=64, block_size=128, batch_size=16)  # the smoke tier's model
+QUICK = Shape(n_layer=2, n_head=2, n_embd=64, block_size=32, batch_size=8)  # the smoke tier's model and batch
 CPU_SKIPS = {
     "compiled": "torch.compile on CPU takes minutes to build its kernels for a few seconds of steps; "
                 "run with --cpu-compile to include it",

@@ -80,8 +80,9 @@ def steps_of(results: dict) -> dict[str, dict]:
 
 
 def check(handout: Path, json_path: Path, *, cold: bool) -> dict:
-    """`python -m grader` in the handout, as `nox -s check` runs it; wall seconds and per-step results."""
-    cmd = [sys.executable, "-m", "grader", "--json", str(json_path)] + (["--no-cache"] if cold else [])
+    """`python -m grader` in the handout, as `nox -s check` runs it; wall seconds and per-step results.
+    Cold is the first check of a fresh handout (nothing cached); warm is the same again."""
+    cmd = [sys.executable, "-m", "grader", "--json", str(json_path)]
     t0 = time.monotonic()
     p = subprocess.run(cmd, cwd=handout, env=clean_env(), capture_output=True, text=True)
     wall = time.monotonic() - t0

@@ -67,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-gb", type=float, default=DEFAULT_MEMORY_LIMIT / 2**30,
                    help="address-space limit of each step's test process")
     p.add_argument("--no-cache", action="store_true",
-                   help="re-run every step (by default a step whose files did not change keeps its grade)")
+                   help="re-run every step and store its new grade (by default a step whose files did not change "
+                        "keeps its grade)")
     p.add_argument("--strict", action="store_true", help="exit 1 unless every graded step passes")
     return p.parse_args(argv)
 
@@ -168,7 +169,7 @@ def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | Non
     store = args.root / ".kata_cache" / "grader"
     limits = dict(time_limit=args.time_limit, memory=int(args.memory_gb * 2**30))
     with _progress(console, todo, args.solution) as hooks:
-        fresh = grade(todo, args.root, args.solution, jobs=args.jobs, cache=None if args.no_cache else store,
+        fresh = grade(todo, args.root, args.solution, jobs=args.jobs, cache=store, refresh=args.no_cache,
                       on_result=hooks.result, on_start=hooks.start, **limits)
     merged = {**(previous or {}), **{r.step.id: r for r in fresh}}
     results = [merged[s.id] for s in all_steps if s.id in merged]

@@ -375,13 +375,14 @@ def _load(step: Step, path: Path) -> StepResult | None:
 
 
 def run_step_cached(step: Step, root: Path, solution: str, cache: Path | None, threads: int | None = None,
-                    **kw) -> StepResult:
+                    refresh: bool = False, **kw) -> StepResult:
     """`run_step`, reusing the stored result when nothing the step depends on changed
-    (`threads` is how the step runs, not what it grades: not part of the key)."""
+    (`threads` is how the step runs, not what it grades: not part of the key). `refresh`:
+    grade again whatever is stored, and store the new result."""
     if cache is None or os.environ.get("KATA_SNAPSHOTS") in ("record", "verify"):
         return run_step(step, root, solution, threads=threads, **kw)
     path = _cache_path(step, root, solution, cache, kw)
-    result = _load(step, path)
+    result = None if refresh else _load(step, path)
     if result is not None:
         return result
     result = run_step(step, root, solution, threads=threads, **kw)
@@ -626,7 +627,7 @@ def _order(step_id: str) -> tuple[int, int]:
 
 def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: bool | None = None,
           on_result=None, ignore_needs: bool = False, cache: Path | None = None, on_start=None,
-          **kw) -> list[StepResult]:
+          refresh: bool = False, **kw) -> list[StepResult]:
     """Grade steps; a step whose `needs` have not all passed waits.
 
     A step starts as soon as its needs are graded and a worker is free (`jobs` at a
@@ -680,7 +681,7 @@ def grade(steps: list[Step], root: Path, solution: str, *, jobs: int = 1, gpu: b
                 elif len(running) < max(1, jobs):
                     if on_start:
                         on_start(s)
-                    running[pool.submit(run_step_cached, s, root, solution, cache, threads, **kw)] = s
+                    running[pool.submit(run_step_cached, s, root, solution, cache, threads, refresh, **kw)] = s
                 else:
                     continue  # no free worker: stays pending, ordered again next round
                 pending.remove(s)

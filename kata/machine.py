@@ -94,8 +94,16 @@ FAST_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": s
 FAST_MALLOC_MIN_MEMORY = 2 * 2**30
 
 
+# Where memory is tight, the opposite: glibc gives the top of the heap back to the kernel at
+# every free instead of keeping up to 128 KB+ of it (growing with use), which a process that
+# builds and drops models test after test otherwise holds. Measured on step 7's Trainer run
+# in its pytest process: peak RSS 725 MB instead of 914 MB, for ~10% more CPU.
+LEAN_MALLOC = {"MALLOC_TRIM_THRESHOLD_": "0"}
+
+
 def fast_malloc_env() -> dict[str, str]:
-    """The environment that keeps large tensors on the heap, or {} where memory is tight
-    (a cgroup limit under 2 GiB, e.g. Gradescope's default 768 MB)."""
+    """The environment that keeps large tensors on the heap, or, where memory is tight (a
+    cgroup limit under 2 GiB, e.g. Gradescope's default 768 MB), one that returns freed
+    memory at once."""
     limit = memory_limit()
-    return {} if limit is not None and limit < FAST_MALLOC_MIN_MEMORY else dict(FAST_MALLOC)
+    return dict(LEAN_MALLOC) if limit is not None and limit < FAST_MALLOC_MIN_MEMORY else dict(FAST_MALLOC)
