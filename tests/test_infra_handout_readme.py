@@ -173,12 +173,12 @@ def check_command(argv: list[str], sessions: dict, built: Path, solved: Path, tm
             p = run(cmd, built, timeout=300)
             assert p.returncode == 0 and "not started" in p.stdout.lower(), f"{line}:\n{p.stdout}{p.stderr}"
         else:
-            # The main job, in full, where learners grade: the handout's own grader (no reference/ anywhere,
-            # the stored answers replayed) on the reference's files as the learner's. Every step and bonus
-            # step must earn full marks, and no test may meet an input without a stored answer. (Its
-            # training runs come from the kata's cache when the suite ran them already: keyed on contents.)
+            # The main job on the reference's files as the learner's, in the handout (no reference/ anywhere,
+            # the stored answers replayed): full marks, no input without a stored answer. Two cheap steps
+            # here; every step, through this very grader in a copy of the handout, is the autograder's
+            # full-marks test (tests/test_platform_autograder.py), so the suite grades it in full once.
             out = tmp / "check-results.json"
-            p = run([*cmd, "--json", str(out), "--strict"], solved, timeout=1500)
+            p = run([*cmd, "--step", "2", "--step", "4", "--json", str(out), "--strict"], solved, timeout=600)
             data = json.loads(out.read_text()) if out.exists() else {}
             steps = data.get("extra_data", {}).get("steps", {})
             short = {k: (v["status"], v["score"]) for k, v in steps.items()
@@ -219,10 +219,10 @@ def check_command(argv: list[str], sessions: dict, built: Path, solved: Path, tm
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)  # a full check of every step (~2-3 min on 2 idle cores) and the cheap commands
+@pytest.mark.timeout(600)  # ~35 s of CPU in all (two commands at a time); the margin is for a loaded machine
 def test_every_command_of_the_handout_readme_runs_there(built, readme, tmp_path):
     """Each README command, run in the handout: for real where cheap, else its cheap cousin;
-    `nox -s check` itself for real, in full, on the reference's files (they must score full marks)."""
+    `nox -s check` itself on the reference's files (they must score full marks)."""
     sessions = nox_sessions(built / "noxfile.py")
     commands = bash_commands(readme)
     assert len(commands) >= 5, f"expected the README's commands in ```bash blocks, found {commands}"

@@ -212,7 +212,7 @@ def test_syntax_error_missing_file_and_endless_loop_are_graded_per_step(source, 
     (sub / "step4_loss.py").write_text(_reference_file("step4_loss") + "\n\nwhile True:  # loops at import\n    pass\n")
     # step1_embeddings.py is missing (step 1 imports no other step; step 3 imports step 2's
     # file, so there step 2's syntax error would fail step 3 too).
-    data = run_autograder(root, "step1,step2,step4", "--time-limit", "30")
+    data = run_autograder(root, "step1,step2,step4", "--time-limit", "20")
     steps = data["extra_data"]["steps"]
     assert steps["step2"]["status"] == "failed" and "syntax" in json.dumps(_by_step(data)["step2"]).lower()
     assert steps["step1"]["status"] == "not started", _by_step(data)["step1"][0]["output"][:300]
