@@ -2,9 +2,12 @@
 
 A tensor made without `device=` (e.g. `torch.arange(T)`) lands on the CPU; on a GPU the
 next op that meets a CUDA tensor raises "Expected all tensors to be on the same device".
-CPU-only tests never see that. Here the module and its inputs live on PyTorch's `meta`
-device (shapes only, no data) and a dispatch mode records every op whose tensor
-arguments sit on more than one device, the ops CUDA would reject.
+CPU-only tests never see that. `device_mistakes` runs the learner's code on the fake GPU
+of tests/_fake_device.py (real data, so any correct code runs: `.item()`, boolean masks,
+`nonzero`); where the fake GPU cannot run an op the CPU can (sdpa's fused kernels), it
+falls back to PyTorch's `meta` device (shapes only) with a dispatch mode that records every
+op whose tensor arguments sit on more than one device; code that reads a value there is
+not checked rather than failed.
 """
 from __future__ import annotations
 
@@ -53,3 +56,30 @@ def run_recording_devices(fn, *args, until_item: bool = False, **kwargs):
                 raise
             return None, [*seen.mixed, f"RuntimeError: {str(e).splitlines()[0]}"]
     return out, seen.mixed
+
+
+def device_mistakes(build, run) -> tuple[str | None, str | None]:
+    """(what mixed devices, or None; why nothing could be checked, or None).
+
+    `build(device)` returns the inputs (module, tensors) on `device`; `run(*inputs)` calls the
+    learner's code on them. First on the fake GPU, then, if that cannot run the code for a
+    reason other than devices, on `meta`."""
+    from _fake_device import FAKE_GPU, DeviceMixError, FakeGPU
+
+    try:
+        with FakeGPU():
+            run(*build(FAKE_GPU))
+        return None, None
+    except DeviceMixError as e:
+        return f"{type(e).__name__}: {str(e).splitlines()[0]}", None
+    except NotImplementedError:
+        raise  # a kata stub: the guard around the learner's code reports it
+    except Exception as e:  # noqa: BLE001 - the fake GPU could not run it: try the shapes-only device
+        fake_problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    try:
+        _, mixed = run_recording_devices(run, *build(torch.device("meta")))
+    except RuntimeError as e:
+        if "meta" in str(e):  # reads a value, or an op meta lacks: nothing to check here
+            return None, f"neither the fake GPU ({fake_problem}) nor the meta device could run it"
+        raise
+    return (", ".join(mixed[:3]) if mixed else None), None

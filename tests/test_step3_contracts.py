@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _device_check import run_recording_devices
+from _device_check import device_mistakes
+from _fake_device import module_to_fake_gpu, to_fake_gpu
 from _support import not_implemented_guard as call, student, with_reference_deps
 from strategies import expect, one_thread, random_state
 
@@ -38,18 +39,29 @@ def attention(attn_impl: str, dropout: float, seed: int = 0):
 
 @pytest.mark.parametrize("attn_impl", IMPLS)
 def test_step3_attention_keeps_every_tensor_on_the_input_device(attn_impl: str) -> None:
-    """A causal mask made without `device=` sits on the CPU: on a GPU, masking the CUDA
-    scores with it raises. The module runs on the `meta` device here, where any op
-    mixing devices is recorded."""
-    s3, attn = attention(attn_impl, dropout=0.0)
-    attn = attn.to("meta").eval()
-    x = torch.empty(2, 5, 8, device="meta")
-    with reference_deps(s3), torch.no_grad():
-        out, mixed = run_recording_devices(call, attn.forward, x)
+    """A causal mask made without x's device sits on the CPU: on a GPU, masking the GPU's
+    scores with it raises. The module and x sit on a fake GPU here (tests/_device_check.py),
+    where any correct code runs and an op that mixes devices raises as on a GPU."""
+    s3, _ = attention(attn_impl, dropout=0.0)
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+
+    def build(device):
+        _, attn = attention(attn_impl, dropout=0.0)  # a fresh module for each device
+        module = module_to_fake_gpu(attn) if device.type == "cuda" else attn.to(device)
+        return module.eval(), (to_fake_gpu(x) if device.type == "cuda" else x.to(device))
+
+    shapes: list[tuple] = []
+
+    def run(module, inp):
+        with reference_deps(s3), torch.no_grad():
+            shapes.append(tuple(call(module.forward, inp).shape))
+
+    mixed, unchecked = device_mistakes(build, run)
+    if unchecked:
+        pytest.skip(f"device placement not checked: {unchecked}")
     expect(not mixed, (
-        f"CausalSelfAttention.forward (attn_impl={attn_impl!r}) mixed devices: {mixed[:3]} "
-        f"(the module and x were on 'meta'). A tensor made inside forward landed on the CPU: "
-        f"the causal mask (or another tensor made inside forward) must be made on x's device, or it fails on "
-        f"a GPU: causal_mask takes a `device`"
+        f"CausalSelfAttention.forward (attn_impl={attn_impl!r}), with the module and x on a GPU, mixed devices "
+        f"({mixed}): a tensor made inside forward (the causal mask, say) without x's device sits on the CPU, "
+        f"which a GPU refuses to combine with its own tensors. Look at CausalSelfAttention.forward (step3_blocks.py)"
     ))
-    expect(tuple(out.shape) == (2, 5, 8), f"expected (2, 5, 8) from x of shape (2, 5, 8); got {tuple(out.shape)}")
+    expect(shapes and shapes[-1] == (2, 5, 8), f"expected (2, 5, 8) from x of shape (2, 5, 8); got {shapes}")
