@@ -27,8 +27,10 @@ def hf_config(config: GPTConfig, eos_id: int = 50256) -> GPT2Config:
     """The `GPT2Config` of the model TinyGPT(config) is: same shape, same function.
 
     Contract: a GPT2LMHeadModel built from it, given TinyGPT's weights (`copy_into_hf`),
-    computes the same logits. So it has the same vocabulary size, context length
-    (block_size), width, depth and number of heads; the same dropout probability in
+    computes the same logits, whatever those weights are (not only at initialisation).
+    So it has the same vocabulary size, context length (block_size), width, depth,
+    number of heads and MLP width (4 * n_embd); the same attention (causal, every
+    layer's scores scaled by 1/sqrt(head size)); the same dropout probability in
     all three places TinyGPT drops (embeddings, attention weights, residual outputs);
     the same activation (GPT-2's tanh-approximate GELU, as step 3's MLP uses); the
     same LayerNorm epsilon (nn.LayerNorm's default); tied input and output
@@ -97,6 +99,8 @@ class CausalLMCollator(DataCollatorForLanguageModeling):
         where the attention mask says the position is padding, whatever the pad token
         is. Every real token keeps its label, end-of-text included; a batch without an
         attention mask has no padding to hide. Our equal-length chunks have none.
+        The examples belong to the caller and are not modified: the list, its dicts
+        and their tensors are as they were (no key added, none changed).
         """
         # BEGIN SOLUTION
         batch = super().torch_call(examples)
@@ -136,6 +140,10 @@ def training_arguments(
     saved, no report to experiment trackers (wandb, tensorboard), no evaluation during
     training, the loss logged every 50 steps. Any keyword in `overrides` (e.g.
     use_cpu=True, logging_steps=3) replaces the setting it names.
+    The device and precision are the caller's (the kata's Trainer run passes its
+    precision policy's `use_cpu`, `bf16`, `fp16`): without a `use_cpu` override,
+    nothing forces the CPU (`use_cpu` stays False, and the Trainer picks CUDA, then
+    Apple's MPS, then the CPU itself).
     Why: the seed lab's "identical" Trainer run used a linear decay and no weight
     decay; the comparison only means something when the optimisation is the same.
     """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from _step7_checks import collate_examples
 from _support import not_implemented_guard, student
 from strategies import expect
 
@@ -74,8 +75,7 @@ def test_collator_passes_its_options_on_to_the_stock_collator() -> None:
     from kata.tokenizer import load_tokenizer
 
     collator = not_implemented_guard(s7().CausalLMCollator, load_tokenizer(), pad_to_multiple_of=8)
-    batch = not_implemented_guard(collator.torch_call, [{"input_ids": torch.tensor([5, 6, 7])},
-                                                        {"input_ids": torch.tensor([8])}])
+    batch = collate_examples(collator, [{"input_ids": torch.tensor([5, 6, 7])}, {"input_ids": torch.tensor([8])}])
     shape = tuple(batch["input_ids"].shape)
     expect(shape == (2, 8), (
         f"CausalLMCollator(tokenizer, pad_to_multiple_of=8) on rows of 3 and 1 tokens gave input_ids of shape "

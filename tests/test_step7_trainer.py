@@ -10,10 +10,15 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from _step7_checks import (
+    attention_mistakes, collate_examples, example_changes, examples_message, optimisation_mistakes,
+    shape_mismatches, snapshot_examples, warmup_story,
+)
 from _support import assert_close, not_implemented_guard, oracle, recorded, student
+from strategies import TIED_PARAMETERS, random_state_by_name
 
 MODULE = "step7_trainer"
 EOS = 50256
@@ -75,11 +80,19 @@ def test_hf_config_has_the_tinygpt_shape():
     )
 
 
+# TinyGPT's weights for the comparison: std 0.2 rather than GPT-2's init (std 0.02), as step 3's
+# tests load. At the init the attention scores are ~1e-3, so softmax is nearly uniform whatever
+# they are scaled by, and an attention scaled otherwise (per layer, or not at all) moves the logits
+# by ~1e-4, inside the tolerance; at std 0.2 the scores are O(1) and such a config moves them by O(0.1).
+WEIGHT_STD = 0.2
+
+
 @recorded
-def reference_tinygpt(cfg: dict, seed: int, ids: torch.Tensor) -> tuple[dict, torch.Tensor]:
-    """A reference TinyGPT's weights and its eval-mode logits on `ids`."""
-    torch.manual_seed(seed)
+def reference_tinygpt(cfg: dict, seed: int, ids: torch.Tensor, std: float) -> tuple[dict, torch.Tensor]:
+    """A reference TinyGPT with random weights of standard deviation `std` (LayerNorms near 1,
+    biases 0.1: strategies.random_state_by_name): its weights and its eval-mode logits on `ids`."""
     model = oracle("step3_blocks").TinyGPT(oracle("step1_embeddings").GPTConfig(**cfg)).eval()
+    model.load_state_dict(random_state_by_name(model, seed, std=std, tied=TIED_PARAMETERS["TinyGPT"]))
     with torch.no_grad():
         logits, _ = model(ids)
     return dict(model.state_dict()), logits
@@ -102,6 +115,7 @@ shapes = st.tuples(
 
 
 @settings(max_examples=8)  # each example builds two models; 8 shapes cover the fields
+@example((60, 12, 3, (2, 16), 5))  # always several blocks: a per-layer attention scale shows from the second
 @given(shapes)
 def test_tinygpt_weights_give_the_same_logits_in_gpt2lmheadmodel(shape):
     from transformers import GPT2LMHeadModel
@@ -109,22 +123,29 @@ def test_tinygpt_weights_give_the_same_logits_in_gpt2lmheadmodel(shape):
     V, block, n_layer, (n_head, n_embd), seed = shape
     cfg = dict(vocab_size=V, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=0.0)
     ids = torch.randint(0, V, (2, block), generator=torch.Generator().manual_seed(seed))
-    sd, want = reference_tinygpt(cfg, seed, ids)
+    sd, want = reference_tinygpt(cfg, seed, ids, WEIGHT_STD)
     hf_cfg = call(s7().hf_config, s7().GPTConfig(**cfg))
+    hf = GPT2LMHeadModel(hf_cfg)
     try:
-        hf = s7().copy_into_hf(Weights(sd, n_layer), GPT2LMHeadModel(hf_cfg)).eval()
+        hf = s7().copy_into_hf(Weights(sd, n_layer), hf).eval()
     except RuntimeError as e:
+        where = shape_mismatches(sd, n_layer, hf)
         pytest.fail(
-            f"TinyGPT's weights do not fit a GPT2LMHeadModel built from hf_config ({str(e).splitlines()[0][:300]}): "
-            f"the config's sizes (positions, width, layers, heads, vocabulary) must be TinyGPT's. Look at "
-            f"hf_config (step7_trainer.py)", pytrace=False,
+            f"TinyGPT's weights (GPTConfig {cfg}) do not fit a GPT2LMHeadModel built from hf_config: "
+            + ("; ".join(where) if where else str(e).replace("\n", " ")[:400])
+            + ". The config's sizes must be TinyGPT's. Look at hf_config (step7_trainer.py)", pytrace=False,
         )
     with torch.no_grad():
         got = hf(ids).logits
-    # fp32 on CPU; HF's Conv1D (addmm) and nn.Linear round differently: ~1e-6.
-    assert_close(got, want, atol=1e-4, rtol=1e-4, what="GPT2LMHeadModel's logits with TinyGPT's weights",
-                 hint="the architectures must match exactly: the same activation (GPT-2's tanh GELU), the same "
-                 "LayerNorm eps (1e-5), tied embeddings. Look at hf_config (step7_trainer.py)")
+    attention = attention_mistakes(hf, ids, n_head) if not torch.allclose(got, want, atol=1e-4, rtol=1e-4) else []
+    # fp32 on CPU; HF's Conv1D (addmm) and nn.Linear round differently: ~1e-6 (~1e-5 at std 0.2).
+    assert_close(got, want, atol=1e-4, rtol=1e-4, what=f"GPT2LMHeadModel's logits with TinyGPT's weights ({cfg})",
+                 hint=("Its attention is not TinyGPT's (causal, every layer's scores scaled by 1/sqrt(head size)): "
+                       + "; ".join(attention) + ". Look at hf_config (step7_trainer.py): which of GPT2Config's "
+                       "settings change how the attention scores are scaled" if attention else
+                       "The architectures must match exactly: the same activation (GPT-2's tanh GELU), the same "
+                       "LayerNorm eps (1e-5), tied embeddings, the same attention. Look at hf_config "
+                       "(step7_trainer.py)"))
 
 
 # --------------------------------------------------------------------- collator
@@ -132,7 +153,21 @@ def test_tinygpt_weights_give_the_same_logits_in_gpt2lmheadmodel(shape):
 
 def collate(tokenizer, rows: list[list[int]]) -> dict:
     collator = s7().CausalLMCollator(tokenizer)
-    return call(collator.torch_call, [{"input_ids": torch.tensor(r)} for r in rows])
+    return collate_examples(collator, [{"input_ids": torch.tensor(r)} for r in rows])
+
+
+@pytest.mark.parametrize("pad_is_eos", [True, False])
+def test_collator_leaves_the_callers_examples_alone(tokenizer, pad_is_eos):
+    """The examples are the caller's (the docstring): the list, its dicts and their tensors
+    are as they were after the call, with padding to do (rows of 4 and 2 tokens)."""
+    tok = copy.deepcopy(tokenizer)
+    if pad_is_eos:
+        tok.pad_token = tok.eos_token
+    examples = [{"input_ids": torch.tensor([5, EOS, 7, 8])}, {"input_ids": torch.tensor([EOS, 1])}]
+    before = snapshot_examples(examples)
+    collate_examples(s7().CausalLMCollator(tok), examples)
+    changes = example_changes(before, examples)
+    assert not changes, examples_message(changes)
 
 
 def test_collator_keeps_real_eos_labels_even_when_pad_is_eos(tokenizer):
@@ -318,11 +353,15 @@ def test_trainer_schedule_is_linear_warmup_then_half_a_cosine(tmp_path, tokenize
     want = [peak * t / W for t in range(W)] + [
         floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * (t - W) / (N - W))) for t in range(W, N + 1)]
     shown = ", ".join(f"{t}: {lrs[t]:.3g}" for t in (0, W // 2, W, (W + N) // 2, N))
+    warmup_ok = lrs[:W + 1] == pytest.approx(want[:W + 1], rel=1e-4, abs=1e-9)
     assert lrs == pytest.approx(want, rel=1e-4, abs=1e-9) and floor <= 0.1 * peak * (1 + 1e-6), (
         f"with warmup_steps={W}, max_steps={N}, the Trainer's learning rate by step is {{{shown}}}; expected a "
         f"linear warm-up from 0 to {peak:g} at step {W}, then half a cosine down to a floor of at most "
-        f"{0.1 * peak:g} (the loop's min_lr ratio) at step {N}. Look at training_arguments (step7_trainer.py): "
-        f"the scheduler type"
+        f"{0.1 * peak:g} (the loop's min_lr ratio) at step {N}. "
+        + ("The decay after the warm-up is not that half cosine. Look at training_arguments (step7_trainer.py): "
+           "the scheduler type" if warmup_ok else
+           f"The warm-up does not follow the given warmup_steps={W}: {warmup_story(lrs[:2], peak)}. Look at "
+           f"training_arguments (step7_trainer.py): the warm-up it is given must reach TrainingArguments")
     )
 
 
@@ -340,12 +379,29 @@ def test_trainer_loss_is_the_models_next_token_loss(tmp_path, tokenizer):
     )
 
 
-def test_training_arguments_overrides_win(tmp_path):
-    args = call(s7().training_arguments, str(tmp_path), learning_rate=1e-3, max_steps=7, use_cpu=True, logging_steps=3)
+@pytest.mark.parametrize("use_cpu", [True, False])
+def test_training_arguments_overrides_win(tmp_path, use_cpu):
+    args = call(s7().training_arguments, str(tmp_path), learning_rate=1e-3, max_steps=7, use_cpu=use_cpu,
+                logging_steps=3)
     got = (args.learning_rate, args.max_steps, args.use_cpu, args.logging_steps)
-    assert got == (1e-3, 7, True, 3), (
-        f"(learning_rate, max_steps, use_cpu, logging_steps) = {got}, expected (0.001, 7, True, 3): every "
+    assert got == (1e-3, 7, use_cpu, 3), (
+        f"(learning_rate, max_steps, use_cpu, logging_steps) = {got}, expected (0.001, 7, {use_cpu}, 3): every "
         f"override passed to training_arguments must replace the default it names"
+        + (". use_cpu=False was overridden: training_arguments forces the CPU whatever its caller asks (the kata's "
+           "Trainer run passes use_cpu=False on a GPU machine, and would train on the CPU)"
+           if not use_cpu and args.use_cpu else "")
+    )
+
+
+def test_training_arguments_leave_the_device_to_the_caller(tmp_path):
+    """Without a use_cpu override, nothing forces the CPU: the Trainer picks CUDA, then MPS,
+    then the CPU itself (the docstring). The field, not the device: a CPU-only test machine
+    trains on the CPU either way."""
+    args = call(s7().training_arguments, str(tmp_path))
+    assert args.use_cpu is False, (
+        f"training_arguments(output_dir) gave use_cpu={args.use_cpu!r} with no use_cpu override: that forces the "
+        f"CPU on a machine with a GPU (CUDA or Apple's MPS). The device is the caller's choice (the kata's Trainer "
+        f"run passes its precision policy's use_cpu). Look at training_arguments (step7_trainer.py)"
     )
 
 
@@ -367,6 +423,14 @@ def test_a_few_trainer_steps_reduce_the_loss(tmp_path, tokenizer):
     before = loss()
     args = call(s7().training_arguments, str(tmp_path), per_device_train_batch_size=16, max_steps=15,
                 learning_rate=1e-2, warmup_steps=0, use_cpu=True, logging_steps=10, disable_tqdm=True)
+    # What these 15 steps need of the TrainingArguments, checked first on a Trainer of its own (a
+    # throwaway model), so that a failure names it rather than "the loss did not fall".
+    probe = s7().build_trainer(call(s7().build_hf_model, cfg, 0), args, chunks, tokenizer)
+    mistakes = optimisation_mistakes(probe, 1e-2, 0, 15)
+    assert not mistakes, (
+        "training_arguments(..., learning_rate=0.01, warmup_steps=0, max_steps=15) does not give the Trainer the "
+        "loop's optimisation: " + "; ".join(mistakes) + ". Look at training_arguments (step7_trainer.py)"
+    )
     trainer = s7().build_trainer(model, args, chunks, tokenizer)
     trainer.train()
     after = loss()
