@@ -52,29 +52,15 @@ def _truncate(text: str, limit: int = MAX_MESSAGE) -> str:
     return text[: limit - 60].rstrip() + f"\n... ({len(text) - limit + 60} more characters cut)"
 
 
-def _chain(exc: BaseException | None):
-    """The exception, its causes/contexts and (for groups) their members."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        todo.extend([e.__cause__, e.__context__])
-        todo.extend(getattr(e, "exceptions", ()) or ())
-
-
 def _is_stub(exc: BaseException) -> bool:
     """True when the failure is one of the kata's stubs (`kata.unfinished`): raised directly,
     or reported by the tests ("... still raises NotImplementedError: ..."). A NotImplementedError
     from torch or anything else is an ordinary failure, shown with its own message."""
-    from kata.unfinished import STUB_MARK, find_stub
+    from kata.unfinished import STUB_MARK, exception_chain, find_stub
 
     if find_stub(exc, os.environ.get("KATA_SOLUTION", "exercises")) is not None:
         return True
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         text = str(e)[:500]
         if STUB_MARKER in text and "still raises" in text and STUB_MARK in text:
             return True

@@ -43,8 +43,8 @@ def stub_site(exc: BaseException, solution: str) -> tuple[Path, int, str] | None
     return site
 
 
-def find_stub(exc: BaseException | None, solution: str) -> tuple[BaseException, tuple[Path, int, str]] | None:
-    """The first stub error in `exc`, its causes, contexts and (for exception groups) members."""
+def exception_chain(exc: BaseException | None):
+    """`exc`, then its causes, contexts and (for exception groups) members, each once."""
     seen: set[int] = set()
     todo = [exc]
     while todo:
@@ -52,9 +52,15 @@ def find_stub(exc: BaseException | None, solution: str) -> tuple[BaseException, 
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        yield e
+        todo.extend([e.__cause__, e.__context__])
+        todo.extend(getattr(e, "exceptions", ()) or ())
+
+
+def find_stub(exc: BaseException | None, solution: str) -> tuple[BaseException, tuple[Path, int, str]] | None:
+    """The first stub error in `exc`, its causes, contexts and (for exception groups) members."""
+    for e in exception_chain(exc):
         site = stub_site(e, solution)
         if site is not None:
             return e, site
-        todo.extend([e.__cause__, e.__context__])
-        todo.extend(getattr(e, "exceptions", ()) or ())
     return None

@@ -62,6 +62,19 @@ def randn(*shape: int, seed: int, std: float = 1.0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * std
 
 
+def _random_value(name: str, shape: torch.Size, g: torch.Generator, std: float,
+                  layer_norms: set[str]) -> torch.Tensor:
+    """One parameter's draw (see `random_state`): a LayerNorm weight 1 + N(0, 0.1²), a bias
+    N(0, 0.1²), any other weight N(0, std²). One draw of `shape` from `g` whichever it is."""
+    owner, _, leaf = name.rpartition(".")
+    noise = torch.randn(shape, generator=g)
+    if owner in layer_norms and leaf == "weight":
+        return 1.0 + 0.1 * noise
+    if leaf == "bias":
+        return 0.1 * noise
+    return std * noise
+
+
 def random_state(module: nn.Module, seed: int, std: float = 0.2) -> dict[str, torch.Tensor]:
     """Deterministic random values for every parameter of `module`, by name.
 
@@ -80,14 +93,7 @@ def random_state(module: nn.Module, seed: int, std: float = 0.2) -> dict[str, to
             state[name] = state[seen[id(p)]]
             continue
         seen[id(p)] = name
-        owner, _, leaf = name.rpartition(".")
-        noise = torch.randn(p.shape, generator=g)
-        if owner in layer_norms and leaf == "weight":
-            state[name] = 1.0 + 0.1 * noise
-        elif leaf == "bias":
-            state[name] = 0.1 * noise
-        else:
-            state[name] = std * noise
+        state[name] = _random_value(name, p.shape, g, std, layer_norms)
     return state
 
 
@@ -191,14 +197,7 @@ def random_state_by_name(module: nn.Module, seed: int, std: float = 0.2,
     for name, p in params:
         if name in tied or name in state:
             continue
-        owner, _, leaf = name.rpartition(".")
-        noise = torch.randn(p.shape, generator=g)
-        if owner in layer_norms and leaf == "weight":
-            state[name] = 1.0 + 0.1 * noise
-        elif leaf == "bias":
-            state[name] = 0.1 * noise
-        else:
-            state[name] = std * noise
+        state[name] = _random_value(name, p.shape, g, std, layer_norms)
     for name, source in tied.items():
         state[name] = state[source]
     return {name: state[name] for name, _ in params}
