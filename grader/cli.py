@@ -27,7 +27,7 @@ from kata.machine import default_jobs
 from . import gradescope, report
 from .manifest import MANIFEST, Step, load_manifest
 from .runner import (DEFAULT_MEMORY_LIMIT, FAILED, NOT_STARTED, PASSED, WAITING, StepResult, cached_result, grade,
-                     stop_on_signals, stopped_by)
+                     stale_result, stop_on_signals, stopped_by)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,7 +142,7 @@ def _progress(console: Console, todo: list[Step], solution: str):
 
     def on_result(r: StepResult) -> None:
         done.add(r.step.id)
-        tests = f" {r.passed}/{r.total} tests" if r.total else ""
+        tests = f", {r.passed}/{r.total} tests pass" if r.total else ""  # "failed 16/17 tests" read as 16 failures
         how = " (unchanged: reused)" if r.cached else f" in {r.seconds:.0f} s" if r.seconds else ""
         say(f"{_name(r.step)}: {r.note if r.status in ('waiting', 'needs a GPU') else r.status}{tests}{how}")
 
@@ -175,13 +175,17 @@ def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | Non
     results = [merged[s.id] for s in all_steps if s.id in merged]
     manifest = _manifest(args)
     on_record: set[str] = set()
+    stale: set[str] = set()
     if args.step and not any(r.status in (FAILED, NOT_STARTED, WAITING) for r in results):
         # "next:" points past the steps whose stored grade (for their files as they are now) is a pass.
         graded = {r.step.id for r in results}
         on_record = {s.id for s in manifest if s.id not in graded and not s.gpu
                      and (c := cached_result(s, args.root, args.solution, store, **limits)) and c.status == PASSED}
+        # A step that passed for older files (one it uses was edited since) is to be re-graded, not written.
+        stale = {s.id for s in manifest if s.id not in graded and s.id not in on_record and not s.gpu
+                 and (c := stale_result(s, args.root, args.solution, store, **limits)) and c.status == PASSED}
     report.render(results, args.solution, args.root, console, manifest=manifest, scoped=bool(args.step),
-                  on_record=on_record)
+                  on_record=on_record, stale=stale)
     reused = sum(r.cached for r in fresh)
     console.print(f"[dim]graded in {time.monotonic() - start:.1f} s"
                   + (f" ({reused} unchanged step(s) reused; --no-cache re-runs them)" if reused else "") + "[/]")

@@ -124,11 +124,13 @@ def _function_at(root: Path, where: str) -> str:
 
 def next_line(results: list[StepResult], root: Path, solution: str = "exercises",
               manifest: list[Step] | None = None, scoped: bool = False,
-              on_record: Collection[str] = ()) -> str:
+              on_record: Collection[str] = (), stale: Collection[str] = ()) -> str:
     """What to do next. `scoped`: only some steps were graded (`--step N`), so the line
     speaks of those; when they pass it points to the next step to work on (`next_step`),
-    `on_record` being the ids of the other steps whose stored grade is a pass."""
-    text = _next_line(results, root, manifest or [r.step for r in results], scoped, frozenset(on_record))
+    `on_record` being the ids of the other steps whose stored grade is a pass, `stale` those
+    whose stored grade was a pass for files that have changed since (re-grade, not implement)."""
+    text = _next_line(results, root, manifest or [r.step for r in results], scoped, frozenset(on_record),
+                      frozenset(stale))
     return text.replace("exercises/", f"{solution}/") if solution != "exercises" else text
 
 
@@ -154,7 +156,7 @@ def next_step(graded: list[Step], manifest: list[Step], on_record: Collection[st
 
 
 def _next_line(results: list[StepResult], root: Path, manifest: list[Step], scoped: bool,
-               on_record: frozenset[str] = frozenset()) -> str:
+               on_record: frozenset[str] = frozenset(), stale: frozenset[str] = frozenset()) -> str:
     r = first_unfinished(results) or (first_unfinished(results, bonus=True) if scoped else None)
     if r is not None and r.status == WAITING and r.blocked_by:
         # Point at the step it waits on, not back at itself.
@@ -178,6 +180,9 @@ def _next_line(results: list[StepResult], root: Path, manifest: list[Step], scop
         if todo is None:
             return f"next: all steps pass ({done}; the others' grades on record) — `nox -s check` shows your total"
         arg = _step_arg(todo)
+        if todo.id in stale:
+            return (f"next: {done} — {todo.number if todo.bonus else 'step ' + todo.number} passed when last graded, "
+                    f"but a file it uses has changed since: re-grade it (`nox -s check -- --step {arg}`)")
         return (f"next: {done} — {'try ' + todo.number + ': ' if todo.bonus else ''}open {todo.learner_file} "
                 f"and implement {todo.functions or 'it'} (`nox -s check -- --step {arg}` grades it)")
     if r is None:
@@ -267,7 +272,8 @@ def progress(results: list[StepResult], scoped: bool = False) -> Table:
 
 
 def render(results: list[StepResult], solution: str, root: Path, console: Console | None = None,
-           manifest: list[Step] | None = None, scoped: bool = False, on_record: Collection[str] = ()) -> None:
+           manifest: list[Step] | None = None, scoped: bool = False, on_record: Collection[str] = (),
+           stale: Collection[str] = ()) -> None:
     """The table, the first failure, progress and what next. `scoped`: `--step` chose
     `results`; the summary and the next line speak of them only (`on_record`: `next_line`)."""
     console = console or Console()
@@ -284,4 +290,4 @@ def render(results: list[StepResult], solution: str, root: Path, console: Consol
         names = ", ".join(r.step.number for r in results)
         console.print(Text(f"(only step{'s' if len(results) > 1 else ''} {names} graded: `nox -s check` grades every step)",
                            style="dim"))
-    console.print(Text(next_line(results, root, solution, manifest, scoped, on_record), style="bold"))
+    console.print(Text(next_line(results, root, solution, manifest, scoped, on_record, stale), style="bold"))

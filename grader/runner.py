@@ -365,6 +365,16 @@ def cached_result(step: Step, root: Path, solution: str, cache: Path, **kw) -> S
     return _load(step, _cache_path(step, root, solution, cache, kw))
 
 
+def stale_result(step: Step, root: Path, solution: str, cache: Path, **kw) -> StepResult | None:
+    """The stored grade of `step` when something it depends on changed since it was stored
+    (one grade is kept per step): what it was, for "re-grade it", never to be reused."""
+    current = _cache_path(step, root, solution, cache, kw)
+    for path in cache.glob(f"{solution}-{step.id}-*.json"):
+        if path != current and (result := _load(step, path)) is not None:
+            return result
+    return None
+
+
 def _load(step: Step, path: Path) -> StepResult | None:
     try:
         result = _from_json(step, json.loads(path.read_text(encoding="utf-8")))

@@ -296,7 +296,7 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, atol: float, r
     diff = torch.where(a == b, 0.0, (a - b).abs()).nan_to_num(nan=float("inf"))
     where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0]) if diff.numel() else ()
     pytest.fail(
-        f"{what} differs from the reference: max abs difference {diff.max().item():.3g} at index {where} "
+        f"{what}: not the reference's values, max abs difference {diff.max().item():.3g} at index {where} "
         f"(tolerance atol={atol}, rtol={rtol}). {hint}\n{first_line}",
         pytrace=False,
     )

@@ -255,9 +255,17 @@ def test_a_passing_step_filter_points_to_the_next_step_to_work_on(tmp_path, caps
     assert next_after("2") == ("next: step 2 passes — try bonus 1: open exercises/bonus1_fake.py and implement f "
                                "(`nox -s check -- --step bonus1` grades it)")
     assert next_after("bonus1").startswith("next: all steps pass (bonus 1 passes;"), "bonus 1 was the last"
-    # A step's file changed since its grade was stored: that grade is no longer on record.
+    # A step's file changed since its passing grade was stored: that grade is no longer on
+    # record, and the step is to be re-graded, not written (the learner trial's misleading line).
     (root / "exercises" / "step1_fake.py").write_text("def f():\n    return 42  # edited\n")
-    assert next_after("bonus1").startswith("next: bonus 1 passes — open exercises/step1_fake.py")
+    assert next_after("bonus1") == ("next: bonus 1 passes — step 1 passed when last graded, but a file it uses has "
+                                    "changed since: re-grade it (`nox -s check -- --step 1`)")
+    # A step whose stored grade is a failure is still to be written.
+    (root / "exercises" / "step1_fake.py").write_text("def f():\n    return 41\n")
+    cli.main(["--root", str(root), "--solution", "exercises", "--step", "1"])  # stored: a failure
+    capsys.readouterr()
+    (root / "exercises" / "step1_fake.py").write_text("def f():\n    return 41  # edited\n")
+    assert next_after("bonus1").startswith("next: bonus 1 passes — open exercises/step1_fake.py and implement f")
 
 
 def test_the_panel_shows_the_main_test_files_failure_before_an_auxiliary_files(tmp_path):
@@ -293,7 +301,7 @@ def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path, capsys):
     root = make_fake_kata(tmp_path / "kata", {k: FAKE_STEPS[k] for k in ("step1", "step2")})
     cli.main(["--root", str(root), "--solution", "exercises", "--step", "1", "--no-cache"])
     out = capsys.readouterr().out
-    assert "grading 1 step(s) of exercises/" in out and "step 1: passed 2/2 tests" in out, out
+    assert "grading 1 step(s) of exercises/" in out and "step 1: passed, 2/2 tests pass" in out, out
     assert "Well done" not in out and "only step 1 graded" in out, out
 
 
