@@ -224,8 +224,10 @@ def grade_submission(submission: Path, results_path: Path, *, official: Path = O
     return results.json (rewritten after each step, so a platform time-out keeps the grades so far)."""
     start = time.monotonic()
     manifest = official / "grader" / "steps.toml"
-    policy = load_policy(manifest if manifest.exists() else MANIFEST)
-    steps = load_manifest(manifest if manifest.exists() else MANIFEST)
+    manifest = manifest if manifest.exists() else MANIFEST
+    every_step = load_manifest(manifest)  # read once; the policy and the graded tree use it too
+    policy = load_policy(manifest, steps=every_step)
+    steps = every_step
     if only:
         wanted = {w.strip() for w in only if w.strip()}
         unknown = wanted - {s.id for s in steps}
@@ -237,7 +239,7 @@ def grade_submission(submission: Path, results_path: Path, *, official: Path = O
             for s in steps if policy.step(s.id).graded]
     with tempfile.TemporaryDirectory(prefix="kata-autograder-") as tmp:
         tree = Path(work) if work else Path(tmp) / "graded"
-        found = prepare(official, submission, tree, load_manifest(manifest if manifest.exists() else MANIFEST), Path(tmp))
+        found = prepare(official, submission, tree, every_step, Path(tmp))
         hints = hints_used(tree)
         done: dict[str, StepResult] = {}
 

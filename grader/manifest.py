@@ -178,12 +178,14 @@ class Policy:
         return self.steps.get(step_id, StepPolicy())
 
 
-def load_policy(path: Path | str = MANIFEST, platform: str = "gradescope") -> Policy:
-    """The grading policy of `platform`, checked against the manifest's steps: a row for an
-    unknown step, an unknown key or visibility, or a non-positive time limit is an error."""
+def load_policy(path: Path | str = MANIFEST, platform: str = "gradescope",
+                steps: list[Step] | None = None) -> Policy:
+    """The grading policy of `platform`, checked against the manifest's steps (`steps`, when
+    the caller has read them already from `path`): a row for an unknown step, an unknown key
+    or visibility, or a non-positive time limit is an error."""
     path = Path(path)
     data = tomllib.loads(path.read_text(encoding="utf-8")).get(platform, {})
-    ids = {s.id for s in load_manifest(path)}
+    ids = {s.id for s in (steps if steps is not None else load_manifest(path))}
     where = f"{path} [{platform}]"
     top_keys = {"timeout", "jobs", "memory_gb", "visibility", "steps"}
     unknown = sorted(set(data) - top_keys)

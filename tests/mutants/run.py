@@ -10,6 +10,9 @@
    with one replacement that is still correct, written the way another careful learner
    would (einsum, torch.where, another init order, ...); the step's tests must pass
    (exit 0). A failing alternative means a test grades style, call order or RNG use.
+4. Outside solutions (`tests/mutants/solutions/<name>/<module>.py`): whole modules of
+   correct solutions written by someone who never saw the reference (a learner trial's,
+   from the built handout); each module in place of the reference's must pass its step.
 
 Each of these runs in two modes (`--mode both`, the default; or `live` / `replay`):
 - live: in this repository, where reference/ exists and the tests ask it for answers;
@@ -47,6 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 MUTANTS_DIR = Path(__file__).resolve().parent
 ALTERNATIVES_DIR = MUTANTS_DIR / "alternatives"
+SOLUTIONS_DIR = MUTANTS_DIR / "solutions"
 FIELDS = ("name", "step", "module", "find", "replace", "why")
 RUN_TIMEOUT_S = 900  # one pytest run; pytest-timeout already bounds each test
 
@@ -138,6 +142,39 @@ def load_mutants(folder: Path = MUTANTS_DIR, kind: str = "mutant") -> list[Mutan
 def load_alternatives() -> list[Mutant]:
     """The correct alternatives of `tests/mutants/alternatives/*.toml` (same fields as a mutant)."""
     return load_mutants(ALTERNATIVES_DIR, "alternative")
+
+
+@dataclass
+class OutsideModule(Mutant):
+    """One module of a whole solution written outside the kata (a learner trial's):
+    `replace` is the file's text, which takes the reference module's place."""
+
+    def apply(self, reference: str) -> str:
+        return self.replace
+
+
+def load_outside_solutions(steps: dict[str, dict]) -> list[OutsideModule]:
+    """Every `tests/mutants/solutions/<name>/<module>.py`: correct solutions written by
+    someone who never saw the reference (README.md there). Each module is graded on its
+    step like an alternative, the other modules being the reference's, and must pass."""
+    by_module = {s["module"]: sid for sid, s in steps.items() if not s.get("gpu")}
+    out, problems = [], []
+    for path in sorted(SOLUTIONS_DIR.glob("*/*.py")):
+        step = by_module.get(path.stem)
+        if step is None:
+            problems.append(f"{path.relative_to(ROOT)}: no step's module is named {path.stem}")
+            continue
+        text = path.read_text()
+        try:
+            compile(text, str(path), "exec")
+        except SyntaxError as e:
+            problems.append(f"{path.relative_to(ROOT)}: does not compile (line {e.lineno}: {e.msg})")
+            continue
+        out.append(OutsideModule(f"{path.parent.name}/{path.stem}", step, path.stem, "", text,
+                                 f"outside solution {path.parent.name}", source=str(path.relative_to(ROOT))))
+    if problems:
+        raise SystemExit("invalid outside solutions:\n  " + "\n  ".join(problems))
+    return out
 
 
 def make_solution(tmp: Path, mutant: Mutant | None) -> Path:
@@ -310,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if clash:
         p.error(f"names used by both a mutant and an alternative: {sorted(clash)}")
     all_steps = load_steps()
+    outside = load_outside_solutions(all_steps)
     unknown = [s for s in (args.step or []) + [m.step for m in mutants + alternatives] if s not in all_steps]
     if unknown:
         p.error(f"unknown step(s) {sorted(set(unknown))}; the steps are {', '.join(all_steps)}")
@@ -330,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_alternatives and not args.subset:
         chosen = select(alternatives, steps, args.mutant, False)
         jobs += [(a.name, all_steps[a.step], "pass", a, False) for a in chosen]
+        jobs += [(o.name, all_steps[o.step], "pass", o, False) for o in select(outside, steps, args.mutant, False)]
 
     modes = ["live", "replay"] if args.mode == "both" else [args.mode]
     jobs = [(*j, m) for m in modes for j in jobs]
@@ -342,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         build(ROOT, _handout, make_zip=False)
     t0 = time.time()
     if args.mutant:
-        known = {m.name for m in mutants + alternatives}
+        known = {m.name for m in mutants + alternatives + outside}
         missing = sorted(set(args.mutant) - known)
         if missing:
             p.error(f"no mutant or alternative named {missing}")
@@ -361,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n--- {r.label} [{r.step}]: {describe(r)}" + (f" — {kind}: {r.why}" if r.why else ""))
         print("\n".join(r.tail))
     mutant_names, alt_names = {m.name for m in mutants}, {a.name for a in alternatives}
+    outside_names = {o.name for o in outside}
     for mode in modes:
         these = [r for r in results if r.mode == mode]
         base = lambda r: r.label.removesuffix(" (replay)")  # noqa: E731
@@ -368,9 +408,11 @@ def main(argv: list[str] | None = None) -> int:
         n_mut = sum(1 for r in these if base(r) in mutant_names)
         passing = sum(1 for r in these if base(r) in alt_names and r.ok)
         n_alt = sum(1 for r in these if base(r) in alt_names)
+        n_out = sum(1 for r in these if base(r) in outside_names)
+        out_ok = sum(1 for r in these if base(r) in outside_names and r.ok)
         baseline = all(r.ok for r in these if base(r) in ("reference", "stubs (exercises/)"))
         print(f"\n{mode}: {caught}/{n_mut} mutants caught; {passing}/{n_alt} correct alternatives pass; "
-              f"baseline {'ok' if baseline else 'BROKEN'}")
+              f"{out_ok}/{n_out} modules of outside solutions pass; baseline {'ok' if baseline else 'BROKEN'}")
     print(f"{time.time() - t0:.0f}s")
     if _handout is not None:
         shutil.rmtree(_handout.parent, ignore_errors=True)
