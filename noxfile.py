@@ -192,6 +192,13 @@ def mutants(session: nox.Session) -> None:
     session.run("python", "tests/mutants/run.py", *session.posargs, env=OFFLINE)
 
 
+@instructor("tests/mutants", name="attacks")
+def attacks(session: nox.Session) -> None:
+    """Instructors: how much hostile code on untouched stubs scores, through the handout's grader and run_autograder."""
+    install(session)
+    session.run("python", "tests/mutants/attacks.py", *session.posargs, env=OFFLINE)
+
+
 @instructor()
 def autograder(session: nox.Session) -> None:
     """Instructors: dist/autograder.zip for Gradescope (`-- --wheelhouse DIR` carries wheels)."""
