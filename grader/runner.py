@@ -291,7 +291,7 @@ def graded_files(step: Step, root: Path, solution: str) -> list[Path]:
     """Every file a step's grade can depend on, whatever `--step` filter is in force.
 
     The step's own test files, every test helper and stored answer (tests/ except other
-    steps' test files), kata/ and grader/ (with the manifest), pyproject.toml and the root
+    steps' test files and the instructors' tests/mutants/), kata/ and grader/ (with the manifest), pyproject.toml and the root
     conftest, and the solution files the step can reach: its own module, any solution
     module named in a file reached (a test's `student("step3_blocks")`, kata/final.py's list
     of graded steps), followed through relative imports (`from .step2_causal_mask import`),
@@ -301,8 +301,10 @@ def graded_files(step: Step, root: Path, solution: str) -> list[Path]:
     tests = root / "tests"
     own = step_test_files(root, step)
     graded = re.compile(r"test_(step|bonus)\d+_")
+    # tests/mutants/ (the full kata's self-checks: mutants, outside solutions, attacks) is never
+    # imported by a graded test; its step-named solution files are not the learner's.
     files = [f for f in sorted(tests.rglob("*")) if f.is_file() and "__pycache__" not in f.parts
-             and (f in own or not graded.match(f.name))]
+             and (tests / "mutants") not in f.parents and (f in own or not graded.match(f.name))]
     for d in ("kata", "grader"):
         files += [f for f in sorted((root / d).rglob("*")) if f.is_file() and "__pycache__" not in f.parts
                   and f.suffix in (".py", ".toml")]
