@@ -26,8 +26,8 @@ from kata.machine import default_jobs
 
 from . import gradescope, report
 from .manifest import MANIFEST, Step, load_manifest
-from .runner import (DEFAULT_MEMORY_LIMIT, FAILED, NOT_STARTED, PASSED, WAITING, StepResult, cached_result, grade,
-                     stale_result, stop_on_signals, stopped_by)
+from .runner import (DEFAULT_MEMORY_LIMIT, FAILED, NOT_STARTED, PASSED, WAITING, StepResult, grade,
+                     stop_on_signals, stopped_by, stored_grade)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,12 +178,12 @@ def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | Non
     stale: set[str] = set()
     if args.step and not any(r.status in (FAILED, NOT_STARTED, WAITING) for r in results):
         # "next:" points past the steps whose stored grade (for their files as they are now) is a pass.
-        graded = {r.step.id for r in results}
-        on_record = {s.id for s in manifest if s.id not in graded and not s.gpu
-                     and (c := cached_result(s, args.root, args.solution, store, **limits)) and c.status == PASSED}
         # A step that passed for older files (one it uses was edited since) is to be re-graded, not written.
-        stale = {s.id for s in manifest if s.id not in graded and s.id not in on_record and not s.gpu
-                 and (c := stale_result(s, args.root, args.solution, store, **limits)) and c.status == PASSED}
+        graded = {r.step.id for r in results}
+        for s in manifest:
+            stored = None if s.id in graded or s.gpu else stored_grade(s, args.root, args.solution, store, **limits)
+            if stored is not None and stored[0].status == PASSED:
+                (on_record if stored[1] else stale).add(s.id)
     report.render(results, args.solution, args.root, console, manifest=manifest, scoped=bool(args.step),
                   on_record=on_record, stale=stale)
     reused = sum(r.cached for r in fresh)

@@ -291,12 +291,13 @@ def graded_files(step: Step, root: Path, solution: str) -> list[Path]:
     """Every file a step's grade can depend on, whatever `--step` filter is in force.
 
     The step's own test files, every test helper and stored answer (tests/ except other
-    steps' test files and the instructors' tests/mutants/), kata/ and grader/ (with the manifest), pyproject.toml and the root
-    conftest, and the solution files the step can reach: its own module, any solution
-    module named in a file reached (a test's `student("step3_blocks")`, kata/final.py's list
-    of graded steps), followed through relative imports (`from .step2_causal_mask import`),
-    `kata.*` imports and test helper imports. A file that cannot be parsed is read as text,
-    so a syntax error in step 2 still counts for step 3.
+    steps' test files and the instructors' tests/mutants/), kata/ and grader/ (with the
+    manifest), pyproject.toml and the root conftest, and the solution files the step can
+    reach: its own module, any solution module named in a file reached (a test's
+    `student("step3_blocks")`, kata/final.py's list of graded steps), followed through
+    relative imports (`from .step2_causal_mask import`), `kata.*` imports and test helper
+    imports. A file that cannot be parsed is read as text, so a syntax error in step 2
+    still counts for step 3.
     """
     tests = root / "tests"
     own = step_test_files(root, step)
@@ -361,19 +362,14 @@ def _cache_path(step: Step, root: Path, solution: str, cache: Path, kw: dict) ->
     return cache / f"{solution}-{step.id}-{cache_key(step, root, solution, repr(sorted(kw.items())))}.json"
 
 
-def cached_result(step: Step, root: Path, solution: str, cache: Path, **kw) -> StepResult | None:
-    """The stored grade of `step` when nothing it depends on changed since (the same `kw`
-    as the run that stored it), else None."""
-    return _load(step, _cache_path(step, root, solution, cache, kw))
-
-
-def stale_result(step: Step, root: Path, solution: str, cache: Path, **kw) -> StepResult | None:
-    """The stored grade of `step` when something it depends on changed since it was stored
-    (one grade is kept per step): what it was, for "re-grade it", never to be reused."""
+def stored_grade(step: Step, root: Path, solution: str, cache: Path, **kw) -> tuple[StepResult, bool] | None:
+    """The grade stored for `step` (one is kept per step), and whether it is for the files as
+    they are now (the same `kw` as the run that stored it); None when none is stored. A grade
+    for older files is only what the step was, for "re-grade it": never reused."""
     current = _cache_path(step, root, solution, cache, kw)
     for path in cache.glob(f"{solution}-{step.id}-*.json"):
-        if path != current and (result := _load(step, path)) is not None:
-            return result
+        if (result := _load(step, path)) is not None:
+            return result, path == current
     return None
 
 
