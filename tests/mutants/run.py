@@ -24,11 +24,12 @@ Every run copies reference/ to a temporary folder as a package named `exercises`
 (the mutant applied, or not for the baseline) and runs
 `python -P -m pytest -q -x -m "<step> and not slow" tests/test_<step>_*.py [-k <select>] -p no:cacheprovider`
 with `PYTHONPATH=<tmp>:<repo>` and `KATA_SOLUTION=exercises`. (`-P` keeps the repo's
-own exercises/ off the front of sys.path; `-m <step>` selects exactly the step's
-test files, which conftest marks, narrowed by the manifest's `-k` `select`; `not slow`
+own exercises/ off the front of sys.path; the step's files are named, and `-m <step>`,
+which conftest puts on exactly those files' tests, and the manifest's `-k` `select` keep
+its tests as the grader does; `not slow`
 leaves out step 8's graded 2-minute training runs, which `nox -s final` covers;
 steps marked `gpu` in grader/steps.toml are skipped.) Exit status 0 only if the
-baseline holds, every mutant is caught and every alternative passes.
+baseline holds, every mutant is caught and every alternative and outside module passes.
 """
 from __future__ import annotations
 
@@ -403,16 +404,16 @@ def main(argv: list[str] | None = None) -> int:
     outside_names = {o.name for o in outside}
     for mode in modes:
         these = [r for r in results if r.mode == mode]
-        base = lambda r: r.label.removesuffix(" (replay)")  # noqa: E731
-        caught = sum(1 for r in these if base(r) in mutant_names and r.ok)
-        n_mut = sum(1 for r in these if base(r) in mutant_names)
-        passing = sum(1 for r in these if base(r) in alt_names and r.ok)
-        n_alt = sum(1 for r in these if base(r) in alt_names)
-        n_out = sum(1 for r in these if base(r) in outside_names)
-        out_ok = sum(1 for r in these if base(r) in outside_names and r.ok)
-        baseline = all(r.ok for r in these if base(r) in ("reference", "stubs (exercises/)"))
+
+        def tally(names: set[str]) -> tuple[int, int]:
+            """(runs as expected, runs) among this mode's runs of `names`."""
+            rows = [r for r in these if r.label.removesuffix(" (replay)") in names]
+            return sum(r.ok for r in rows), len(rows)
+
+        (caught, n_mut), (passing, n_alt), (out_ok, n_out) = map(tally, (mutant_names, alt_names, outside_names))
+        ok, n = tally({"reference", "stubs (exercises/)"})
         print(f"\n{mode}: {caught}/{n_mut} mutants caught; {passing}/{n_alt} correct alternatives pass; "
-              f"{out_ok}/{n_out} modules of outside solutions pass; baseline {'ok' if baseline else 'BROKEN'}")
+              f"{out_ok}/{n_out} modules of outside solutions pass; baseline {'ok' if ok == n else 'BROKEN'}")
     print(f"{time.time() - t0:.0f}s")
     if _handout is not None:
         shutil.rmtree(_handout.parent, ignore_errors=True)
