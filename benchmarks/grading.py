@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 from kata.machine import usable_cpus
@@ -143,14 +142,10 @@ class Cgroup:
 
 def autograder(handout_exercises: Path, tmp: Path, cgroup: Cgroup | None = None) -> dict:
     """run_autograder on the reference as a submission, in a simulated /autograder root."""
-    from grader.autograder import build_zip
+    from grader.autograder import build_zip, unpack_zip
 
     root = tmp / ("autograder-limited" if cgroup else "autograder")
-    zip_path = build_zip(REPO_ROOT, tmp / "autograder.zip")
-    with zipfile.ZipFile(zip_path) as z:
-        z.extractall(root / "source")
-    for name in ("setup.sh", "run_autograder"):
-        (root / "source" / name).chmod(0o755)
+    unpack_zip(build_zip(REPO_ROOT, tmp / "autograder.zip"), root / "source")
     (root / "results").mkdir(parents=True)
     shutil.copytree(handout_exercises, root / "submission" / "exercises")
     env = clean_env(AUTOGRADER_ROOT=str(root), KATA_PYTHON=sys.executable)

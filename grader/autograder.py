@@ -288,6 +288,16 @@ def build_zip(root: Path = OFFICIAL, out: Path | None = None, wheelhouse: Path |
     return out
 
 
+def unpack_zip(zip_path: Path, dest: Path) -> Path:
+    """`autograder.zip` unpacked into `dest` as Gradescope unpacks it into /autograder/source,
+    setup.sh and run_autograder executable (zipfile's extractall drops the mode bits)."""
+    with zipfile.ZipFile(zip_path) as z:
+        z.extractall(dest)
+    for name in ("setup.sh", "run_autograder"):
+        (dest / name).chmod(0o755)
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m grader.autograder", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)

@@ -42,11 +42,7 @@ def source(tmp_path_factory) -> Path:
         for name in ("setup.sh", "run_autograder"):
             mode = z.getinfo(name).external_attr >> 16
             assert mode & 0o111, f"{name} must be executable in the zip (mode {oct(mode)})"
-        dest = out.parent / "source"
-        z.extractall(dest)
-    for name in ("setup.sh", "run_autograder"):  # zipfile.extractall drops the mode bits
-        (dest / name).chmod(0o755)
-    return dest
+    return autograder.unpack_zip(out, out.parent / "source")
 
 
 def _root(tmp: Path, source: Path) -> Path:

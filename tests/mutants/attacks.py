@@ -27,10 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from benchmarks.grading import clean_env  # noqa: E402  (the same clean environment as the grading benchmark)
+
 ATTACKS_DIR = Path(__file__).resolve().parent / "attacks"
 DEFAULT_STEPS = "step1,step2,step3,step4"  # the cheap steps: no training run
 
@@ -51,16 +53,10 @@ def scores(results: dict) -> dict[str, float]:
     return out
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST_", "HYPOTHESIS_"))}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", **extra)
-    return env
-
-
 def grade_in_handout(tree: Path, steps: list[str], out: Path) -> dict[str, float]:
     args = [a for s in steps for a in ("--step", s)]
     subprocess.run([sys.executable, "-m", "grader", "--root", str(tree), *args, "--no-bonus", "--no-cache",
-                    "--json", str(out)], cwd=tree, env=clean_env(), capture_output=True, text=True, timeout=1200)
+                    "--json", str(out)], cwd=tree, env=clean_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=1200)
     return scores(json.loads(out.read_text())) if out.exists() else {"(no results.json)": 0.0}
 
 
@@ -70,7 +66,7 @@ def grade_in_autograder(source: Path, exercises: Path, steps: list[str], tmp: Pa
     (root / "submission").mkdir()
     (root / "source").symlink_to(source)
     shutil.copytree(exercises, root / "submission" / "exercises")
-    env = clean_env(AUTOGRADER_ROOT=str(root), KATA_PYTHON=sys.executable)
+    env = clean_env(AUTOGRADER_ROOT=str(root), KATA_PYTHON=sys.executable, OMP_NUM_THREADS="1")
     subprocess.run(["bash", str(source / "run_autograder"), "--steps", ",".join(steps), "--jobs", "2"],
                    cwd=root, env=env, capture_output=True, text=True, timeout=1800)
     time.sleep(5)  # a process the attack left behind may rewrite results.json now
@@ -97,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", default=DEFAULT_STEPS, help=f"the steps graded (default {DEFAULT_STEPS})")
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     from grader import autograder, handout
     from grader.manifest import load_manifest
 
@@ -110,12 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kata-attacks-") as tmp_:
         tmp = Path(tmp_)
         built, _ = handout.build(ROOT, tmp / "handout", make_zip=False)
-        zip_path = autograder.build_zip(ROOT, tmp / "autograder.zip")
-        source = tmp / "source"
-        with zipfile.ZipFile(zip_path) as z:
-            z.extractall(source)
-        for name in ("setup.sh", "run_autograder"):
-            (source / name).chmod(0o755)
+        source = autograder.unpack_zip(autograder.build_zip(ROOT, tmp / "autograder.zip"), tmp / "source")
         for attack in [None, *attacks]:  # None: the untouched stubs, the baseline
             label = attack.stem if attack else "(untouched stubs)"
             work = tmp / f"try-{label.strip('()').replace(' ', '-')}"
