@@ -256,7 +256,7 @@ def grade_submission(submission: Path, results_path: Path, *, official: Path = O
         # No more steps at once than whole CPUs granted (Gradescope's default is half a vCPU).
         graded = grade(todo, tree, "exercises", jobs=jobs or min(policy.jobs, default_jobs()), gpu=False,
                        on_result=snapshot,
-                       time_limit=time_limit, memory=int(policy.memory_gb * 2**30))
+                       time_limit=time_limit, memory=int(policy.memory_gb * 2**30), separate=True)
         done.update({r.step.id: r for r in graded})
         return snapshot()
 

@@ -88,7 +88,7 @@ STEP = """\
         uses: classroom-resources/autograding-command-grader@v1
         with:
           test-name: "{label}"
-          command: python -m grader --root graded --step {id} --strict --no-cache --jobs 1
+          command: python -m grader --root graded --step {id} --strict --no-cache --jobs 1 --separate
           timeout: {minutes}
           max-score: {points}
 """

@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="re-run every step and store its new grade (by default a step whose files did not change "
                         "keeps its grade)")
     p.add_argument("--strict", action="store_true", help="exit 1 unless every graded step passes")
+    p.add_argument("--separate", action="store_true",
+                   help="run your code in a worker process, away from the tests that decide the grade (how courses "
+                        "grade: slower to start, the same grade)")
     return p.parse_args(argv)
 
 
@@ -167,7 +170,7 @@ def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | Non
     todo = steps if steps is not None else all_steps
     start = time.monotonic()
     store = args.root / ".kata_cache" / "grader"
-    limits = dict(time_limit=args.time_limit, memory=int(args.memory_gb * 2**30))
+    limits = dict(time_limit=args.time_limit, memory=int(args.memory_gb * 2**30), separate=args.separate)
     with _progress(console, todo, args.solution) as hooks:
         fresh = grade(todo, args.root, args.solution, jobs=args.jobs, cache=store, refresh=args.no_cache,
                       on_result=hooks.result, on_start=hooks.start, **limits)

@@ -48,6 +48,9 @@ class Step:
     gpu: bool = False
     gpu_command: str = ""
     time_limit: float = DEFAULT_TIME_LIMIT
+    # Its tests call the learner's code only through probes (tests/_probes_<step>.py), so a
+    # separated grading runs that code in a worker, away from the verdict (grader/judge.py).
+    separate: bool = False
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -27,13 +27,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
-
 import pytest
+
+from grader.learner_code import changed_attributes as _changed, learner_location as _learner_location, patch_snapshot as _snapshot
 
 MAX_MESSAGE = 2000  # characters per failure message: a megabyte of output must not reach the table
 STUB_MARKER = "NotImplementedError"
-_LEARNER_DIRS = ("exercises", "reference")
 
 
 class _Log:
@@ -58,6 +57,8 @@ def _is_stub(exc: BaseException) -> bool:
     from torch or anything else is an ordinary failure, shown with its own message."""
     from kata.unfinished import STUB_MARK, exception_chain, find_stub
 
+    if getattr(exc, "_kata_stub", False):  # reported so by the worker (grader/judge.py)
+        return True
     if find_stub(exc, os.environ.get("KATA_SOLUTION", "exercises")) is not None:
         return True
     for e in exception_chain(exc):
@@ -90,87 +91,12 @@ def _message(exc: BaseException) -> str:
             return (f"the test was still running after its time limit of {limit} — "
                     "is there an infinite loop (a `while` whose condition never changes)?")
         return text
-    if isinstance(exc, SystemExit):
-        return f"the code called sys.exit({exc.code!r}); a library function must return or raise, never exit"
+    if isinstance(exc, SystemExit) or type(exc).__name__ == "SystemExit":  # here, or in the worker
+        code = exc.code if isinstance(exc, SystemExit) else str(exc) or None
+        return f"the code called sys.exit({code!r}); a library function must return or raise, never exit"
     name = type(exc).__name__
     text = str(exc)
     return f"{name}: {text}" if text else name
-
-
-def _learner_location(tb) -> str:
-    """`exercises/step3_blocks.py:42` for the deepest traceback frame in learner code."""
-    where = ""
-    while tb is not None:
-        path = Path(tb.tb_frame.f_code.co_filename)
-        if len(path.parts) >= 2 and path.parts[-2] in _LEARNER_DIRS:
-            where = f"{path.parts[-2]}/{path.name}:{tb.tb_lineno}"
-        tb = tb.tb_next
-    return where
-
-
-# --------------------------------------------------------------------------- patch guard
-
-def _guarded() -> dict[str, ModuleType]:
-    mods: dict[str, ModuleType] = {}
-    for name in ("torch", "torch.nn", "torch.nn.functional", "torch.testing", "_support", "pytest"):
-        mod = sys.modules.get(name)
-        if mod is not None:
-            mods[name] = mod
-    return mods
-
-
-def _snapshot() -> dict[tuple[str, str], object]:
-    if "torch" not in sys.modules:  # the tests do not use torch (the kata's conftest always does)
-        return {}
-    import torch.nn.functional  # noqa: F401
-    import torch.testing  # noqa: F401
-
-    snap: dict[tuple[str, str], object] = {}
-    for name, mod in _guarded().items():
-        for attr, value in list(vars(mod).items()):
-            if callable(value) and not attr.startswith("__"):
-                snap[(name, attr)] = value
-    import torch
-
-    for attr, value in list(vars(torch.Tensor).items()):
-        if callable(value) and not attr.startswith("__"):
-            snap[("torch.Tensor", attr)] = value
-    return snap
-
-
-def _learner_made(value: object) -> bool:
-    """True when `value` is a function written in the graded solution (or in exec'd text).
-
-    torch swaps some of its own attributes lazily (importing torch._dynamo wraps
-    torch.manual_seed), so only replacements that come from the learner count.
-    """
-    code = getattr(value, "__code__", None) or getattr(getattr(value, "__func__", None), "__code__", None)
-    if code is None:
-        return False
-    name = code.co_filename
-    if name.startswith("<") and not name.startswith("<frozen"):
-        return True
-    parts = Path(name).parts
-    return len(parts) >= 2 and parts[-2] in _LEARNER_DIRS
-
-
-def _changed(before: dict[tuple[str, str], object]) -> list[str]:
-    torch = sys.modules.get("torch")
-    changed = []
-    for (name, attr), value in before.items():
-        owner = torch.Tensor if name == "torch.Tensor" else sys.modules.get(name)
-        if owner is None:
-            continue
-        now = vars(owner).get(attr, None)
-        if now is not value and (now is None or _learner_made(now)):
-            changed.append(f"{name}.{attr}")
-            try:
-                setattr(owner, attr, value)
-            except (AttributeError, TypeError):
-                pass
-        elif now is not value:
-            before[(name, attr)] = now  # torch's own lazy replacement: the new normal
-    return changed
 
 
 class GraderPlugin:
@@ -216,7 +142,7 @@ class GraderPlugin:
         if state["outcome"] == "failed" or call.excinfo is None:
             return
         exc = call.excinfo.value
-        where = _learner_location(call.excinfo.tb)
+        where = _learner_location(call.excinfo.tb) or getattr(exc, "_kata_where", "")
         if report.skipped:
             # A skip raised from the learner's own file is not a way to dodge a test.
             text = str(getattr(exc, "msg", "") or exc)
@@ -278,6 +204,25 @@ class _NoReference:
 if os.environ.get("KATA_GRADER_RESULTS"):
     for _name in ("datasets", "pandas", "pyarrow"):
         sys.modules.setdefault(_name, None)
+
+class _NoLearnerCode:
+    """Meta-path finder for the judge of a separated grading: the learner's package cannot be
+    imported here at all (it runs in the worker, grader/worker.py)."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+
+    def find_spec(self, name, path=None, target=None):
+        if name == self.package or name.startswith(self.package + "."):
+            raise ImportError(f"kata error: {name} was imported in the judge process of a separated grading; the "
+                              "learner's code runs only in the worker (grader/judge.py)", name=name)
+        return None
+
+
+if os.environ.get("KATA_SEPARATE") == "1" and os.environ.get("KATA_WORKER") != "1":
+    _solution = os.environ.get("KATA_SOLUTION") or "exercises"
+    if _solution != "reference" and not any(isinstance(f, _NoLearnerCode) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoLearnerCode(_solution))
 
 _root = os.environ.get("KATA_GRADER_ROOT")
 if _root and not (Path(_root) / "reference").is_dir() and not any(isinstance(f, _NoReference) for f in sys.meta_path):

@@ -402,8 +402,12 @@ def run_step_cached(step: Step, root: Path, solution: str, cache: Path | None, t
 
 
 def run_step(step: Step, root: Path, solution: str, *, memory: int = DEFAULT_MEMORY_LIMIT,
-             time_limit: float | None = None, python: str = sys.executable, threads: int | None = None) -> StepResult:
-    """Run one step's tests in a fresh pytest process and collect its per-test results."""
+             time_limit: float | None = None, python: str = sys.executable, threads: int | None = None,
+             separate: bool = False) -> StepResult:
+    """Run one step's tests in a fresh pytest process and collect its per-test results.
+
+    `separate`: the step's tests (where the manifest says they can: `separate = true`) run
+    the learner's code in a worker process and decide in one it cannot reach (grader/judge.py)."""
     files = step_test_files(root, step)
     if not files:
         return StepResult(step, NO_TESTS, note=f"no tests/test_{step.test_group}_*.py yet")
@@ -424,8 +428,11 @@ def run_step(step: Step, root: Path, solution: str, *, memory: int = DEFAULT_MEM
         for attempt in range(MAX_RESTARTS + 1):
             results, console = Path(tmp) / f"results{attempt}.jsonl", Path(tmp) / f"console{attempt}.txt"
             left = limit - (time.monotonic() - start)
-            rc, timed_out = _run_child(base + targets, root, _child_env(root, solution, results, threads), console,
-                                       memory, left)
+            env = _child_env(root, solution, results, threads)
+            env.pop("KATA_SEPARATE", None)
+            if separate and step.separate:
+                env["KATA_SEPARATE"] = "1"
+            rc, timed_out = _run_child(base + targets, root, env, console, memory, left)
             new = _read_events(results)
             if attempt:  # keep the first run's list of tests
                 new = [e for e in new if e.get("event") != "collected"]

@@ -87,6 +87,10 @@ def student(module: str) -> ModuleType:
     of the reference's version of that step where the reference exists; in the learner
     handout the test waits on that step ("waiting on step 2: ..."), it does not fail.
     """
+    if _in_judge():
+        raise RuntimeError(
+            f"kata error: a test called student({module!r}) in the judge process of a separated grading; the "
+            "learner's code runs only in the worker, through probe(...) (grader/judge.py)")
     solution = solution_name()
     standins: list[str] = []
     problem = None
@@ -114,6 +118,31 @@ def student(module: str) -> ModuleType:
     if path is not None and path.stem != module and _step_label(path.stem):
         _waiting(_step_label(path.stem), f"{where} {what} ({solution}/{module}.py imports it)")
     pytest.fail(f"{where} {what}" if path is not None else f"importing {where} {what}", pytrace=False)
+
+
+def _in_judge() -> bool:
+    from grader.judge import separated
+
+    return separated()
+
+
+def probe(fn, *args, **kwargs):
+    """Run `fn`, a function of a `tests/_probes_<step>.py` module, on the learner's code.
+
+    The probe builds what the learner's code needs, calls it (through `student` and
+    `not_implemented_guard`, as tests do) and returns plain data: tensors, numbers,
+    strings, None and lists/tuples/dicts of them, never the learner's objects. The test
+    compares that data with answers it computes itself. In a separated grading
+    (grader/judge.py) the probe runs in the worker process and the data comes back
+    through a pipe; otherwise it runs here. Both give the same data: tensors come back
+    as plain detached CPU copies, dtypes and devices as strings.
+    """
+    from grader.judge import call_in_worker
+    from grader.worker import to_data
+
+    if _in_judge():
+        return call_in_worker(f"{fn.__module__}:{fn.__qualname__}", args, kwargs)
+    return to_data(fn(*args, **kwargs), f"{fn.__qualname__}'s result")
 
 
 def oracle(module: str) -> ModuleType:

@@ -75,6 +75,31 @@ def _random_value(name: str, shape: torch.Size, g: torch.Generator, std: float,
     return std * noise
 
 
+def module_layout(module: nn.Module) -> dict:
+    """A module's parameter layout as plain data, for `random_state_from_layout`: each
+    parameter's name and shape (`named_parameters(remove_duplicate=False)` order), the
+    name it shares its Parameter object with (a tied matrix), and the LayerNorm modules.
+    A probe returns it from the worker; the judge draws the values itself, so the values
+    the learner's code is asked about never come from the learner's side."""
+    first: dict[int, str] = {}
+    params = []
+    for name, p in module.named_parameters(remove_duplicate=False):
+        params.append((name, tuple(p.shape), first.setdefault(id(p), name)))
+    layer_norms = sorted(n for n, m in module.named_modules() if isinstance(m, nn.LayerNorm))
+    return {"params": params, "layer_norms": layer_norms}
+
+
+def random_state_from_layout(layout: dict, seed: int, std: float = 0.2) -> dict[str, torch.Tensor]:
+    """`random_state`'s values for a module with this `module_layout`: the same draws in the
+    same order, so `random_state_from_layout(module_layout(m), seed, std) == random_state(m, seed, std)`."""
+    g = torch.Generator().manual_seed(seed)
+    layer_norms = set(layout["layer_norms"])
+    state: dict[str, torch.Tensor] = {}
+    for name, shape, same_as in layout["params"]:
+        state[name] = state[same_as] if same_as != name else _random_value(name, torch.Size(shape), g, std, layer_norms)
+    return state
+
+
 def random_state(module: nn.Module, seed: int, std: float = 0.2) -> dict[str, torch.Tensor]:
     """Deterministic random values for every parameter of `module`, by name.
 

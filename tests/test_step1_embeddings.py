@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _support import assert_close, not_implemented_guard as call, oracle, recorded, student
+import _probes_step1 as P
+from _support import assert_close, not_implemented_guard as call, oracle, probe, recorded, student
 from strategies import (
-    SEEDS, dropout_mistake, expect, gpt_configs, name_the_mistake, one_thread, random_state, token_batches,
+    SEEDS, dropout_mistake, expect, gpt_configs, name_the_mistake, one_thread, random_state, random_state_from_layout,
+    token_batches,
 )
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)  # tiny tensors: see strategies.one_thread
@@ -62,14 +64,10 @@ def gpt_skeleton(s1, config) -> nn.Module:
 
 @given(cfg=gpt_configs(), seed=SEEDS, data=st.data())
 def test_step1_embeddings_match_reference(cfg: dict, seed: int, data: st.DataObject) -> None:
-    s1 = student(S1)
     idx = data.draw(token_batches(cfg["vocab_size"], cfg["block_size"]), label="idx")
-    emb = s1.Embeddings(s1.GPTConfig(**cfg))
-    state = random_state(emb, seed, std=1.0)
-    emb.load_state_dict(state)
-    emb.eval()  # dropout must be a no-op in eval mode
-    with torch.no_grad():
-        out = call(emb.forward, idx)
+    # The weights are drawn here, for the names and shapes the learner's module has.
+    state = random_state_from_layout(probe(P.embeddings_layout, cfg), seed, std=1.0)
+    out = probe(P.embeddings_eval, cfg, state, idx)
     expected = reference_embeddings(cfg, state, idx)
     tok, pos = state["token.weight"][idx], state["position.weight"][: idx.shape[1]]
     hint = name_the_mistake(out, {

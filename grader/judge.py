@@ -1,0 +1,201 @@
+"""The trusted side of separated grading: the test process asks a worker to run the learner's code.
+
+In separated mode (`KATA_SEPARATE=1`, set by the grader for the course paths and by
+`python -m grader --separate`) the pytest process that decides a step's grade — the
+judge — never imports the learner's modules. Each `probe(...)` in a test
+(tests/_support.py) becomes a request to one worker process (grader/worker.py), started
+at the first request and ended with the test session. The judge sends the probe's
+name and arguments, reads back plain data with `torch.load(weights_only=True)` (no code
+runs while loading), and the test's assertions compare that data with answers the judge
+computes or has stored. Whatever the learner's code does in the worker — patch pytest
+or torch, write to files, exit — it cannot reach the assertions, the stored answers or
+the results channel, which live here.
+
+Where the grader runs as root (Gradescope), `KATA_WORKER_USER` names the unprivileged
+user the worker runs as (grader/autograder.py creates it), so it can read neither the
+official answers nor write the results, nor signal or inspect this process.
+"""
+from __future__ import annotations
+
+import atexit
+import builtins
+import io
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from grader.worker import HEADER, MAX_MESSAGE, PATH_ENV
+
+SEPARATE_ENV = "KATA_SEPARATE"
+WORKER_ENV = "KATA_WORKER"
+WORKER_USER_ENV = "KATA_WORKER_USER"
+# What only the judge may know: the worker's environment leaves these out.
+_JUDGE_ONLY = ("KATA_GRADER_RESULTS", SEPARATE_ENV, "PYTEST_CURRENT_TEST", "PYTEST_ADDOPTS")
+
+
+def separated() -> bool:
+    """Is this the judge of a separated grading (learner code runs only in the worker)?"""
+    return os.environ.get(SEPARATE_ENV) == "1" and os.environ.get(WORKER_ENV) != "1"
+
+
+class WorkerDied(AssertionError):
+    """The worker process ended while it ran the learner's code (os._exit, a crash, a signal)."""
+
+
+def _exit_text(rc: int | None) -> str:
+    if rc is None:
+        return "did not exit"
+    if rc < 0:
+        try:
+            return f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    return f"exited with code {rc}"
+
+
+class Worker:
+    """One worker process and its two pipes; started on the first request, restarted after a crash."""
+
+    def __init__(self, root: Path, python: str = sys.executable) -> None:
+        self.root, self.python = root, python
+        self.proc: subprocess.Popen | None = None
+        self.to_worker = self.from_worker = -1
+
+    def _start(self) -> None:
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        env = {k: v for k, v in os.environ.items() if k not in _JUDGE_ONLY}
+        env[WORKER_ENV] = "1"
+        env[PATH_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in sys.path if p)
+        extra: dict = {}
+        user = os.environ.get(WORKER_USER_ENV)
+        if user and hasattr(os, "geteuid") and os.geteuid() == 0:
+            import pwd
+
+            entry = pwd.getpwnam(user)
+            extra = dict(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
+            env.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
+        try:
+            self.proc = subprocess.Popen([self.python, "-P", str(Path(__file__).with_name("worker.py")), str(req_r), str(rep_w)],
+                                         pass_fds=(req_r, rep_w), cwd=self.root, env=env,
+                                         stdin=subprocess.DEVNULL, **extra)
+        finally:
+            os.close(req_r)
+            os.close(rep_w)
+        self.to_worker, self.from_worker = req_w, rep_r
+
+    def _read(self, n: int) -> bytes:
+        chunks = []
+        while n:
+            chunk = os.read(self.from_worker, min(n, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def request(self, target: str, args: tuple, kwargs: dict) -> dict:
+        """Run probe `target` ("module:function") in the worker; its reply as plain data."""
+        import torch
+
+        if self.proc is None:
+            self._start()
+        context = {"rng": torch.get_rng_state(), "threads": torch.get_num_threads(),
+                   "grad": torch.is_grad_enabled()}
+        payload = pickle.dumps((target, args, kwargs, context), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            view = memoryview(HEADER.pack(len(payload)) + payload)
+            while view:
+                view = view[os.write(self.to_worker, view):]
+            (size,) = HEADER.unpack(self._read(HEADER.size))
+            if size > MAX_MESSAGE:
+                raise EOFError
+            reply = torch.load(io.BytesIO(self._read(size)), weights_only=True)
+        except (EOFError, BrokenPipeError):
+            rc = self._reap()
+            raise WorkerDied(f"the process running your code {_exit_text(rc)} during this test, before it "
+                             "returned (os._exit, sys.exit in a thread, a crash, or output that is not the "
+                             "worker's reply); a library function must return or raise") from None
+        except BaseException:  # the test's time limit, or a reply that is not data: this worker is done
+            self._reap()
+            raise
+        if not isinstance(reply, dict) or not isinstance(reply.get("rng"), torch.Tensor):
+            self._reap()
+            raise WorkerDied("the process running your code sent back something that is not the worker's reply")
+        torch.set_rng_state(reply["rng"])
+        return reply
+
+    def _reap(self) -> int | None:
+        """Kill the worker (and close its pipes); its exit code."""
+        proc, self.proc = self.proc, None
+        for fd in (self.to_worker, self.from_worker):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.to_worker = self.from_worker = -1
+        if proc is None:
+            return None
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return proc.returncode
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        self._reap()
+
+
+_worker: Worker | None = None
+
+
+def worker() -> Worker:
+    global _worker
+    if _worker is None:
+        _worker = Worker(Path(os.environ.get("KATA_GRADER_ROOT") or Path.cwd()))
+        atexit.register(_worker.close)
+    return _worker
+
+
+def _exception(raised: dict) -> BaseException:
+    """The worker's exception as one the test can catch: the builtin class it derives from
+    (`pytest.raises(ValueError)` still works), under the learner's class name."""
+    import pytest
+
+    message = str(raised.get("message", ""))
+    kind = raised.get("kind")
+    if kind == "skip":
+        return pytest.skip.Exception(message, allow_module_level=False)
+    if kind == "fail":
+        e = pytest.fail.Exception(message, pytrace=False)
+    else:
+        name = str(raised.get("type", "Exception"))
+        base = Exception
+        for b in raised.get("bases", []):
+            cls = getattr(builtins, str(b), None)
+            if isinstance(cls, type) and issubclass(cls, Exception):
+                base = cls
+                break
+        cls = base if getattr(builtins, name, None) is base else type(name, (base,), {"__module__": "learner"})
+        try:
+            e = cls(message)
+        except Exception:  # noqa: BLE001 - a builtin whose constructor wants more (UnicodeDecodeError)
+            e = type(name, (Exception,), {"__module__": "learner"})(message)
+    e._kata_where = str(raised.get("where", ""))  # grader/pytest_plugin.py reports these
+    e._kata_stub = bool(raised.get("stub", False))
+    return e
+
+
+def call_in_worker(target: str, args: tuple, kwargs: dict) -> object:
+    """The probe's result, or its exception raised here (see `_exception`)."""
+    reply = worker().request(target, args, kwargs)
+    if "raised" in reply:
+        raise _exception(reply["raised"] if isinstance(reply["raised"], dict) else {})
+    return reply.get("value")

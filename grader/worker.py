@@ -1,0 +1,176 @@
+"""The learner's side of separated grading: runs probes on the learner's code, answers with data.
+
+The judge (the pytest process that grades a step, grader/judge.py) starts this process
+and sends it requests: "run probe `tests/_probes_step1.py:embeddings_forward` on these
+arguments". A probe builds what the learner's code needs, calls it through the tests'
+guard (tests/_support.py) and returns plain data: tensors, numbers, strings, booleans,
+None, and lists, tuples and dicts of them. Nothing here decides a grade: this process
+holds no test assertions, no expected answers and no results channel. Its replies are
+`torch.save`d and read by the judge with `torch.load(weights_only=True)`, which rebuilds
+data and runs no code, so whatever the learner's code does here (patch pytest, patch torch,
+exit, write fake output) can only change the data the judge then checks.
+
+Protocol, on two pipes the judge passes as file descriptors (argv: read fd, write fd):
+each message is an 8-byte big-endian length and a payload. Requests are pickles from the
+judge (trusted here); replies are `{"value": data, "rng": state}` or
+`{"raised": {...}, "rng": state}` (see `describe`). The judge's torch RNG state, grad
+mode and thread count travel with each request and the RNG state comes back, so a probe
+draws the same numbers as the same code run inside the test (the in-process mode).
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+import sys
+
+HEADER = struct.Struct(">Q")
+PATH_ENV = "KATA_WORKER_PATH"  # the judge's sys.path, which this process takes as its own
+MAX_MESSAGE = 1 << 30  # bytes: a reply larger than this is refused by the judge
+
+
+def to_data(x: object, where: str = "the probe's result") -> object:
+    """`x` as plain data that `torch.load(weights_only=True)` rebuilds: tensors become plain,
+    detached CPU copies (a Parameter or a view of a large storage too); tuples (named ones
+    too), lists and dicts are converted item by item. Anything else is the kata's mistake
+    (a probe must return data) and raises TypeError."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return torch.Tensor(x.detach().cpu().clone()) if type(x) is not torch.Tensor else x.detach().cpu().clone()
+    if x is None or isinstance(x, (bool, int, float, complex, str, bytes)):
+        return x
+    if isinstance(x, (torch.dtype, torch.device)):
+        return str(x)
+    if isinstance(x, tuple):
+        return tuple(to_data(i, where) for i in x)
+    if isinstance(x, list):
+        return [to_data(i, where) for i in x]
+    if isinstance(x, dict):
+        return {to_data(k, where): to_data(v, where) for k, v in x.items()}
+    raise TypeError(f"{where} holds a {type(x).__module__}.{type(x).__qualname__}: probes return plain data only "
+                    f"(tensors, numbers, strings, None, lists/tuples/dicts); this is the kata's mistake")
+
+
+def describe(e: BaseException, solution: str) -> dict:
+    """What the judge needs to re-raise `e` for the test: kind "skip" (a test that waits on
+    another step), "fail" (the tests' guard failed the call: a stub, an input changed in
+    place, an import error) or "error" (anything the learner's code raised), with the
+    message, the exception's builtin base classes, whether a kata stub raised it and where
+    in the learner's code it happened."""
+    import pytest
+
+    from grader.learner_code import learner_location
+    from kata.unfinished import find_stub
+
+    where = learner_location(e.__traceback__)
+    stub = find_stub(e, solution) is not None
+    if isinstance(e, pytest.skip.Exception):
+        if where:  # a skip raised by the learner's own file is not a way to dodge a test
+            return {"kind": "fail", "where": where, "stub": False, "type": "Failed", "bases": [],
+                    "message": f"the code in {where} skipped the test (pytest.skip); solutions must not skip tests"}
+        return {"kind": "skip", "message": str(e.msg), "where": "", "stub": False, "type": "Skipped", "bases": []}
+    if isinstance(e, pytest.fail.Exception):
+        return {"kind": "fail", "message": str(e.msg), "where": where, "stub": stub, "type": "Failed", "bases": []}
+    bases = [c.__name__ for c in type(e).__mro__ if c.__module__ == "builtins" and isinstance(c, type)]
+    return {"kind": "error", "type": type(e).__name__, "bases": bases, "message": str(e)[:20000], "where": where,
+            "stub": stub}
+
+
+def _read(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write(fd: int, payload: bytes) -> None:
+    view = memoryview(HEADER.pack(len(payload)) + payload)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _die_with_the_judge() -> None:
+    """Linux: the kernel kills this process when the judge exits (a killed judge leaves no worker)."""
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the judge is already gone
+        os._exit(0)
+
+
+def _setup() -> None:
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # The judge's import path, in its order (the tests folder, the graded tree, and
+    # whatever put a solution first there): the same modules load here as there would.
+    path = os.environ.get(PATH_ENV, "")
+    sys.path[:0] = [p for p in path.split(os.pathsep) if p and p not in sys.path]
+    import grader.pytest_plugin  # noqa: F401 - hides reference/ where the graded tree has none, leaves out datasets
+
+
+def serve(fd_in: int, fd_out: int) -> None:
+    import torch
+
+    import _support  # noqa: F401 - imported before the snapshot, so its helpers are guarded too
+    from grader.learner_code import changed_attributes, patch_snapshot
+    from kata.solution import solution_name
+
+    solution = solution_name()
+    guard = patch_snapshot()
+    while True:
+        try:
+            (size,) = HEADER.unpack(_read(fd_in, HEADER.size))
+            target, args, kwargs, context = pickle.loads(_read(fd_in, size))
+        except EOFError:
+            return
+        torch.set_rng_state(context["rng"])
+        torch.set_num_threads(context["threads"])
+        torch.set_grad_enabled(context["grad"])
+        try:
+            module, _, name = target.partition(":")
+            fn = __import__(module, fromlist=["_"])
+            for part in name.split("."):
+                fn = getattr(fn, part)
+            reply = {"value": to_data(fn(*args, **kwargs), f"{target}'s result")}
+        except BaseException as e:  # noqa: BLE001 - SystemExit and KeyboardInterrupt from learner code too
+            reply = {"raised": describe(e, solution)}
+        patched = changed_attributes(guard)
+        if patched:
+            reply = {"raised": {"kind": "fail", "type": "Failed", "bases": [], "stub": False, "where": "",
+                                "message": f"the code replaced {', '.join(patched[:5])} while the test ran; solutions "
+                                           "must not monkeypatch torch, pytest or the kata's test helpers"}}
+        reply["rng"] = torch.get_rng_state()
+        buf = io.BytesIO()
+        try:
+            torch.save(reply, buf)
+        except Exception as e:  # noqa: BLE001 - e.g. a tensor torch cannot save
+            buf = io.BytesIO()
+            torch.save({"raised": describe(e, solution), "rng": torch.get_rng_state()}, buf)
+        _write(fd_out, buf.getvalue())
+
+
+def main() -> None:
+    fd_in, fd_out = int(sys.argv[1]), int(sys.argv[2])
+    _die_with_the_judge()
+    _setup()
+    serve(fd_in, fd_out)
+    sys.stdout.flush()
+    os._exit(0)  # no atexit work in a process whose code nobody trusts
+
+
+if __name__ == "__main__":
+    main()
