@@ -35,6 +35,7 @@ from pathlib import Path
 from kata.machine import default_jobs
 
 from . import gradescope, handout
+from .confinement import become_subreaper, end_learner_processes, worker_user_env
 from .manifest import MANIFEST, Policy, Step, load_manifest, load_policy
 from .runner import NOT_STARTED, PASSED, WAITING, StepResult, grade
 
@@ -237,10 +238,14 @@ def grade_submission(submission: Path, results_path: Path, *, official: Path = O
     skipped = [s for s in steps if not policy.step(s.id).graded]
     todo = [dataclasses.replace(s, time_limit=policy.step(s.id).time_limit or s.time_limit)
             for s in steps if policy.step(s.id).graded]
+    become_subreaper()  # the learner's leftover processes become ours, to end before the last write
     with tempfile.TemporaryDirectory(prefix="kata-autograder-") as tmp:
         tree = Path(work) if work else Path(tmp) / "graded"
         found = prepare(official, submission, tree, every_step, Path(tmp))
         hints = hints_used(tree)
+        confined = worker_user_env(tree, Path(tmp))  # as root: the worker runs as kata-worker
+        saved = {k: os.environ.get(k) for k in confined}
+        os.environ.update(confined)  # the step processes (the judges) start their workers with it
         done: dict[str, StepResult] = {}
 
         def snapshot(r: StepResult | None = None) -> dict:
@@ -253,10 +258,16 @@ def grade_submission(submission: Path, results_path: Path, *, official: Path = O
             return data
 
         snapshot()
-        # No more steps at once than whole CPUs granted (Gradescope's default is half a vCPU).
-        graded = grade(todo, tree, "exercises", jobs=jobs or min(policy.jobs, default_jobs()), gpu=False,
-                       on_result=snapshot,
-                       time_limit=time_limit, memory=int(policy.memory_gb * 2**30), separate=True)
+        try:
+            # No more steps at once than whole CPUs granted (Gradescope's default is half a vCPU).
+            graded = grade(todo, tree, "exercises", jobs=jobs or min(policy.jobs, default_jobs()), gpu=False,
+                           on_result=snapshot,
+                           time_limit=time_limit, memory=int(policy.memory_gb * 2**30), separate=True)
+        finally:
+            # Nothing the learner's code started may outlive the grading: it could rewrite the results.
+            end_learner_processes(confined.get("KATA_WORKER_USER"))
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         done.update({r.step.id: r for r in graded})
         return snapshot()
 

@@ -25,6 +25,7 @@ from rich.text import Text
 from kata.machine import default_jobs
 
 from . import gradescope, report
+from .confinement import become_subreaper, end_learner_processes
 from .manifest import MANIFEST, Step, load_manifest
 from .runner import (DEFAULT_MEMORY_LIMIT, FAILED, NOT_STARTED, PASSED, WAITING, StepResult, grade,
                      stop_on_signals, stopped_by, stored_grade)
@@ -171,9 +172,15 @@ def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | Non
     start = time.monotonic()
     store = args.root / ".kata_cache" / "grader"
     limits = dict(time_limit=args.time_limit, memory=int(args.memory_gb * 2**30), separate=args.separate)
+    if args.separate:
+        become_subreaper()  # the learner's leftover processes become ours, to end before the report
     with _progress(console, todo, args.solution) as hooks:
-        fresh = grade(todo, args.root, args.solution, jobs=args.jobs, cache=store, refresh=args.no_cache,
-                      on_result=hooks.result, on_start=hooks.start, **limits)
+        try:
+            fresh = grade(todo, args.root, args.solution, jobs=args.jobs, cache=store, refresh=args.no_cache,
+                          on_result=hooks.result, on_start=hooks.start, **limits)
+        finally:
+            if args.separate:
+                end_learner_processes()
     merged = {**(previous or {}), **{r.step.id: r for r in fresh}}
     results = [merged[s.id] for s in all_steps if s.id in merged]
     manifest = _manifest(args)

@@ -22,12 +22,14 @@ import builtins
 import io
 import os
 import pickle
+import shutil
 import signal
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
-from grader.worker import HEADER, MAX_MESSAGE, PATH_ENV
+from grader.worker import HEADER, MAX_MESSAGE, PATH_ENV, WRITABLE_ENV
 
 SEPARATE_ENV = "KATA_SEPARATE"
 WORKER_ENV = "KATA_WORKER"
@@ -63,6 +65,7 @@ class Worker:
         self.root, self.python = root, python
         self.proc: subprocess.Popen | None = None
         self.to_worker = self.from_worker = -1
+        self.scratch = ""
 
     def _start(self) -> None:
         req_r, req_w = os.pipe()
@@ -77,7 +80,15 @@ class Worker:
 
             entry = pwd.getpwnam(user)
             extra = dict(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
-            env.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
+            scratch = os.environ.get("KATA_WORKER_TMP") or tempfile.mkdtemp(prefix="kata-worker-")
+            os.chown(scratch, entry.pw_uid, entry.pw_gid)
+            env.update(USER=user, LOGNAME=user)
+            writable = [scratch]
+        else:
+            scratch = self.scratch = tempfile.mkdtemp(prefix="kata-worker-")
+            writable = [scratch, *_test_folders()]
+        env.update(HOME=scratch, TMPDIR=scratch)
+        env[WRITABLE_ENV] = os.pathsep.join(writable)
         try:
             self.proc = subprocess.Popen([self.python, "-P", str(Path(__file__).with_name("worker.py")), str(req_r), str(rep_w)],
                                          pass_fds=(req_r, rep_w), cwd=self.root, env=env,
@@ -151,6 +162,22 @@ class Worker:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
         self._reap()
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _test_folders() -> list[str]:
+    """Where the tests' temporary folders live (pytest's `tmp_path`) and the kata's run cache:
+    folders a probe may hand the learner's code to write in."""
+    import getpass
+
+    from kata.paths import cache_dir
+
+    found = [str(cache_dir())]
+    pytest_tmp = Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
+    if pytest_tmp.is_dir():
+        found.append(str(pytest_tmp))
+    return found
 
 
 _worker: Worker | None = None

