@@ -36,6 +36,7 @@ from kata.machine import default_jobs
 
 from . import gradescope, handout
 from .confinement import become_subreaper, end_learner_processes, worker_user_env
+from .worker import HIDDEN_ENV
 from .manifest import MANIFEST, Policy, Step, load_manifest, load_policy
 from .runner import NOT_STARTED, PASSED, WAITING, StepResult, grade
 
@@ -244,6 +245,8 @@ def grade_submission(submission: Path, results_path: Path, *, official: Path = O
         found = prepare(official, submission, tree, every_step, Path(tmp))
         hints = hints_used(tree)
         confined = worker_user_env(tree, Path(tmp))  # as root: the worker runs as kata-worker
+        # The official tree's own copies of the answers (and any reference/) are hidden from it too.
+        confined[HIDDEN_ENV] = os.pathsep.join(str(official / d) for d in ("tests/_snapshots", "reference"))
         saved = {k: os.environ.get(k) for k in confined}
         os.environ.update(confined)  # the step processes (the judges) start their workers with it
         done: dict[str, StepResult] = {}

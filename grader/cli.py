@@ -170,7 +170,8 @@ def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | Non
     all_steps = _steps(args)
     todo = steps if steps is not None else all_steps
     start = time.monotonic()
-    store = args.root / ".kata_cache" / "grader"
+    # A separated grading never reuses a stored grade: the cache folder is not the judge's alone.
+    store = None if args.separate else args.root / ".kata_cache" / "grader"
     limits = dict(time_limit=args.time_limit, memory=int(args.memory_gb * 2**30), separate=args.separate)
     if args.separate:
         become_subreaper()  # the learner's leftover processes become ours, to end before the report
@@ -191,7 +192,8 @@ def run_once(args: argparse.Namespace, console: Console, steps: list[Step] | Non
         # A step that passed for older files (one it uses was edited since) is to be re-graded, not written.
         graded = {r.step.id for r in results}
         for s in manifest:
-            stored = None if s.id in graded or s.gpu else stored_grade(s, args.root, args.solution, store, **limits)
+            stored = None if s.id in graded or s.gpu or store is None else stored_grade(
+                s, args.root, args.solution, store, **limits)
             if stored is not None and stored[0].status == PASSED:
                 (on_record if stored[1] else stale).add(s.id)
     report.render(results, args.solution, args.root, console, manifest=manifest, scoped=bool(args.step),
