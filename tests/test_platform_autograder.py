@@ -340,3 +340,73 @@ def test_a_wheelhouse_travels_under_wheels(tmp_path):
     out = autograder.build_zip(ROOT, tmp_path / "autograder.zip", house)
     names = zipfile.ZipFile(out).namelist()
     assert sorted(n for n in names if n.startswith("wheels/")) == ["wheels/future-0.18.3.tar.gz", "wheels/torch-0-py3-none-any.whl"]
+
+
+# ----------------------------------------------------------------------- attacks on the grade
+
+ATTACKS = ROOT / "tests" / "mutants" / "attacks"
+# Every attack of tests/mutants/attacks/, each appended to one untouched stub; a round grades
+# the attacked steps together. Each attacked module is its step's only attack and no other
+# graded step of its round imports it (step 3 imports steps 1, 2 and 4, so it is not graded
+# here), so no attack can hide another. `tests/mutants/attacks.py` grades each one alone.
+ATTACK_ROUNDS = [
+    {"step1_embeddings": "patch_pytest_reports", "step2_causal_mask": "append_results_at_exit",
+     "step4_loss": "os_exit_after_fake_output", "step6_sampler": "edit_test_globals",
+     "step5_train_loop": "rewrite_results_json_late"},
+    {"step1_embeddings": "patch_the_results_writer", "step2_causal_mask": "answers_from_the_snapshots",
+     "step4_loss": "sys_exit_after_fake_output", "step6_sampler": "monkeypatch_test_helpers",
+     "step5_train_loop": "append_results_via_parent_environ"},
+    {"step1_embeddings": "monkeypatch_torch", "step2_causal_mask": "patch_the_guard_then_torch"},
+]
+
+
+def test_every_attack_is_in_a_round():
+    placed = sorted(a for r in ATTACK_ROUNDS for a in r.values())
+    assert placed == sorted(p.stem for p in ATTACKS.glob("*.py")), "each attack in tests/mutants/attacks/ once"
+
+
+def _attacked_handout(dest: Path, attacks: dict[str, str]) -> Path:
+    tree = _stub_tree(dest)
+    for module, attack in attacks.items():
+        f = tree / "exercises" / f"{module}.py"
+        f.write_text(f.read_text() + "\n\n" + (ATTACKS / f"{attack}.py").read_text())
+    return tree
+
+
+def _points(data: dict) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for t in data.get("tests", []):
+        out[t["number"]] = round(out.get(t["number"], 0.0) + float(t.get("score", 0.0)), 2)
+    return out
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("round_", range(len(ATTACK_ROUNDS)), ids=lambda i: f"round{i + 1}")
+def test_attacks_on_the_grade_score_zero_where_courses_grade(source, tmp_path, round_):
+    """Issue 21: an untouched stub plus hostile code (patch pytest's reports or the results
+    writer, write the results channel, exit after fake output, monkeypatch torch or the test
+    helpers, edit the tests' globals, look answers up, rewrite results.json after the grader
+    returns) earns nothing, through run_autograder and through the grader's separated mode:
+    the learner's code runs in a confined worker and the verdict is decided where it cannot reach."""
+    import time
+
+    attacks = ATTACK_ROUNDS[round_]
+    steps = sorted({s.id for s in load_manifest() if s.module in attacks})
+    root = _root(tmp_path, source)
+    tree = _attacked_handout(root / "submission" / "handout", attacks)
+    out = tmp_path / "handout-results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST_", "HYPOTHESIS_"))}
+    p = subprocess.run([sys.executable, "-m", "grader", "--root", str(tree), *[a for s in steps for a in ("--step", s)],
+                        "--separate", "--json", str(out), "--jobs", "2"], cwd=tree, env={**env, "OMP_NUM_THREADS": "1"},
+                       capture_output=True, text=True, timeout=600)
+    assert out.exists(), f"the grader wrote no results: {p.stdout[-1500:]}{p.stderr[-1500:]}"
+    data = run_autograder(root, ",".join(steps))
+    time.sleep(3)  # a process an attack left behind would rewrite results.json now
+    again = json.loads((root / "results" / "results.json").read_text())
+    handout_points, autograder_points = _points(json.loads(out.read_text())), _points(again)
+    forged = {where: {s: v for s, v in pts.items() if v} for where, pts in
+              (("grader --separate", handout_points), ("run_autograder", autograder_points))}
+    assert not any(forged.values()), f"attacks {attacks} forged points: {forged}"
+    assert again == data, "results.json changed after run_autograder returned"
+    statuses = {k: v["status"] for k, v in data["extra_data"]["steps"].items()}
+    assert set(statuses) == set(steps) and all(v in ("not started", "failed", "waiting") for v in statuses.values()), statuses

@@ -6,16 +6,15 @@ Each `tests/mutants/attacks/<name>.py` is appended to the learner's untouched st
 the graded steps (or only to the modules its `# targets:` line names) in a fresh copy of
 the built handout, and the copy is graded twice, as learners and courses grade:
 
-- by the handout's grader, `python -m grader --step ... --json` (self-study);
+- by the handout's grader in its separated mode, `python -m grader --separate --step ... --json`;
 - by the Gradescope autograder (`autograder.zip`, `run_autograder` in a simulated
   `/autograder`), whose results.json is read again 5 s after run_autograder returns (an
   attack may leave a process behind that rewrites it).
 
 An honest grade of every attack is 0 on every step. The table printed at the end (and
-`--json PATH`) is the measurement `docs/separation.md` keeps. Not part of CI: today the
-learner's code runs inside the process that decides the grade, so several attacks work
-(issue 21); when the grade is separated from the learner's code, each row becomes a CI
-test that must score 0.
+`--json PATH`) is the measurement `docs/separation.md` keeps. CI runs every attack in
+fewer gradings (tests/test_platform_autograder.py, `ATTACK_ROUNDS`); this harness grades
+each one on its own, for the table.
 """
 from __future__ import annotations
 
@@ -55,7 +54,7 @@ def scores(results: dict) -> dict[str, float]:
 
 def grade_in_handout(tree: Path, steps: list[str], out: Path) -> dict[str, float]:
     args = [a for s in steps for a in ("--step", s)]
-    subprocess.run([sys.executable, "-m", "grader", "--root", str(tree), *args, "--no-bonus", "--no-cache",
+    subprocess.run([sys.executable, "-m", "grader", "--root", str(tree), *args, "--no-bonus", "--separate",
                     "--json", str(out)], cwd=tree, env=clean_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=1200)
     return scores(json.loads(out.read_text())) if out.exists() else {"(no results.json)": 0.0}
 
