@@ -275,15 +275,65 @@ def grade_submission(submission: Path, results_path: Path, *, official: Path = O
         return snapshot()
 
 
+# ----------------------------------------------------------------------- official inputs
+
+def record_official_answers(root: Path, official: Path, *, seed: int | None = None, steps: list[str] | None = None,
+                            jobs: int | None = None) -> int:
+    """Give the official tree `official` inputs the learner handout never contained: a new
+    Hypothesis seed (grader/official_inputs.toml; every test then draws from it) and the
+    reference's answers for those inputs, recorded here from `root`'s reference/ into
+    `official/tests/_snapshots`. A learner who copies the handout's stored answers into
+    their code finds none of them asked for. `steps`: record only these (the others keep
+    no answers: for tests of the autograder itself). Returns the seed."""
+    import secrets
+
+    from .pytest_plugin import OFFICIAL_INPUTS
+    from .runner import NEEDS_GPU, NO_TESTS
+
+    seed = secrets.randbits(63) if seed is None else seed
+    manifest = load_manifest(root / "grader" / "steps.toml")
+    chosen = [s for s in manifest if steps is None or s.id in steps]
+    with tempfile.TemporaryDirectory(prefix="kata-official-") as tmp:
+        full = Path(tmp) / "kata"
+        for rel in [*handout.files(root), *(p.relative_to(root) for p in (root / "reference").glob("*.py"))]:
+            (full / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, full / rel)
+        (full / "grader" / OFFICIAL_INPUTS).write_text(f"hypothesis_seed = {seed}\n", encoding="utf-8")
+        shutil.rmtree(full / "tests" / "_snapshots", ignore_errors=True)
+        (full / "tests" / "_snapshots").mkdir(parents=True)
+        saved = os.environ.get("KATA_SNAPSHOTS")
+        os.environ["KATA_SNAPSHOTS"] = "record"
+        try:
+            results = grade(chosen, full, "reference", jobs=jobs or default_jobs(), ignore_needs=True, gpu=False)
+        finally:
+            os.environ.pop("KATA_SNAPSHOTS") if saved is None else os.environ.__setitem__("KATA_SNAPSHOTS", saved)
+        bad = [f"{r.step.id} ({r.status}: {r.first_failure.name if r.first_failure else r.note})"
+               for r in results if r.status not in (PASSED, NEEDS_GPU, NO_TESTS)]
+        if bad:
+            raise RuntimeError(f"the reference does not pass on the official inputs: {', '.join(bad)}")
+        shutil.rmtree(official / "tests" / "_snapshots", ignore_errors=True)
+        shutil.copytree(full / "tests" / "_snapshots", official / "tests" / "_snapshots")
+        shutil.copy2(full / "grader" / OFFICIAL_INPUTS, official / "grader" / OFFICIAL_INPUTS)
+    return seed
+
+
 # ----------------------------------------------------------------------- autograder.zip
 
-def build_zip(root: Path = OFFICIAL, out: Path | None = None, wheelhouse: Path | None = None) -> Path:
+def build_zip(root: Path = OFFICIAL, out: Path | None = None, wheelhouse: Path | None = None, *,
+              official_inputs: bool | list[str] = False, seed: int | None = None) -> Path:
     """`dist/autograder.zip`: setup.sh and run_autograder at its root, the learner handout
-    (leak-checked, no reference/) under `official/`, and optionally a wheelhouse under `wheels/`."""
+    (leak-checked, no reference/) under `official/`, and optionally a wheelhouse under `wheels/`.
+
+    `official_inputs`: grade on inputs the handout never contained (`record_official_answers`,
+    which grades the reference once: minutes), for every step (True) or the listed ones; the
+    instructor's build (`nox -s autograder`) does. False: the handout's own inputs and answers."""
     root = root.resolve()
     out = (out or root / "dist" / "autograder.zip").resolve()
     with tempfile.TemporaryDirectory(prefix="kata-autograder-zip-") as tmp:
         folder, _ = handout.build(root, Path(tmp) / "official", make_zip=False)
+        if official_inputs:
+            record_official_answers(root, folder, seed=seed,
+                                    steps=None if official_inputs is True else list(official_inputs))
         out.parent.mkdir(parents=True, exist_ok=True)
         part = out.with_suffix(".zip.part")
         with zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as z:
@@ -320,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, default=None, help="the zip to write (default dist/autograder.zip)")
     b.add_argument("--wheelhouse", type=Path, default=None,
                    help="a folder of wheels to carry (setup.sh then installs offline from them)")
+    b.add_argument("--handout-inputs", action="store_true",
+                   help="grade on the handout's own inputs and stored answers (quicker to build; a learner who copies "
+                        "the handout's answers into their code then passes: for trying the autograder out only)")
     g = sub.add_parser("grade", help="grade /autograder/submission into /autograder/results/results.json")
     root = Path(os.environ.get("AUTOGRADER_ROOT") or DEFAULT_ROOT)
     g.add_argument("--submission", type=Path, default=root / "submission")
@@ -334,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.cmd == "build":
         try:
-            zipped = build_zip(OFFICIAL, a.out, a.wheelhouse)
+            zipped = build_zip(OFFICIAL, a.out, a.wheelhouse, official_inputs=not a.handout_inputs)
         except (RuntimeError, ValueError) as e:
             print(f"autograder.zip not built: {e}", file=sys.stderr)
             return 1

@@ -410,3 +410,51 @@ def test_attacks_on_the_grade_score_zero_where_courses_grade(source, tmp_path, r
     assert again == data, "results.json changed after run_autograder returned"
     statuses = {k: v["status"] for k, v in data["extra_data"]["steps"].items()}
     assert set(statuses) == set(steps) and all(v in ("not started", "failed", "waiting") for v in statuses.values()), statuses
+
+
+COPIED_ANSWERS = '''
+
+# Attack: the handout's stored answers, copied out of the handout into the submission
+# (here a file beside it), looked up by the tests' own key instead of computed.
+import hashlib as _kata_hashlib
+
+import torch as _kata_torch
+
+_KATA_ANSWERS = _kata_torch.load({path!r}, weights_only=True)
+
+
+def masked_attention_scores(q, k, mask):  # noqa: F811 - replaces the stub above
+    from _support import _feed
+
+    h = _kata_hashlib.sha256()
+    _feed(h, [[q, k, mask], {{}}])
+    try:
+        return _KATA_ANSWERS[h.hexdigest()[:24]]
+    except KeyError:
+        raise NotImplementedError("no copied answer for this input") from None
+'''
+
+
+@pytest.mark.timeout(600)
+def test_official_inputs_make_answers_copied_from_the_handout_worthless(source, tmp_path):
+    """The autograder's tests draw inputs the handout never contained (a seed of its own, the
+    reference's answers recorded when it is built): a submission that looks the handout's
+    stored answers up earns points on the handout's inputs — the attack is real — and nothing
+    on the official ones, where the reference still earns full marks."""
+    copied = tmp_path / "copied_answers.pt"
+    shutil.copyfile(source / "official" / "tests" / "_snapshots" / "test_step2_causal_mask" / "reference_scores.pt", copied)
+    stub = (source / "official" / "exercises" / "step2_causal_mask.py").read_text()
+    attack = stub + COPIED_ANSWERS.format(path=str(copied))
+    official = autograder.unpack_zip(autograder.build_zip(ROOT, tmp_path / "official.zip", official_inputs=["step2"], seed=12345),
+                                     tmp_path / "official-source")
+    assert (official / "official" / "grader" / "official_inputs.toml").is_file()
+
+    def grade(src: Path, name: str, text: str) -> float:
+        root = _root(tmp_path / name, src)
+        (root / "submission" / "step2_causal_mask.py").write_text(text)
+        return run_autograder(root, "step2")["extra_data"]["steps"]["step2"]["score"]
+
+    assert grade(source, "handout-inputs", attack) > 0, "the copied answers should earn points on the handout's inputs"
+    assert grade(official, "official-inputs", attack) == 0, "copied handout answers earned points on the official inputs"
+    full = grade(official, "official-reference", _reference_file("step2_causal_mask"))
+    assert full == next(s.points for s in load_manifest() if s.id == "step2"), full

@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kata-attacks-") as tmp_:
         tmp = Path(tmp_)
         built, _ = handout.build(ROOT, tmp / "handout", make_zip=False)
-        source = autograder.unpack_zip(autograder.build_zip(ROOT, tmp / "autograder.zip"), tmp / "source")
+        source = autograder.unpack_zip(autograder.build_zip(ROOT, tmp / "autograder.zip", official_inputs=steps),
+                                       tmp / "source")
         for attack in [None, *attacks]:  # None: the untouched stubs, the baseline
             label = attack.stem if attack else "(untouched stubs)"
             work = tmp / f"try-{label.strip('()').replace(' ', '-')}"
