@@ -8,7 +8,8 @@ import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from _support import assert_close, not_implemented_guard as call, oracle, recorded, student
+import _probes_step2 as P
+from _support import assert_close, oracle, probe, recorded
 from strategies import SEEDS, expect, name_the_mistake, one_thread, randn
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)  # tiny tensors: see strategies.one_thread
@@ -33,15 +34,20 @@ def lower_triangle(T: int) -> torch.Tensor:
     return i[None, :] <= i[:, None]
 
 
+def returned_tensor(got: dict, what: str) -> torch.Tensor:
+    """The tensor a probe says the learner's `what` returned (see tests/_probes_step2.py); fails
+    the test, naming what came back instead, where it is not a tensor."""
+    expect(got["tensor"] is not None, f"{what} should return a torch.Tensor, got {got['type']}")
+    return got["tensor"]
+
+
 # --- causal_mask --------------------------------------------------------------------
 
 
 @given(T=st.integers(1, 64))
 @example(T=5)
 def test_step2_causal_mask_is_lower_triangular_bool(T: int) -> None:
-    s2 = student(S2)
-    m = call(s2.causal_mask, T)
-    expect(isinstance(m, torch.Tensor), f"causal_mask({T}) should return a torch.Tensor, got {type(m).__name__}")
+    m = returned_tensor(probe(P.causal_mask, T), f"causal_mask({T})")
     expect(tuple(m.shape) == (T, T), f"causal_mask({T}) should have shape ({T}, {T}), got {tuple(m.shape)}")
     expect(m.dtype == torch.bool, f"causal_mask({T}) should be a bool tensor (True = may attend), got {m.dtype}: "
                                   f"masked_fill and indexing need bool, and 0/1 floats are easy to invert by accident")
@@ -63,13 +69,19 @@ def test_step2_causal_mask_is_lower_triangular_bool(T: int) -> None:
 
 
 def test_step2_causal_mask_is_made_on_the_requested_device() -> None:
-    s2 = student(S2)
     # The "meta" device exists on every machine, so a mask that ignores `device` shows
     # here too (on a GPU it would fail inside attention with a device mismatch).
-    m = call(s2.causal_mask, 4, device="meta")
-    expect(m.device.type == "meta", f"causal_mask(4, device='meta') returned a tensor on {m.device}: the mask "
+    got = probe(P.causal_mask_devices, 4, "meta")
+    expect(got["device"] is not None, f"causal_mask(4, device='meta') should return a torch.Tensor, got {got['type']}")
+    expect(got["device"] == "meta", f"causal_mask(4, device='meta') returned a tensor on {got['device']}: the mask "
                                     f"must be made on the device it is given, so it lands next to q and k "
                                     f"(on a GPU, a CPU mask fails inside attention)")
+    # A meta tensor has no values: the mask made on the device "cpu" shows that `device` only moves it.
+    m = returned_tensor(got["on_cpu"], "causal_mask(4, device='cpu')")
+    expect(m.dtype == torch.bool and torch.equal(m, lower_triangle(4)),
+           f"causal_mask(4, device='cpu') should be the (4, 4) bool lower triangle (True where key j <= query i), "
+           f"got {m.dtype} of shape {tuple(m.shape)}: {m.tolist()}. Giving a device must change where the mask is "
+           f"made, not what it holds. Look at causal_mask (step2_causal_mask.py)")
 
 
 # --- masked_attention_scores ----------------------------------------------------------
@@ -81,15 +93,15 @@ qk_shapes = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 12), 
 @given(shape=qk_shapes, seed=SEEDS)
 @example(shape=(2, 2, 5, 8), seed=0)
 def test_step2_scores_match_reference(shape: tuple[int, int, int, int], seed: int) -> None:
-    s2 = student(S2)
     B, H, T, D = shape
     q, k = randn(B, H, T, D, seed=seed), randn(B, H, T, D, seed=seed + 1)
     mask = lower_triangle(T)
-    out = call(s2.masked_attention_scores, q, k, mask)
+    got = probe(P.scores, q, k, mask)
+    out = got["tensor"]
     expected = reference_scores(q, k, mask)
-    expect(isinstance(out, torch.Tensor) and tuple(out.shape) == (B, H, T, T),
+    expect(out is not None and tuple(out.shape) == (B, H, T, T),
            f"masked_attention_scores on q, k of shape {shape} should return (B, H, T, T) = {(B, H, T, T)}, got "
-           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}: one score for every "
+           f"{tuple(out.shape) if out is not None else got['type']}: one score for every "
            f"(query, key) pair of each batch row and head")
     raw = q @ k.transpose(-2, -1)
     allowed = mask.expand(B, H, T, T)
@@ -119,12 +131,11 @@ def test_step2_scores_match_reference(shape: tuple[int, int, int, int], seed: in
 
 @given(T=st.integers(2, 10), seed=SEEDS)
 def test_step2_scores_use_the_mask_they_are_given(T: int, seed: int) -> None:
-    s2 = student(S2)
     g = torch.Generator().manual_seed(seed)
     # Any pattern (diagonal kept): the function must apply *its argument*, e.g. a padding mask.
     mask = (torch.rand(T, T, generator=g) < 0.5) | torch.eye(T, dtype=torch.bool)
     q, k = randn(1, 2, T, 4, seed=seed), randn(1, 2, T, 4, seed=seed + 1)
-    out = call(s2.masked_attention_scores, q, k, mask)
+    out = returned_tensor(probe(P.scores, q, k, mask), "masked_attention_scores")
     blocked = out[..., ~mask]
     open_ = out[..., mask]
     expect(bool((blocked <= MASKED).all()) and not torch.isinf(open_).any(),
@@ -134,9 +145,8 @@ def test_step2_scores_use_the_mask_they_are_given(T: int, seed: int) -> None:
 
 @given(D=st.sampled_from([4, 16, 64]), T=st.integers(1, 6))
 def test_step2_scores_are_scaled_by_one_over_sqrt_head_size(D: int, T: int) -> None:
-    s2 = student(S2)
     q = k = torch.ones(1, 1, T, D)
-    out = call(s2.masked_attention_scores, q, k, lower_triangle(T))
+    out = returned_tensor(probe(P.scores, q, k, lower_triangle(T)), "masked_attention_scores")
     got = out[0, 0, 0, 0].item()
     want = D / math.sqrt(D)
     why = {float(D): "not scaled at all", 1.0: "divided by D instead of sqrt(D)",
@@ -153,10 +163,10 @@ def test_step2_scores_are_scaled_by_one_over_sqrt_head_size(D: int, T: int) -> N
 
 @given(shape=qk_shapes, seed=SEEDS)
 def test_step2_softmax_gives_the_future_exactly_zero_weight(shape: tuple[int, int, int, int], seed: int) -> None:
-    s2 = student(S2)
     B, H, T, D = shape
     q, k = randn(B, H, T, D, seed=seed, std=3.0), randn(B, H, T, D, seed=seed + 1, std=3.0)
-    w = call(s2.masked_attention_scores, q, k, call(s2.causal_mask, T)).softmax(dim=-1)
+    scores = returned_tensor(probe(P.causal_scores, q, k, T), f"masked_attention_scores(q, k, causal_mask({T}))")
+    w = scores.softmax(dim=-1)
     expect(not torch.isnan(w).any(),
            "softmax of your scores has NaN: some query has no allowed key (a row all -inf). The diagonal must "
            "be allowed: position i attends to itself")
@@ -174,7 +184,6 @@ def test_step2_softmax_gives_the_future_exactly_zero_weight(shape: tuple[int, in
 def test_step2_masked_scores_are_minus_inf_in_every_dtype(dtype: torch.dtype) -> None:
     """Mixed-precision training (fp16 autocast on T4/V100, bf16 on newer GPUs) hands
     this function half-precision q and k; the CPU multiplies them too."""
-    s2 = student(S2)
     T = 5
     q, k = randn(2, 2, T, 8, seed=5).to(dtype), randn(2, 2, T, 8, seed=6).to(dtype)
     mask = lower_triangle(T)
@@ -186,15 +195,16 @@ def test_step2_masked_scores_are_minus_inf_in_every_dtype(dtype: torch.dtype) ->
            + "; torch.finfo(dtype).min is finite too. The contract is -inf, which exists in every float dtype. "
              "Look at masked_attention_scores (step2_causal_mask.py)")
     try:
-        out = call(s2.masked_attention_scores, q, k, mask)
-    except RuntimeError as e:
-        out = e
+        got = probe(P.scores, q, k, mask)
+    except RuntimeError as e:  # the learner's RuntimeError, raised here in a separated grading too
+        got = e
     # Fail outside the `except`, so the report is the message, not a chained traceback.
-    expect(not isinstance(out, RuntimeError),
-           f"masked_attention_scores raised on {name} q and k: {out}. The likely cause: {why}")
-    expect(isinstance(out, torch.Tensor) and tuple(out.shape) == (2, 2, T, T),
+    expect(not isinstance(got, RuntimeError),
+           f"masked_attention_scores raised on {name} q and k: {got}. The likely cause: {why}")
+    out = got["tensor"]
+    expect(out is not None and tuple(out.shape) == (2, 2, T, T),
            f"masked_attention_scores on {name} q, k of shape (2, 2, {T}, 8) should return (2, 2, {T}, {T}), got "
-           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+           f"{tuple(out.shape) if out is not None else got['type']}")
     expect(out.dtype == dtype,
            f"masked_attention_scores on {name} q and k returned {out.dtype}: the scores must keep q's dtype (under "
            f"autocast a float32 copy of every (B, H, T, T) score doubles attention's memory). Compute them from q "
