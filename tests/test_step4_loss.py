@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from _support import assert_close, not_implemented_guard as call, oracle, recorded, student
+import _probes_step4 as P
+from _support import assert_close, oracle, probe, recorded
 from strategies import SEEDS, expect, name_the_mistake, one_thread, randn
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)  # tiny tensors: see strategies.one_thread
@@ -59,10 +60,11 @@ def loss_inputs(draw) -> tuple[torch.Tensor, torch.Tensor, int]:
     return logits, labels, ignore_index
 
 
-def _loss(s4, logits, labels, ignore_index):
-    """The student's loss; a crash on ignored labels is reported as the mistake it is."""
+def _loss(logits, labels, ignore_index, requires_grad: bool = False) -> dict:
+    """The student's loss and what it returned (`P.next_token_loss`: "loss", "type", "repr",
+    "requires_grad", "graph"); a crash on ignored labels is reported as the mistake it is."""
     try:
-        return call(s4.next_token_loss, logits, labels, ignore_index=ignore_index)
+        return probe(P.next_token_loss, logits, labels, ignore_index=ignore_index, requires_grad=requires_grad)
     except (RuntimeError, IndexError) as e:
         message = f"{type(e).__name__}: {e}"
     expect(False, f"next_token_loss crashed on labels that contain ignore_index={ignore_index}: {message}. "
@@ -73,12 +75,12 @@ def _loss(s4, logits, labels, ignore_index):
 @given(inputs=loss_inputs())
 @example(inputs=(randn(2, 5, 7, seed=1), torch.tensor([[1, 2, 0, 3, 0], [4, 0, 0, 5, 6]]), 0))
 def test_step4_loss_matches_reference(inputs: tuple[torch.Tensor, torch.Tensor, int]) -> None:
-    s4 = student(S4)
     logits, labels, ig = inputs
-    out = _loss(s4, logits, labels, ig)
+    returned = _loss(logits, labels, ig)
+    out = returned["loss"]
     expect(isinstance(out, torch.Tensor) and out.dim() == 0,
            f"next_token_loss should return a 0-dim tensor (the mean), got "
-           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else returned['type']}")
     V = logits.shape[-1]
     flat = lambda lg, lb, **kw: F.cross_entropy(lg.reshape(-1, V), lb.reshape(-1), **kw)  # noqa: E731
     shifted_lg, shifted_lb = logits[:, :-1], labels[:, 1:]
@@ -104,7 +106,6 @@ def test_step4_loss_matches_reference(inputs: tuple[torch.Tensor, torch.Tensor, 
 
 
 def test_step4_loss_is_shifted_compared_with_a_hand_computation() -> None:
-    s4 = student(S4)
     labels = torch.tensor([[3, 1, 4, 1, 0, 2]])
     V = 5
     # A perfect next-token predictor: the logits at t put +10 on labels[t+1]; the last
@@ -112,11 +113,11 @@ def test_step4_loss_is_shifted_compared_with_a_hand_computation() -> None:
     logits = torch.zeros(1, 6, V)
     for t in range(5):
         logits[0, t, labels[0, t + 1]] = 10.0
-    loss = call(s4.next_token_loss, logits, labels).item()
+    loss = probe(P.next_token_loss, logits, labels)["loss"].item()  # ignore_index left at its default
     expected = by_hand(logits, labels, -100)  # ~1.8e-4: every pair is right with margin 10
     copy_model = torch.zeros(1, 6, V)
     copy_model[0, torch.arange(6), labels[0]] = 10.0  # predicts the *current* token
-    copy_loss = call(s4.next_token_loss, copy_model, labels).item()
+    copy_loss = probe(P.next_token_loss, copy_model, labels)["loss"].item()
     # hand computation in float64 vs fp32 cross_entropy.
     expect(abs(loss - expected) < 1e-4 and copy_loss > 5,
            f"a model whose logits at t pick labels[t+1] should have loss ≈ {expected:.1e}, got {loss:.3g}; "
@@ -129,24 +130,29 @@ def test_step4_loss_is_shifted_compared_with_a_hand_computation() -> None:
 @given(inputs=loss_inputs(), extra=st.integers(1, 4))
 def test_step4_padding_does_not_change_the_loss(inputs: tuple[torch.Tensor, torch.Tensor, int], extra: int) -> None:
     """Appending ignored positions (padding) leaves the mean over real tokens unchanged."""
-    s4 = student(S4)
     logits, labels, ig = inputs
     B, T, V = logits.shape
     padded_logits = torch.cat([logits, randn(B, extra, V, seed=extra, std=5.0)], dim=1)
     padded_labels = torch.cat([labels, torch.full((B, extra), ig)], dim=1)
-    plain = _loss(s4, logits, labels, ig)
-    padded = _loss(s4, padded_logits, padded_labels, ig)
+    plain = _loss(logits, labels, ig)["loss"]
+    padded = _loss(padded_logits, padded_labels, ig)["loss"]
     # same pairs, same fp32 terms; only the number of skipped entries differs.
     assert_close(padded.detach(), plain.detach(), atol=ATOL, rtol=RTOL,
                  what=f"the loss with {extra} padding positions (label {ig}) appended, compared with the loss without them,",
                  hint="positions labelled ignore_index must not count: the mean is over the real pairs only, "
                       "not over B*(T-1)")
+    # And the unpadded loss is the one of these logits (float64 by hand vs fp32 over <= 27 pairs).
+    got, want = plain.item(), by_hand(logits, labels, ig)
+    expect(abs(got - want) < 1e-4 * max(1.0, abs(want)),
+           f"the loss for logits {tuple(logits.shape)}, ignore_index={ig} is {got:.6f}, expected {want:.6f}: the "
+           f"mean cross-entropy of position t's logits against label t+1 over the pairs whose label is not "
+           f"ignore_index (next_token_loss, step4_loss.py; test_step4_loss_matches_reference names likely mistakes)")
 
 
 def test_step4_uniform_logits_give_ln_vocab() -> None:
-    s4 = student(S4)
     V = 37
-    loss = call(s4.next_token_loss, torch.zeros(2, 6, V), torch.randint(0, V, (2, 6), generator=torch.Generator().manual_seed(0)))
+    labels = torch.randint(0, V, (2, 6), generator=torch.Generator().manual_seed(0))
+    loss = probe(P.next_token_loss, torch.zeros(2, 6, V), labels)["loss"]
     # log-softmax of equal logits is exactly -ln V in fp32 (up to one rounding).
     expect(abs(loss.item() - math.log(V)) < 1e-5,
            f"with all-zero logits every word has probability 1/V, so the loss must be ln({V}) = {math.log(V):.5f}; "
@@ -157,15 +163,16 @@ def test_step4_uniform_logits_give_ln_vocab() -> None:
 
 
 def test_step4_gradient_skips_the_last_position_and_ignored_pairs() -> None:
-    s4 = student(S4)
     V = 11
-    logits = randn(2, 7, V, seed=3).requires_grad_()
+    logits = randn(2, 7, V, seed=3)
     labels = torch.randint(0, V, (2, 7), generator=torch.Generator().manual_seed(3))
     labels[1, 4] = -100  # so logits[1, 3] has no target
-    call(s4.next_token_loss, logits, labels).backward()
-    expect(logits.grad is not None, "no gradient reached the logits: the loss must be computed from them and "
-                                    "stay in the graph (next_token_loss, step4_loss.py)")
-    per_position = logits.grad.abs().sum(-1)
+    # next_token_loss(logits, labels).backward(), the logits a leaf that requires grad.
+    ran = probe(P.next_token_loss_backward, logits, labels)
+    grad = ran["grad"]
+    expect(grad is not None, "no gradient reached the logits: the loss must be computed from them and "
+                             "stay in the graph (next_token_loss, step4_loss.py)")
+    per_position = grad.abs().sum(-1)
     expect(bool((per_position[:, -1] == 0).all()),
            "the logits at the last position got a gradient, but there is no token after it to predict: "
            "the loss is not shifted")
@@ -174,17 +181,27 @@ def test_step4_gradient_skips_the_last_position_and_ignored_pairs() -> None:
            "ignored pairs must drop out of the loss")
     expect(bool((per_position[0, :-1] > 0).all()),
            "some positions with a real next token got no gradient: every pair (t, t+1) must count")
+    # The gradient came from the loss of these very logits: that loss, against the definition.
+    got, want = ran["loss"].item(), by_hand(logits, labels, -100)
+    expect(abs(got - want) < 1e-4 * max(1.0, abs(want)),  # float64 by hand vs fp32 over 11 pairs
+           f"the loss whose gradient this is came out {got:.6f}, expected {want:.6f}: the mean cross-entropy of "
+           f"position t's logits against label t+1 over the pairs whose label is not -100 (next_token_loss, "
+           f"step4_loss.py)")
 
 
 def test_step4_bf16_logits_give_a_float32_loss() -> None:
-    s4 = student(S4)
     logits = randn(2, 5, 64, seed=4).bfloat16()
     labels = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(4))
-    loss = call(s4.next_token_loss, logits, labels)
+    loss = probe(P.next_token_loss, logits, labels)["loss"]
     expect(loss.dtype == torch.float32,
            f"with bf16 logits (mixed-precision training) the loss should be float32, got {loss.dtype}: the "
            f"loss must be computed in float32 whatever the logits' dtype, since a bf16 log-softmax over 50k words "
            f"loses precision")
+    # And it is the loss of these logits, within 1e-2: bf16's rounding (~1e-3) is the next test's to name.
+    got, want = loss.item(), by_hand(logits, labels, -100)
+    expect(abs(got - want) < 1e-2 * max(1.0, abs(want)),
+           f"with bf16 logits the loss is {got:.6f}, expected {want:.6f}: the mean cross-entropy, computed in "
+           f"float32, of position t's logits against label t+1 (next_token_loss, step4_loss.py)")
 
 
 # bf16 logits, one pair per call (B=1, T=2), V=1000, logits ~ N(0, 3²): the loss is the
@@ -199,16 +216,16 @@ BF16_RTOL = 1e-5
 
 
 def test_step4_bf16_logits_loss_is_computed_in_float32() -> None:
-    s4 = student(S4)
     V = 1000
     logits = randn(8, 2, V, seed=14, std=3.0).bfloat16()
     labels = torch.randint(0, V, (8, 2), generator=torch.Generator().manual_seed(14))
     for b in range(8):
         lg, lb = logits[b:b + 1], labels[b:b + 1]
-        out = call(s4.next_token_loss, lg, lb)
+        returned = probe(P.next_token_loss, lg, lb)
+        out = returned["loss"]
         expect(isinstance(out, torch.Tensor) and out.dim() == 0 and out.dtype == torch.float32,
                f"next_token_loss of bf16 logits should return a 0-dim float32 tensor, got "
-               f"{out.dtype if isinstance(out, torch.Tensor) else type(out).__name__}"
+               f"{out.dtype if isinstance(out, torch.Tensor) else returned['type']}"
                f"{'' if not isinstance(out, torch.Tensor) else f' of shape {tuple(out.shape)}'}")
         want = by_hand(lg, lb, -100)  # float64 of the very bf16 values
         got = out.item()
@@ -223,11 +240,10 @@ def test_step4_bf16_logits_loss_is_computed_in_float32() -> None:
 
 @pytest.mark.parametrize("labels_shape", [(2, 7), (2, 6, 1), (3, 6)])
 def test_step4_mismatched_shapes_raise_valueerror(labels_shape: tuple[int, ...]) -> None:
-    s4 = student(S4)
     logits, labels = torch.zeros(2, 6, 10), torch.zeros(labels_shape, dtype=torch.long)
     try:
-        call(s4.next_token_loss, logits, labels)
-    except ValueError as e:
+        probe(P.next_token_loss, logits, labels)
+    except ValueError as e:  # the learner's exception, raised here as the builtin class it derives from
         expect("6" in str(e) and str(labels_shape[0]) in str(e),
                f"the ValueError should show both shapes, logits {tuple(logits.shape)} and labels {labels_shape}; "
                f"got: {e}")
@@ -253,17 +269,17 @@ def test_step4_every_real_token_counts_end_of_text_included(V: int, token: int, 
     """Only `ignore_index` marks a pair that does not count: any id in [0, V) is a real
     token. Dropping end-of-text from the loss (the seed lab's pad = EOS pitfall) means
     the model never learns where a document ends."""
-    s4 = student(S4)
     g = torch.Generator().manual_seed(token)
     logits = randn(2, 6, V, seed=token, std=2.0)
     labels = torch.randint(0, V, (2, 6), generator=g)
     labels[:, 1::2] = token  # three pairs per row have this label
     labels[1, 2] = -100  # and one pair that really is padding
-    out = _loss(s4, logits, labels, -100)
+    returned = _loss(logits, labels, -100)
+    out = returned["loss"]
     want = by_hand(logits, labels, -100)
     without = by_hand(logits, labels.masked_fill(labels == token, -100), -100)
     expect(isinstance(out, torch.Tensor) and out.dim() == 0 and math.isfinite(out.item()),
-           f"next_token_loss should return a finite 0-dim tensor, got {out!r}")
+           f"next_token_loss should return a finite 0-dim tensor, got {returned['repr']}")
     got = out.item()
     hint = (f"that is the loss without the pairs whose label is {token} ({what}): only labels equal to "
             f"ignore_index may be skipped — do not filter out end-of-text, id 0 or any other real token"
@@ -284,14 +300,14 @@ def test_step4_every_real_token_counts_end_of_text_included(V: int, token: int, 
 def test_step4_a_batch_with_nothing_to_count_gives_zero_not_nan(labels: list, ignore_index: int) -> None:
     """A batch of pure padding must not poison training: 0.0, a function of the logits
     (backward runs and gives zero gradients), float32, never NaN."""
-    s4 = student(S4)
     labels = torch.tensor(labels)
     B, T = labels.shape
-    logits = randn(B, T, 11, seed=T).requires_grad_()
-    out = _loss(s4, logits, labels, ignore_index)
+    logits = randn(B, T, 11, seed=T)  # the probes make them a leaf that requires grad
+    returned = _loss(logits, labels, ignore_index, requires_grad=True)
+    out = returned["loss"]
     shown = f"next_token_loss(logits {tuple(logits.shape)}, labels {labels.tolist()}, ignore_index={ignore_index})"
     expect(isinstance(out, torch.Tensor) and out.dim() == 0,
-           f"{shown} should return a 0-dim tensor, got {out!r}")
+           f"{shown} should return a 0-dim tensor, got {returned['repr']}")
     value = out.item()
     expect(not math.isnan(value),
            f"{shown} is NaN: no pair counts, and a mean over zero pairs is 0/0 (what reduction='mean' gives). "
@@ -300,12 +316,11 @@ def test_step4_a_batch_with_nothing_to_count_gives_zero_not_nan(labels: list, ig
     expect(value == 0.0, f"{shown} returned {value}, expected 0.0: no pair counts (every shifted label is "
                          f"ignore_index), so nothing contributes to the loss")
     expect(out.dtype == torch.float32, f"{shown} has dtype {out.dtype}, expected float32")
-    expect(out.requires_grad and out.grad_fn is not None,
+    expect(returned["requires_grad"] and returned["graph"],
            f"{shown} returned a constant with no graph (e.g. torch.tensor(0.0)): the training loop calls "
            f"loss.backward() on it and crashes. The 0.0 must be computed from the logits, so it stays in the "
            f"graph; `nox -s hint -- 4` walks you to it")
-    out.backward()
-    grad = logits.grad
+    grad = probe(P.next_token_loss_backward, logits, labels, ignore_index=ignore_index)["grad"]  # out.backward()
     expect(grad is not None,
            f"after backward() on {shown}, the logits got no gradient: the 0.0 must be computed from the logits "
            f"(a fresh tensor with requires_grad=True is not connected to the model)")
