@@ -1,8 +1,9 @@
 """Step 1 — embeddings, GPT-2 init and weight tying. Run alone: `pytest -k step1`.
 
 Everything here uses step-1 code only: the init and tying tests build the model's
-parameter layout out of plain nn.Linear / nn.LayerNorm and the student's Embeddings,
-so an unfinished step 3 cannot fail step 1.
+parameter layout out of plain nn.Linear / nn.LayerNorm and the student's Embeddings
+(`_probes_step1.gpt_skeleton`), so an unfinished step 3 cannot fail step 1. The learner's
+code runs only inside the probes of tests/_probes_step1.py (`_support.probe`).
 """
 from __future__ import annotations
 
@@ -10,16 +11,14 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
 import _probes_step1 as P
-from _support import assert_close, not_implemented_guard as call, oracle, probe, recorded, student
+from _support import assert_close, oracle, probe, recorded
 from strategies import (
-    SEEDS, dropout_mistake, expect, gpt_configs, name_the_mistake, one_thread, random_state, random_state_from_layout,
-    token_batches,
+    SEEDS, dropout_mistake, expect, gpt_configs, name_the_mistake, one_thread, random_state_from_layout, token_batches,
 )
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)  # tiny tensors: see strategies.one_thread
@@ -35,28 +34,6 @@ def reference_embeddings(cfg: dict, state: dict, idx: torch.Tensor) -> torch.Ten
     emb.eval()
     with torch.no_grad():
         return emb(idx)
-
-
-def gpt_skeleton(s1, config) -> nn.Module:
-    """TinyGPT's parameter layout and module names, built from step-1 parts only.
-
-    Same names as the real model (`blocks.0.attn.proj`, `lm_head`, ...), so
-    `init_weights` sees exactly what it sees inside TinyGPT, without step 3's code.
-    """
-    C, bias = config.n_embd, config.bias
-    root = nn.Module()
-    root.embed = s1.Embeddings(config)
-    root.blocks = nn.ModuleList()
-    for _ in range(config.n_layer):
-        block = nn.Module()
-        block.ln_1, block.ln_2 = nn.LayerNorm(C, bias=bias), nn.LayerNorm(C, bias=bias)
-        block.attn, block.mlp = nn.Module(), nn.Module()
-        block.attn.qkv, block.attn.proj = nn.Linear(C, 3 * C, bias=bias), nn.Linear(C, C, bias=bias)
-        block.mlp.fc, block.mlp.proj = nn.Linear(C, 4 * C, bias=bias), nn.Linear(4 * C, C, bias=bias)
-        root.blocks.append(block)
-    root.ln_f = nn.LayerNorm(C, bias=bias)
-    root.lm_head = nn.Linear(C, config.vocab_size, bias=False)
-    return root
 
 
 # --- Embeddings.forward -----------------------------------------------------------
@@ -84,11 +61,11 @@ def test_step1_embeddings_match_reference(cfg: dict, seed: int, data: st.DataObj
 
 
 def test_step1_sequence_longer_than_block_size_raises_valueerror() -> None:
-    s1 = student(S1)
-    emb = s1.Embeddings(s1.GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.0))
+    cfg = dict(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.0)
+    state = random_state_from_layout(probe(P.embeddings_layout, cfg), 0, std=1.0)
     idx = torch.zeros(2, 9, dtype=torch.long)
     try:
-        call(emb.forward, idx)
+        probe(P.embeddings_eval, cfg, state, idx)
     except ValueError as e:
         expect("block_size" in str(e) or "8" in str(e), (
             f"the ValueError for 9 tokens with block_size=8 should say what is wrong: name block_size (the "
@@ -105,13 +82,24 @@ def test_step1_sequence_longer_than_block_size_raises_valueerror() -> None:
         pytest.fail("Embeddings.forward accepted 9 tokens with block_size=8 and returned without error: expected "
                     "a ValueError, because there is no position embedding past block_size - 1 "
                     "(Embeddings.forward, step1_embeddings.py)", pytrace=False)
+    # The longest input allowed, block_size tokens, is accepted and summed as usual.
+    idx = torch.arange(16).reshape(2, 8)
+    try:
+        out = probe(P.embeddings_eval, cfg, state, idx)
+    except ValueError as e:
+        pytest.fail(f"Embeddings.forward refused 8 tokens with block_size=8 ({e}): a sequence of exactly "
+                    f"block_size tokens has a position embedding for every token; only longer ones are refused "
+                    f"(Embeddings.forward, step1_embeddings.py)", pytrace=False)
+    assert_close(out, state["token.weight"][idx] + state["position.weight"][:8], atol=1e-6, rtol=1e-6,
+                 what=f"Embeddings({cfg}) on 8 tokens, the longest input allowed",
+                 hint="Expected each token's vector plus its position's vector. Look at Embeddings.forward "
+                      "(step1_embeddings.py)")
 
 
 @pytest.mark.parametrize(("n_embd", "n_head"), [(10, 3), (192, 5)])
 def test_step1_config_rejects_n_embd_not_divisible_by_n_head(n_embd: int, n_head: int) -> None:
-    s1 = student(S1)
     with pytest.raises(ValueError, match="divisible") as info:
-        s1.GPTConfig(n_embd=n_embd, n_head=n_head)
+        probe(P.config_fields, dict(n_embd=n_embd, n_head=n_head))
     expect(str(n_embd) in str(info.value) and str(n_head) in str(info.value), (
         f"the error should name both numbers so the user can fix them; got: {info.value}"
     ))
@@ -151,71 +139,88 @@ def _check_std(name: str, w: torch.Tensor, expected: float, n_layer: int) -> Non
                 pytrace=False)
 
 
+def _skeleton_layer_names(n_layer: int) -> set[str]:
+    """The Linear and LayerNorm layers of TinyGPT's layout (`_probes_step1.gpt_skeleton`): the
+    probes report on the model after init_weights, and every one of these must be there."""
+    per_block = ("ln_1", "ln_2", "attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")
+    return {f"blocks.{i}.{part}" for i in range(n_layer) for part in per_block} | {"ln_f", "lm_head"}
+
+
+def _expect_whole_skeleton(layers: list[dict], n_layer: int) -> None:
+    missing = sorted(_skeleton_layer_names(n_layer) - {layer["name"] for layer in layers})
+    kinds = {layer["kind"] for layer in layers}
+    expect(not missing and "Embedding" in kinds, (
+        f"the layers that came back after init_weights are not TinyGPT's (missing {missing[:5]}, kinds "
+        f"{sorted(kinds)}): the test's model did not come back whole, so init_weights cannot be checked"))
+
+
 def test_step1_init_weights_follows_gpt2_statistics() -> None:
-    s1 = student(S1)
-    cfg = s1.GPTConfig(vocab_size=2000, block_size=128, n_layer=4, n_head=4, n_embd=64, dropout=0.0)
-    model = gpt_skeleton(s1, cfg)
-    with torch.no_grad():  # LayerNorms start elsewhere, so leaving them alone shows
-        for m in model.modules():
-            if isinstance(m, nn.LayerNorm):
-                m.weight.fill_(0.5)
-                m.bias.fill_(0.5)
-    call(s1.init_weights, model, cfg.n_layer)
-    resid_std = 0.02 / math.sqrt(2 * cfg.n_layer)
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            _check_std(f"{name}.weight", m.weight, resid_std if name.endswith(".proj") else 0.02, cfg.n_layer)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            expect(bool(torch.all(m.bias == 0)), f"after init_weights, {name}.bias should be all zeros (GPT-2 "
-                   f"init), got values up to {m.bias.abs().max().item():.3g}: this bias was left as PyTorch made it")
-        if isinstance(m, nn.LayerNorm):
-            expect(bool(torch.all(m.weight == 1) and torch.all(m.bias == 0)), (
+    cfg = dict(vocab_size=2000, block_size=128, n_layer=4, n_head=4, n_embd=64, dropout=0.0)
+    # LayerNorms start at 0.5 (weight and bias), so leaving them alone shows
+    layers = probe(P.init_weights_on_skeleton, cfg, 0.5)
+    _expect_whole_skeleton(layers, cfg["n_layer"])
+    resid_std = 0.02 / math.sqrt(2 * cfg["n_layer"])
+    for layer in layers:
+        name, kind, weight, bias = layer["name"], layer["kind"], layer["weight"], layer["bias"]
+        if kind in ("Linear", "Embedding"):
+            _check_std(f"{name}.weight", weight, resid_std if name.endswith(".proj") else 0.02, cfg["n_layer"])
+        if kind == "Linear" and bias is not None:
+            expect(bool(torch.all(bias == 0)), f"after init_weights, {name}.bias should be all zeros (GPT-2 "
+                   f"init), got values up to {bias.abs().max().item():.3g}: this bias was left as PyTorch made it")
+        if kind == "LayerNorm":
+            expect(bool(torch.all(weight == 1) and torch.all(bias == 0)), (
                 f"after init_weights, LayerNorm {name} should have weight 1 and bias 0 (it starts as the identity "
-                f"up to normalisation); got weight mean {m.weight.mean().item():.3g}, bias mean {m.bias.mean().item():.3g}"
+                f"up to normalisation); got weight mean {weight.mean().item():.3g}, bias mean {bias.mean().item():.3g}"
             ))
 
 
 def test_step1_init_weights_handles_a_model_without_biases() -> None:
     """GPTConfig(bias=False): no Linear and no LayerNorm has a bias (it is None), which
     the docstring allows for ("either may be absent when bias=False")."""
-    s1 = student(S1)
-    cfg = s1.GPTConfig(vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=False)
-    model = gpt_skeleton(s1, cfg)
-    with torch.no_grad():  # so a LayerNorm left alone shows
-        for m in model.modules():
-            if isinstance(m, nn.LayerNorm):
-                m.weight.fill_(0.5)
-    try:
-        call(s1.init_weights, model, cfg.n_layer)
+    cfg = dict(vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=False)
+    try:  # LayerNorm weights start at 0.5, so a LayerNorm left alone shows
+        layers = probe(P.init_weights_on_skeleton, cfg, 0.5)
     except (AttributeError, TypeError, RuntimeError) as e:
-        problem = f"{type(e).__name__}: {e}"
+        problem, layers = f"{type(e).__name__}: {e}", []
     else:
         problem = ""
     expect(not problem, (
         f"init_weights crashed on a model built with bias=False ({problem}): there its Linear and LayerNorm "
         f"layers have bias None, and a missing bias has nothing to initialise. Look at init_weights "
         f"(step1_embeddings.py)"))
-    for name, m in model.named_modules():
-        if isinstance(m, nn.LayerNorm):
-            expect(m.bias is None and bool(torch.all(m.weight == 1)), (
+    _expect_whole_skeleton(layers, cfg["n_layer"])
+    for layer in layers:
+        if layer["kind"] == "LayerNorm":
+            name, weight, bias = layer["name"], layer["weight"], layer["bias"]
+            expect(bias is None and bool(torch.all(weight == 1)), (
                 f"after init_weights on a bias=False model, LayerNorm {name} should have weight 1 and no bias; "
-                f"got weight mean {m.weight.mean().item():.3g} and bias {m.bias!r}"))
+                f"got weight mean {weight.mean().item():.3g} and bias {bias!r}"))
 
 
 # --- tie_weights ------------------------------------------------------------------
 
+# The lab's model, GPTConfig()'s defaults: V=50257, T=256, 6 layers, 6 heads, C=192, with biases.
+LAB_MODEL = dict(vocab_size=50257, block_size=256, n_layer=6, n_head=6, n_embd=192, bias=True)
+
 
 def test_step1_tie_weights_shares_one_parameter() -> None:
-    s1 = student(S1)
-    emb, head = nn.Embedding(40, 8), nn.Linear(8, 40, bias=False)
-    call(s1.tie_weights, head, emb)
-    if head.weight is emb.weight:
+    g = torch.Generator().manual_seed(0)
+    emb_weight, head_weight = torch.randn(40, 8, generator=g), torch.randn(40, 8, generator=g)
+    tied = probe(P.tie_weights_on, emb_weight, head_weight)
+    if tied["same_parameter"]:
+        # Either direction of tying is right; the shared matrix keeps one side's values.
+        shared = tied["head_weight"]
+        expect(torch.equal(shared, emb_weight) or torch.equal(shared, head_weight), (
+            "after tie_weights, lm_head and the token embedding are one Parameter, but it holds neither the "
+            "embedding's values nor the output layer's: tying shares a matrix, it does not change its values. Look "
+            "at tie_weights (step1_embeddings.py)"))
         return
-    if head.weight.data_ptr() == emb.weight.data_ptr():
+    if tied["same_memory"]:
         why = ("lm_head.weight shares memory with the token embedding but is a different nn.Parameter object "
                "(a new nn.Parameter around the same data?): the optimizer updates the matrix twice and "
                "count_parameters counts it twice")
-    elif head.weight.shape == emb.weight.shape and torch.equal(head.weight, emb.weight):
+    elif (tied["head_weight"].shape == tied["embedding_weight"].shape
+          and torch.equal(tied["head_weight"], tied["embedding_weight"])):
         why = ("lm_head.weight is a copy of the embedding, not the same Parameter: the two matrices drift apart "
                "at the first optimizer step")
     else:
@@ -225,29 +230,30 @@ def test_step1_tie_weights_shares_one_parameter() -> None:
 
 
 def test_step1_tied_weights_get_one_gradient_from_both_uses() -> None:
-    s1 = student(S1)
-    emb, head = nn.Embedding(40, 8), nn.Linear(8, 40, bias=False)
-    call(s1.tie_weights, head, emb)
+    # Both layers start with the same values, so the shared gradient is the same whichever way they are tied.
+    weight = torch.randn(40, 8, generator=torch.Generator().manual_seed(0))
     idx = torch.tensor([[1, 2, 3]])
-    head(emb(idx)).sum().backward()
-    expect(head.weight.grad is not None and head.weight.grad is emb.weight.grad, (
+    got = probe(P.tied_gradient, weight, idx)
+    expect(got["one_grad"], (
         "the embedding and the output layer should have one shared .grad (it sums the gradients of both uses); "
-        + ("the output layer got no gradient at all" if head.weight.grad is None else
+        + ("the output layer got no gradient at all" if not got["head_has_grad"] else
            "they got two separate .grad tensors, so they are two Parameters, not one")
         + ". Look at tie_weights (step1_embeddings.py)"
     ))
+    w = weight.clone().requires_grad_()
+    (w[idx] @ w.T).sum().backward()  # head(emb(idx)).sum() with one matrix w for both uses
+    assert_close(got["head_grad"], w.grad, atol=1e-5, rtol=1e-5,
+                 what="the shared .grad after head(emb(idx)).sum().backward()",
+                 hint="It should be the sum of the gradients of both uses, the lookup and the output layer. Look "
+                      "at tie_weights (step1_embeddings.py)")
 
 
 def test_step1_lab_model_has_12_4M_parameters_once_tied() -> None:
-    s1 = student(S1)
-    cfg = s1.GPTConfig()  # the lab's model: V=50257, T=256, 6 layers, 6 heads, C=192
-    model = gpt_skeleton(s1, cfg)
-    call(s1.init_weights, model, cfg.n_layer)
-    call(s1.tie_weights, model.lm_head, model.embed.token)
-    V, C, L = cfg.vocab_size, cfg.n_embd, cfg.n_layer
+    cfg = LAB_MODEL
+    V, C, L = cfg["vocab_size"], cfg["n_embd"], cfg["n_layer"]
     # token + position embeddings, per block 12C² weights + 13C biases/norms, final norm; head tied.
-    tied = V * C + cfg.block_size * C + L * (12 * C * C + 13 * C) + 2 * C
-    got = s1.count_parameters(model)
+    tied = V * C + cfg["block_size"] * C + L * (12 * C * C + 13 * C) + 2 * C
+    got = probe(P.tied_parameter_count, cfg)
     expect(got == tied, (
         f"the lab model should have {tied:,} distinct parameters once tied, got {got:,}"
         + (f": that is {got - tied:,} = V*C too many — lm_head and the token embedding are still two "
@@ -268,21 +274,16 @@ def test_step1_initial_loss_of_tied_head_is_about_ln_vocab() -> None:
     ≈ 0.3 and a loss ≈ ln V; N(0, 1) gives logits of std ~sqrt(C) ≈ 14, the own token's
     ~C/sqrt(2), and a loss of ~130.
     """
-    s1 = student(S1)
-    cfg = s1.GPTConfig(dropout=0.0)  # the lab's model: this test is about V = 50257
+    cfg = dict(LAB_MODEL, dropout=0.0)  # the lab's model: this test is about V = 50257
+    V = cfg["vocab_size"]
+    idx = torch.randint(0, V, (2, 64), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)  # init_weights draws from the global RNG
-    model = gpt_skeleton(s1, cfg)
-    call(s1.init_weights, model, cfg.n_layer)
-    call(s1.tie_weights, model.lm_head, model.embed.token)
-    model.eval()
-    idx = torch.randint(0, cfg.vocab_size, (2, 64), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        logits = model.lm_head(model.ln_f(call(model.embed.forward, idx)))
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, cfg.vocab_size), idx[:, 1:].reshape(-1)).item()
-    ln_v = math.log(cfg.vocab_size)
+    logits = probe(P.tied_logits_at_init, cfg, idx)
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), idx[:, 1:].reshape(-1)).item()
+    ln_v = math.log(V)
     # 0.5 nats: a correct init gives ln V + ~0.05 (logit variance / 2); N(0, 1) gives 50+.
     expect(abs(loss - ln_v) < 0.5, (
-        f"the initial loss of the tied output layer is {loss:.2f}, expected ≈ ln({cfg.vocab_size}) = {ln_v:.2f} "
+        f"the initial loss of the tied output layer is {loss:.2f}, expected ≈ ln({V}) = {ln_v:.2f} "
         f"(±0.5): at init the model should spread its bets evenly. "
         + ("A loss this high means huge logits: the tied token embedding kept PyTorch's N(0, 1) init "
            "instead of std 0.02 (init_weights)." if loss > ln_v + 5 else
@@ -299,22 +300,19 @@ def test_step1_embeddings_apply_dropout_to_their_output_in_train_mode() -> None:
     Checked by behaviour, whatever the code looks like: about p of the output entries
     are exactly 0 and the others are the eval output / (1 - p).
     """
-    s1 = student(S1)
     p = 0.5
     cfg = dict(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=64, dropout=p)
-    emb = s1.Embeddings(s1.GPTConfig(**cfg))
-    emb.load_state_dict(random_state(emb, 0, std=1.0))
+    state = random_state_from_layout(probe(P.embeddings_layout, cfg), 0, std=1.0)
     idx = torch.randint(0, 50, (4, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        emb.eval()
-        ev = call(emb.forward, idx)
-        emb.train()
-        torch.manual_seed(0)
-        tr = call(emb.forward, idx)
-        again = call(emb.forward, idx)
+    outs = probe(P.embeddings_train_and_eval, cfg, state, idx)  # eval, then train twice
+    ev, tr, again = outs["eval"], outs["train"], outs["again"]
     problem = dropout_mistake(tr, ev, p, "Embeddings' output",
                               "Return self.drop(self.token(idx) + self.position(pos)): dropout on the sum.")
     expect(problem is None, problem or "")
     expect(not torch.equal(tr, again),
            "two train-mode calls zeroed exactly the same entries: dropout must draw a new mask every call "
            "(use self.drop, an nn.Dropout)")
+    assert_close(ev, state["token.weight"][idx] + state["position.weight"][:16], atol=1e-6, rtol=1e-6,
+                 what=f"Embeddings({cfg}) in eval mode",
+                 hint="Expected each token's vector plus its position's vector, with no dropout in eval mode. "
+                      "Look at Embeddings.forward (step1_embeddings.py)")
