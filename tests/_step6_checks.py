@@ -5,29 +5,68 @@ deep inside torch says nothing about which argument broke what. The tests call t
 learner's `sample_next` and `generate` through `sample` and `run_generate`, which turn
 an exception into a diagnosis: the call, its shapes and arguments, the error, the line
 of step6_sampler.py it came from, and what that argument means in the contract.
+
+These run in the judge: the learner's code runs in the probes of tests/_probes_step6.py
+(in the worker, in a separated grading), and what comes back is data: ids, the model's
+record of its forward passes, the learner's exception (its class name, message and
+line). A model is described by a `TableModel`, which the probe builds as a
+`_tiny_lm.TableLM` where generate runs.
 """
 from __future__ import annotations
 
-import inspect
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from _support import _solution_frame, not_implemented_guard, solution_name, student
+import _probes_step6 as P
+from _probes_step6 import MODULE, NOT_A_TENSOR, _error, _where, wire
+from _support import probe
 
-MODULE = "step6_sampler"
 WHERE = "Look at sample_next (step6_sampler.py); stuck? `nox -s hint -- 6`"
 
 
-def _where(e: BaseException) -> str:
-    """` (step6_sampler.py:41)`: the deepest line of the learner's code in the traceback."""
-    frame = _solution_frame(e.__traceback__, solution_name())
-    return f" ({frame[0].name}:{frame[1]})" if frame is not None else ""
+class NotATensor:
+    """What the learner's function returned when it was not a tensor, as the worker described it:
+    its repr() reads as the object's did, and reading a tensor's attribute off it fails as it did."""
+
+    def __init__(self, described: dict) -> None:
+        self.type_name, self.text = described[NOT_A_TENSOR], described["repr"]
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __getattr__(self, name: str):
+        raise AttributeError(f"{self.type_name!r} object has no attribute {name!r}")
 
 
-def _error(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+def value(x: object) -> object:
+    """A probe's report of a learner's result (`_probes_step6.returned`): the tensor, or a `NotATensor`."""
+    return NotATensor(x) if isinstance(x, dict) and NOT_A_TENSOR in x else x
+
+
+@dataclass
+class TableModel:
+    """A `_tiny_lm.TableLM(table, block_size)` in train or eval mode, as the judge describes it.
+
+    `run_generate` has the probe build that model where the learner's generate runs and
+    writes back what the model saw there: `calls` gains one (input length, training) per
+    forward pass, and `training` is the mode generate left it in (the next run starts there,
+    as with the same model object)."""
+
+    table: torch.Tensor
+    block_size: int
+    training: bool = True
+    calls: list = field(default_factory=list)
+
+    def train(self, mode: bool = True) -> "TableModel":
+        self.training = mode
+        return self
+
+    @property
+    def config(self) -> SimpleNamespace:
+        return SimpleNamespace(vocab_size=self.table.size(0), block_size=self.block_size)
 
 
 def _args(temperature: float, top_k: int | None) -> str:
@@ -61,8 +100,8 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = N
            generator: torch.Generator | None = None) -> torch.Tensor:
     """The learner's sample_next(logits, ...), an exception turned into a diagnosis."""
     try:
-        return not_implemented_guard(student(MODULE).sample_next, logits, temperature=temperature, top_k=top_k,
-                                     generator=generator)
+        return value(probe(P.call, "sample_next", logits, temperature=temperature, top_k=top_k,
+                           generator=wire(generator)))
     except Exception as e:  # noqa: BLE001 - the learner's error, reported as a diagnosis
         V = logits.size(-1)
         message = (f"sample_next(logits of shape {tuple(logits.shape)}, {_args(temperature, top_k)}) raised "
@@ -84,39 +123,40 @@ def sample_next_problem(V: int, temperature: float, top_k: int | None,
     logits = torch.randn(B, V, generator=torch.Generator().manual_seed(0)) * 2
     call = f"sample_next(logits of shape {(B, V)}, {_args(temperature, top_k)})"
     try:
-        out = not_implemented_guard(student(MODULE).sample_next, logits, temperature=temperature, top_k=top_k,
-                                    generator=torch.Generator().manual_seed(0))
+        out = value(probe(P.call, "sample_next", logits, temperature=temperature, top_k=top_k,
+                          generator=wire(torch.Generator().manual_seed(0))))
     except Exception as e:  # noqa: BLE001
         same = seen is not None and _error(e)[:40] == _error(seen)[:40]
         raised = "raises the same error on its own" if same else f"raised {_error(e)}{_where(e)}"
         return f"{call} {raised}: {_why(e, V, temperature, top_k)}"
     if not isinstance(out, torch.Tensor) or out.shape != (B, 1):
-        return (f"{call} returned {type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))}, expected "
+        kind = out.type_name if isinstance(out, NotATensor) else type(out).__name__
+        return (f"{call} returned {kind} of shape {tuple(getattr(out, 'shape', ()))}, expected "
                 f"({B}, 1) int64 ids")
     if temperature == 0 and not torch.equal(out, logits.argmax(-1, keepdim=True)):
         return f"{call} returned {out.flatten().tolist()}, not each row's argmax: {_why(ValueError(), V, 0, None)}"
     return None
 
 
-def run_generate(model, idx: torch.Tensor, *args, hint: str = "", **kwargs) -> torch.Tensor:
+def run_generate(model: TableModel, idx: torch.Tensor, *args, hint: str = "", **kwargs) -> torch.Tensor:
     """The learner's generate(model, idx, ...), an exception turned into a diagnosis.
 
+    `model` is built where generate runs (see `TableModel`); afterwards `model.calls` and
+    `model.training` hold what that model saw.
     When generate raises, sample_next is tried on its own with the same temperature and
     top_k: a sampler bug is reported as such; otherwise the error, its line and `hint`.
     """
     try:
-        return not_implemented_guard(student(MODULE).generate, model, idx, *args, **kwargs)
+        seen = probe(P.generate, model.table, model.block_size, model.training, idx, wire(list(args)), wire(kwargs))
     except Exception as e:  # noqa: BLE001 - the learner's error, reported as a diagnosis
-        try:
-            bound = inspect.signature(student(MODULE).generate).bind(model, idx, *args, **kwargs)
-        except TypeError:  # a signature other than the stub's: report what the test passed
-            bound = None
-        given = bound.arguments if bound else dict(enumerate(args), **kwargs)
-        shown = ", ".join(f"{k}={v!r}" for k, v in given.items() if k not in ("model", "idx", "generator"))
+        bound = probe(P.generate_arguments, wire(list(args)), wire(kwargs))  # None: a signature other than the stub's
         if bound:
-            bound.apply_defaults()
-        full = bound.arguments if bound else kwargs
-        temperature, top_k = full.get("temperature", 1.0), full.get("top_k")
+            shown = ", ".join(f"{k}={v}" for k, v in bound["given"].items())
+            temperature, top_k = bound["temperature"], bound["top_k"]
+        else:  # report what the test passed
+            given = dict(enumerate(args), **kwargs)
+            shown = ", ".join(f"{k}={v!r}" for k, v in given.items() if k not in ("model", "idx", "generator"))
+            temperature, top_k = kwargs.get("temperature", 1.0), kwargs.get("top_k")
         call = f"generate(model, a {tuple(idx.shape)} prompt, {shown})"
         problem = sample_next_problem(model.config.vocab_size, temperature, top_k, seen=e)
         if problem:
@@ -124,4 +164,8 @@ def run_generate(model, idx: torch.Tensor, *args, hint: str = "", **kwargs) -> t
         else:
             message = (f"{call} raised {_error(e)}{_where(e)}. "
                        + (hint or "Look at generate (step6_sampler.py); stuck? `nox -s hint -- 6`"))
+    else:
+        model.calls += seen["calls"]
+        model.training = seen["training"]
+        return value(seen["out"])
     pytest.fail(message, pytrace=False)

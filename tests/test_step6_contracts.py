@@ -1,27 +1,22 @@
 """Step 6 — contracts found by mutation testing (tests/mutants/MUTATION.md, `nox -s mutmut`).
 
 Each test here kills mutants of the reference that the main step-6 tests let through.
+The learner's code runs in the probes of tests/_probes_step6.py (see `_support.probe`).
 """
 from __future__ import annotations
 
 import pytest
 import torch
 
-from _fake_device import DeviceMixError, FakeGPU, module_to_fake_gpu, to_fake_gpu
-from _step6_checks import MODULE, _error, _where, run_generate
-from _support import not_implemented_guard, student
-from _tiny_lm import TableLM
+import _probes_step6 as P
+from _step6_checks import TableModel, run_generate, value, wire
+from _support import probe
 from strategies import expect
 
 
 def generate(*args, **kwargs):
     """The learner's generate; an exception is reported with its line, and a sampler bug as one."""
     return run_generate(*args, **kwargs)
-
-
-def raw_generate(*args, **kwargs):
-    """The learner's generate, its exceptions left as they are (the device test reads them)."""
-    return not_implemented_guard(student(MODULE).generate, *args, **kwargs)
 
 
 def _chain_table() -> torch.Tensor:
@@ -53,25 +48,26 @@ def test_generate_keeps_every_tensor_on_the_prompt_device(case: str) -> None:
     prompt, kw = DEVICE_CASES[case]
     call = f"generate(model, a {tuple(torch.tensor(prompt).shape)} prompt, max_new_tokens=5, " + ", ".join(
         f"{k}={v!r}" for k, v in kw.items()) + ")"
-    try:
-        with FakeGPU():
-            model = module_to_fake_gpu(TableLM(_chain_table(), block_size=8))
-            raw_generate(model, to_fake_gpu(torch.tensor(prompt)), 5, **kw)
+    # The probe runs generate on the fake GPU and says how it went: {"out"}, {"mixed"} (a DeviceMixError and
+    # its line) or {"unsupported"} (any other error and its line).
+    ran = probe(P.generate_on_fake_gpu, _chain_table(), 8, torch.tensor(prompt), 5, wire(kw))
+    if "out" in ran:
+        out = value(ran["out"])
+        expect(isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == len(prompt)
+               and 2 < out.shape[1] <= 7 and torch.equal(out[:, :2], torch.tensor(prompt)), (
+            f"{call}, with the model and prompt on a GPU, should return ({len(prompt)}, 2 + n), 1 <= n <= 5, "
+            f"starting with the prompt; got {out.tolist() if isinstance(out, torch.Tensor) else out!r}. Look at "
+            f"generate (step6_sampler.py)"))
         return
-    except DeviceMixError as e:
-        mixed, unsupported = (
-            f"{call}, with the model and prompt on a GPU, raised {_error(e)}{_where(e)}. A tensor made inside "
-            f"generate without the prompt's device sits on the CPU, and the GPU refuses to mix it with the "
-            f"prompt's tensors. (These tests run on a fake GPU that holds real data: a real GPU raises the same at "
-            f"that line; on a CPU the mistake does not show.) Look at generate (step6_sampler.py)"), None
-    except Exception as e:  # noqa: BLE001 - not a device error: is it generate's own, on the CPU as well?
-        mixed, unsupported = None, f"{_error(e)}{_where(e)}"
-    # Reported outside the `except`, so the report is the message, not a chained traceback.
-    if unsupported:
-        run_generate(TableLM(_chain_table(), block_size=8), torch.tensor(prompt), 5, **kw)  # fails if it raises
-        pytest.skip(f"the fake GPU could not run this generate ({unsupported}), which runs on the CPU: its device "
-                    f"placement is not checked here")
-    pytest.fail(mixed, pytrace=False)
+    if "unsupported" in ran:  # not a device error: is it generate's own, on the CPU as well?
+        run_generate(TableModel(_chain_table(), block_size=8), torch.tensor(prompt), 5, **kw)  # fails if it raises
+        pytest.skip(f"the fake GPU could not run this generate ({ran['unsupported']}), which runs on the CPU: its "
+                    f"device placement is not checked here")
+    pytest.fail(
+        f"{call}, with the model and prompt on a GPU, raised {ran['mixed']}. A tensor made inside "
+        f"generate without the prompt's device sits on the CPU, and the GPU refuses to mix it with the "
+        f"prompt's tensors. (These tests run on a fake GPU that holds real data: a real GPU raises the same at "
+        f"that line; on a CPU the mistake does not show.) Look at generate (step6_sampler.py)", pytrace=False)
 
 
 def _table(V: int = 7) -> torch.Tensor:
@@ -83,7 +79,7 @@ def _table(V: int = 7) -> torch.Tensor:
 
 def test_generate_with_eos_works_when_the_batch_and_prompt_lengths_differ() -> None:
     """One finished flag per row (B of them), whatever the prompt length T0."""
-    model = TableLM(_table(), block_size=16)
+    model = TableModel(_table(), block_size=16)
     prompt = torch.tensor([[0, 1, 2], [3, 4, 0]])  # B = 2 rows, T0 = 3 tokens
     g = torch.Generator().manual_seed(0)
     out = generate(model, prompt, 4, temperature=0.0, generator=g, eos_id=6, hint=(
@@ -99,7 +95,7 @@ def test_generate_with_eos_works_when_the_batch_and_prompt_lengths_differ() -> N
 def test_generate_passes_top_k_on_to_the_sampler() -> None:
     """top_k=1 leaves only the most likely token: at temperature 1 generate must then be
     greedy; ignoring top_k would draw the other tokens (each ~1/(6 + e) likely here)."""
-    model = TableLM(_table(), block_size=16)
+    model = TableModel(_table(), block_size=16)
     prompt = torch.zeros(3, 1, dtype=torch.long)
     g = torch.Generator().manual_seed(0)
     out = generate(model, prompt, 20, temperature=1.0, top_k=1, generator=g)
@@ -115,7 +111,7 @@ def test_generate_stops_once_every_row_has_produced_eos_even_at_different_steps(
     """Greedy on the table t -> t + 1 (mod 7), eos 6: row 0 (prompt 5) produces eos at the
     first step, row 1 (prompt 2) at the fourth. A row stays finished once it has produced
     eos, so generation stops after 4 steps, not 1 (any row) and not 10 (max_new_tokens)."""
-    model = TableLM(_table(), block_size=16)
+    model = TableModel(_table(), block_size=16)
     prompt = torch.tensor([[5], [2]])
     out = generate(model, prompt, 10, temperature=0.0, eos_id=6)
     n = out.shape[1] - 1

@@ -5,6 +5,9 @@ with the distribution the sampler should have, by total variation distance (TV,
 half the L1 distance). For 20k draws over a handful of tokens the sampling noise
 in TV is about 0.005; the tolerance 0.02 is four times that, while the mistakes
 these tests look for (temperature multiplied, top-k off by one) move TV by > 0.1.
+
+The learner's code runs in the probes of tests/_probes_step6.py (see `_support.probe`):
+the tests make the logits, prompts and models' tables, and check what comes back.
 """
 from __future__ import annotations
 
@@ -13,19 +16,19 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _step6_checks import run_generate, sample
-from _support import not_implemented_guard, student
-from _tiny_lm import TableLM
+import _probes_step6 as P
+from _step6_checks import TableModel, run_generate, sample, value
+from _support import probe
 from strategies import expect
 
-MODULE = "step6_sampler"
 DRAWS = 20_000
 TV_TOL = 0.02
 LOGITS = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5, 1.5])
 
 
 def call(name: str, *args, **kwargs):
-    return not_implemented_guard(getattr(student(MODULE), name), *args, **kwargs)
+    """The learner's step-6 function `name` on these arguments (in the worker, in a separated grading)."""
+    return value(probe(P.call, name, *args, **kwargs))
 
 
 def draw(logits: torch.Tensor, n: int = DRAWS, seed: int = 0, **kw) -> torch.Tensor:
@@ -236,7 +239,7 @@ def table(V: int, seed: int) -> torch.Tensor:
        seed=st.integers(0, 1000))
 def test_generate_keeps_the_prompt_adds_max_new_tokens_and_crops_the_context(B, T0, new, block, seed):
     V = 37
-    model = TableLM(table(V, seed), block_size=block).train()
+    model = TableModel(table(V, seed), block_size=block).train()
     prompt = torch.randint(0, V, (B, T0), generator=torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed)
     out = run_generate(model, prompt.clone(), new, temperature=1.0, generator=g)
@@ -259,7 +262,7 @@ def test_generate_keeps_the_prompt_adds_max_new_tokens_and_crops_the_context(B, 
 def test_greedy_generate_samples_from_the_last_position():
     V = 23
     tab = table(V, 7)
-    model = TableLM(tab, block_size=4)
+    model = TableModel(tab, block_size=4)
     prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
     out = run_generate(model, prompt, 8, temperature=0.0)
     want = prompt[0].tolist()
@@ -272,20 +275,34 @@ def test_greedy_generate_samples_from_the_last_position():
 
 
 def test_generate_is_reproducible_with_a_seeded_generator():
-    model = TableLM(table(41, 3), block_size=8)
+    tab = table(41, 3)
+    model = TableModel(tab, block_size=8)
     prompt = torch.tensor([[1, 2, 3]])
     runs = [run_generate(model, prompt, 30, temperature=1.0, top_k=10,
                  generator=torch.Generator().manual_seed(s)) for s in (5, 5, 6)]
     assert torch.equal(runs[0], runs[1]), ("two generations with generators seeded alike differ: every draw must "
                                            "come from the `generator` given to generate")
     assert not torch.equal(runs[0], runs[2]), "different seeds gave the same 30 tokens: is the generator used at all?"
+    for run in (runs[0], runs[2]):  # what was drawn: the prompt kept, each new token among the 10 best after the last
+        expect(run.shape == (1, 33) and torch.equal(run[:, :3], prompt), (
+            f"generate with a (1, 3) prompt and max_new_tokens=30 should return the prompt followed by 30 tokens, "
+            f"shape (1, 33); got {tuple(run.shape)}: {run.tolist()}. Look at generate (step6_sampler.py)"))
+        ids = run[0].tolist()
+        outside = [t for t in range(3, 33) if ids[t] not in tab[ids[t - 1]].topk(10).indices.tolist()]
+        if outside:
+            t = outside[0]
+            pytest.fail(
+                f"generate(..., top_k=10) drew token {ids[t]} at position {t}, after token {ids[t - 1]}, which is not "
+                f"among the 10 most likely there: {ids}. Every step samples the model's prediction for the position "
+                f"after the last one, with the top_k given to generate. Look at generate (step6_sampler.py)",
+                pytrace=False)
 
 
 def test_generate_stops_once_every_row_has_produced_eos():
     V, eos = 10, 9
     tab = torch.full((V, V), -20.0)
     tab[:, eos] = 20.0  # every token is followed by EOS (probability ~1 - e^-40)
-    model = TableLM(tab, block_size=8)
+    model = TableModel(tab, block_size=8)
     prompt = torch.tensor([[1, 2], [3, 4]])
     out = run_generate(model, prompt, 10, eos_id=eos, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 3) and (out[:, -1] == eos).all(), (
@@ -313,12 +330,12 @@ def relabel(eos: int):
     return lambda t: {EOS: eos, eos: EOS}.get(t, t)
 
 
-def chain_model(eos: int = EOS) -> TableLM:
+def chain_model(eos: int = EOS) -> TableModel:
     r = relabel(eos)
     tab = torch.full((10, 10), -30.0)
     for a, b in CHAIN.items():
         tab[r(a), r(b)] = 30.0
-    return TableLM(tab, block_size=8)
+    return TableModel(tab, block_size=8)
 
 
 def continue_chain(row: list[int], n: int, eos: int = EOS, stop: bool = True) -> list[int]:
@@ -402,3 +419,9 @@ def test_generate_gives_the_model_back_in_the_mode_it_came_in(mode, eos):
         + (f" — here generation stopped early ({out.size(1) - 2} of 10 steps) because every row had finished, "
            f"and the mode was not restored on that way out" if early and mode == "train" else "")
         + ". Look at generate (step6_sampler.py)"))
+    # What it generated: greedy on the fixed chain, every row's continuation is known.
+    want = torch.tensor([continue_chain(r, 10 if eos is None else 3, stop=eos is not None) for r in ([0, 1], [0, 2])])
+    expect(out.shape == want.shape and torch.equal(out, want), (
+        f"greedy generate(prompt=[[0, 1], [0, 2]], max_new_tokens=10, eos_id={eos}) on a model whose continuations "
+        f"are fixed ({CHAIN}) should return {want.tolist()}, got {out.tolist()}. Look at generate "
+        f"(step6_sampler.py)"))
