@@ -3,6 +3,12 @@
 Each test file checks these contracts before it uses the result, so whichever test
 runs first reports the real problem (overlapping chunks, a float loss) instead of a
 confusing symptom further on.
+
+These run in the judge: they read what a probe (tests/_probes_step5.py) sent back, never
+the learner's objects. A returned value arrives as `_probes_step5.returned` describes it:
+{"kind": "tensor", "value", "requires_grad"} or {"kind": "float" | "sequence" | "dict" |
+"other", "type", "repr", ...}; `chunk_tokens`'s result as the tensor itself or
+{"kind": "other", "type", "dtype"}.
 """
 from __future__ import annotations
 
@@ -38,8 +44,10 @@ def chunk_problem(stream: torch.Tensor, block: int, out: object) -> str | None:
     tile = (f"The chunks must tile the stream without overlap: {n} // {block} = {rows} rows, row i = "
             f"stream[i*block_size:(i+1)*block_size]. {WHERE_CHUNK}")
     if not isinstance(out, torch.Tensor) or out.dtype != torch.long:
-        return (f"{call} should return an int64 torch.Tensor, got {type(out).__name__} "
-                f"{getattr(out, 'dtype', '')}: token ids are int64, the dtype nn.Embedding and cross_entropy "
+        kind, dtype = ((type(out).__name__, getattr(out, "dtype", "")) if not isinstance(out, dict) else
+                       (out.get("type"), out.get("dtype", "")))
+        return (f"{call} should return an int64 torch.Tensor, got {kind} "
+                f"{dtype}: token ids are int64, the dtype nn.Embedding and cross_entropy "
                 f"expect. {WHERE_CHUNK}")
     if out.dim() != 2 or out.size(1) != block:
         return f"{call} should return ({rows}, {block}) chunks, got shape {tuple(out.shape)}. {tile}"
@@ -70,37 +78,50 @@ def chunk_problem(stream: torch.Tensor, block: int, out: object) -> str | None:
     return None
 
 
-def _describe(x: object) -> str:
-    if isinstance(x, torch.Tensor):
-        return (f"a tensor of shape {tuple(x.shape)}"
-                + (" that still requires grad" if x.requires_grad else ""))
-    return f"a {type(x).__name__} ({x!r})"
+def _describe(x: dict) -> str:
+    """`returned`'s description as the messages say it."""
+    if x["kind"] == "tensor":
+        return (f"a tensor of shape {tuple(x['value'].shape)}"
+                + (" that still requires grad" if x["requires_grad"] else ""))
+    return f"a {x['type']} ({x['repr']})"
 
 
-def train_step_result(out: object) -> tuple[torch.Tensor, torch.Tensor]:
+def as_float(x: dict) -> float:
+    """float(...) of a returned value, as a test once took it of the object itself."""
+    if x["kind"] == "tensor":
+        return float(x["value"])
+    if x["kind"] == "float":
+        return x["value"]
+    if x.get("float") is None:
+        raise TypeError(f"float() argument must be a string or a real number, not '{x['type']}'")
+    return x["float"]
+
+
+def train_step_result(out: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Check train_step's return contract before a test uses the values; return them.
 
     The contract (train_step's docstring): a pair (loss, grad_norm) of 0-dim tensors,
     detached from the graph, left on the device. A float from `.item()` makes every
     training step wait for the GPU; a tensor still attached keeps the graph alive.
+    `out` is what the probe saw train_step return (`_probes_step5.returned`).
     """
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
+    if out["kind"] != "sequence" or len(out["items"]) != 2:
         pytest.fail(f"train_step returned {_describe(out)}; expected a pair (loss, grad_norm), both 0-dim tensors. "
                     f"{WHERE_STEP}", pytrace=False)
-    for what, t in zip(("loss", "gradient norm"), out):
-        if not isinstance(t, torch.Tensor):
+    for what, t in zip(("loss", "gradient norm"), out["items"]):
+        if t["kind"] != "tensor":
             pytest.fail(
                 f"train_step returned the {what} as {_describe(t)}; the contract is a 0-dim tensor, detached and "
                 f"left on the device: turning it into a Python number (`.item()`, `float()`) makes the training "
                 f"loop wait for the GPU at every step, and the loop converts it only when it logs. {WHERE_STEP}",
                 pytrace=False)
-        if t.dim() != 0:
+        if t["value"].dim() != 0:
             pytest.fail(f"train_step returned the {what} as {_describe(t)}; expected a 0-dim tensor (shape ()), "
                         f"one number. {WHERE_STEP}", pytrace=False)
-        if t.requires_grad:
+        if t["requires_grad"]:
             pytest.fail(f"the returned {what} still requires grad: it must come back detached from the graph, or "
                         f"the graph it holds stays alive and leaks memory. {WHERE_STEP}", pytrace=False)
-    return out[0], out[1]
+    return out["items"][0]["value"], out["items"][1]["value"]
 
 
 def loss_problem(model_before: nn.Module, x: torch.Tensor, loss: torch.Tensor) -> str | None:
@@ -131,7 +152,7 @@ def loss_problem(model_before: nn.Module, x: torch.Tensor, loss: torch.Tensor) -
             f"them). Look at train_step (step5_train_loop.py)")
 
 
-def evaluate_result(out: object, call: str = "evaluate(...)") -> dict:
+def evaluate_result(out: dict, call: str = "evaluate(...)") -> dict:
     """Check evaluate's return contract before a test uses the values; return them.
 
     The contract (evaluate's docstring): {"loss": float, "perplexity": float}, Python
@@ -139,16 +160,18 @@ def evaluate_result(out: object, call: str = "evaluate(...)") -> dict:
     into the checkpoint's record. A 0-dim tensor there is not a number: `json.dumps`
     refuses it, and on a GPU it keeps device memory alive. (A float subclass such as
     numpy's float64 is a Python float; bool and int are not.)
+    `out` is what the probe saw evaluate return (`_probes_step5.returned`); the result is
+    {"loss": float, "perplexity": float}.
     """
-    if not isinstance(out, dict) or not {"loss", "perplexity"} <= set(out):
+    if out["kind"] != "dict" or not {"loss", "perplexity"} <= set(out["items"]):
         pytest.fail(f"{call} returned {_describe(out)}; expected a dict with the keys 'loss' and 'perplexity'. "
                     f"Look at what evaluate returns (step5_train_loop.py)", pytrace=False)
     for key in ("loss", "perplexity"):
-        value = out[key]
-        if not isinstance(value, float):
+        value = out["items"][key]
+        if value["kind"] != "float":
             pytest.fail(
                 f"{call} returned {key!r} as {_describe(value)}; the docstring's contract is a Python float. The "
                 f"training loop logs it, compares it and records it with the checkpoint, and a tensor is not a "
                 f"number there (json refuses it; on a GPU it holds device memory). Look at what evaluate returns "
                 f"(step5_train_loop.py)", pytrace=False)
-    return out
+    return {key: out["items"][key]["value"] for key in ("loss", "perplexity")}

@@ -1,45 +1,36 @@
 """Step 5: chunking, AdamW parameter groups, LR schedule, train_step, evaluate.
 
 The model here is `_tiny_lm.TinyLM`, not the learner's TinyGPT: step 5 is about the
-loop, and an unfinished step 1-4 must not fail it.
+loop, and an unfinished step 1-4 must not fail it. The learner's functions run only in
+the probes of tests/_probes_step5.py (in the worker, in a separated grading); the tests
+send them the batches, seeds and gradients and compare what comes back with answers
+they compute here, on their own TinyLM.
 """
 from __future__ import annotations
 
-import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from _step5_checks import chunk_problem, evaluate_result, loss_problem, train_step_result
-from _support import assert_close, not_implemented_guard, oracle, recorded, student
+import _probes_step5 as P
+from _step5_checks import as_float, chunk_problem, evaluate_result, loss_problem, train_step_result
+from _support import assert_close, oracle, probe, recorded
 from _tiny_lm import TinyLM
 from strategies import expect
 
 MODULE = "step5_train_loop"
 
 
-def s5():
-    return student(MODULE)
-
-
-def call(name: str, *args, **kwargs):
-    return not_implemented_guard(getattr(s5(), name), *args, **kwargs)
-
-
-def train_step(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """The learner's train_step, its return contract checked before a test reads the values."""
-    return train_step_result(call("train_step", *args, **kwargs))
-
-
-def evaluate(model, chunks, *args, **kwargs) -> dict:
-    """The learner's evaluate, its return contract (a dict of Python floats) checked first."""
+def evaluate(model: dict, chunks: torch.Tensor, *args, **kwargs) -> tuple[dict, dict]:
+    """The learner's evaluate on the model `model` describes (P.evaluate), its return contract
+    (a dict of Python floats) checked first: (the result, what the probe saw)."""
     shown = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
-    return evaluate_result(call("evaluate", model, chunks, *args, **kwargs),
-                           f"evaluate(model, ({len(chunks)}, {chunks.size(1)}) chunks, {shown})")
+    seen = probe(P.evaluate, model, chunks, args, kwargs)
+    return (evaluate_result(seen["out"], f"evaluate(model, ({len(chunks)}, {chunks.size(1)}) chunks, {shown})"),
+            seen)
 
 
 # ---------------------------------------------------------------- join_documents
@@ -51,14 +42,13 @@ def evaluate(model, chunks, *args, **kwargs) -> dict:
 )
 @example(docs=[[5, 6, 7], [], [8]], eos=0)  # GPT-2's <|endoftext|> is 50256, but an id of 0 is as valid
 def test_join_documents_puts_eos_after_every_document(docs, eos):
-    out = call("join_documents", docs, eos)
+    arr = probe(P.join_documents, docs, eos)  # what np.asarray makes of the result
     expected = [t for d in docs for t in (*d, eos)]
-    arr = np.asarray(out)
-    assert arr.dtype == np.int64, f"join_documents returned dtype {arr.dtype}; expected int64 token ids"
+    assert arr["dtype"] == "int64", f"join_documents returned dtype {arr['dtype']}; expected int64 token ids"
     zero = (" An eos_id of 0 is a token id like any other: it was treated as 'no end token', as a test of its "
-            "truth value does." if eos == 0 and arr.size == sum(map(len, docs)) else "")
-    assert arr.ndim == 1 and arr.tolist() == expected, (
-        f"join_documents({docs}, eos_id={eos}) returned {arr.tolist()}, expected {expected}: every document "
+            "truth value does." if eos == 0 and arr["size"] == sum(map(len, docs)) else "")
+    assert arr["ndim"] == 1 and arr["values"] == expected, (
+        f"join_documents({docs}, eos_id={eos}) returned {arr['values']}, expected {expected}: every document "
         f"(even an empty one, and the last one) is followed by exactly one eos_id, in order.{zero}"
     )
 
@@ -71,24 +61,23 @@ def test_chunk_tokens_keeps_order_and_loses_less_than_one_block(n, block, kind):
     if n < block:
         n = block + n  # at least one block; shorter corpora have their own test
     stream = torch.arange(n, dtype=torch.long) * 7 % 50257
-    given_stream = {"list": stream.tolist(), "numpy": stream.numpy(), "tensor": stream}[kind]
-    out = call("chunk_tokens", given_stream, block)
+    out = probe(P.chunk_tokens, stream, kind, block)  # the stream given as a list, a numpy array or a tensor
     problem = chunk_problem(stream, block, out)
     expect(problem is None, f"({kind} stream) {problem}")
 
 
 def test_chunk_tokens_drops_only_the_final_partial_block_of_a_long_stream():
     """The seed lab's bug at its real scale: a tail lost per 1,000-token piece."""
-    stream = np.arange(12_345, dtype=np.int64)
-    out = call("chunk_tokens", stream, 128)
-    problem = chunk_problem(torch.from_numpy(stream), 128, out)
+    stream = torch.arange(12_345, dtype=torch.long)
+    out = probe(P.chunk_tokens, stream, "numpy", 128)  # an int64 numpy array
+    problem = chunk_problem(stream, 128, out)
     expect(problem is None, problem)
 
 
 @pytest.mark.parametrize("n,block", [(0, 8), (5, 8), (127, 128)])
 def test_chunk_tokens_on_a_corpus_shorter_than_one_block_says_so(n, block):
     with pytest.raises(ValueError) as e:
-        call("chunk_tokens", list(range(n)), block)
+        probe(P.chunk_tokens, torch.arange(n, dtype=torch.long), "list", block)
     msg = str(e.value)
     assert str(block) in msg and str(n) in msg, (
         f"a {n}-token corpus cannot fill one block of {block}: the ValueError should name both numbers "
@@ -99,37 +88,83 @@ def test_chunk_tokens_on_a_corpus_shorter_than_one_block_says_so(n, block):
 # ----------------------------------------------------------- configure_optimizer
 
 
-def test_configure_optimizer_decays_matrices_only_and_lists_every_parameter_once():
+def known_gradients(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A gradient for every parameter of TinyLM(), by name, for one optimizer step."""
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.randn(p.shape, generator=g) for n, p in TinyLM().named_parameters()}
+
+
+def adamw_after_one_step(lr: float, weight_decay: float, betas: tuple[float, float],
+                         grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """TinyLM()'s parameters after one step of configure_optimizer's contract: AdamW with
+    `weight_decay` on the matrices and none on the rest, from the gradients `grads`."""
     model = TinyLM()
-    opt = call("configure_optimizer", model, 1e-3, 0.1)
-    assert isinstance(opt, torch.optim.AdamW), f"expected torch.optim.AdamW, got {type(opt).__name__}"
-    seen: dict[int, float] = {}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            assert id(p) not in seen, (
+    params = list(model.parameters())
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                            lr=lr, betas=betas)
+    for n, p in model.named_parameters():
+        p.grad = grads[n].clone()
+    opt.step()
+    return {n: p.detach() for n, p in model.named_parameters()}
+
+
+def expect_one_adamw_step(seen: dict, lr: float, weight_decay: float, betas: tuple[float, float],
+                          grads: dict[str, torch.Tensor]) -> None:
+    """The optimizer configure_optimizer made, stepped once from `grads`, moved TinyLM()'s
+    parameters as the contract's AdamW does."""
+    expect(seen["after_step"] is not None, (
+        f"one step of the optimizer configure_optimizer returned, from a known gradient for every parameter, "
+        f"raised {seen['step_error']}. Look at configure_optimizer (step5_train_loop.py)"))
+    for name, want in adamw_after_one_step(lr, weight_decay, betas, grads).items():
+        # fp32 on CPU, the same update: only rounding differs (AdamW's first step is lr * g / |g| whatever the betas).
+        assert_close(seen["after_step"][name], want, atol=1e-6, rtol=1e-5,
+                     what=f"parameter {name} after one step of the optimizer from a known gradient",
+                     hint=f"expected one AdamW step at lr={lr:g} with weight decay {weight_decay:g} on the "
+                          f"parameters with dim >= 2 and 0.0 on the rest. Look at configure_optimizer "
+                          f"(step5_train_loop.py)")
+
+
+def test_configure_optimizer_decays_matrices_only_and_lists_every_parameter_once():
+    model = TinyLM()  # the names and shapes of the parameters the probe's TinyLM() has
+    grads = known_gradients()
+    opt = probe(P.configure_optimizer, 1e-3, 0.1, None, grads)
+    assert opt["is_adamw"], f"expected torch.optim.AdamW, got {opt['type']}"
+    expect(opt["groups"] is not None, f"the optimizer's param_groups could not be read: {opt['step_error']}")
+    seen: dict[str, float] = {}
+    for group in opt["groups"]:
+        for n in group["params"]:
+            if n is None:  # not one of the model's parameters
+                continue
+            assert n not in seen, (
                 "a parameter appears twice in the optimizer (the tied embedding / lm_head matrix?): a Parameter "
                 "shared by two modules must be listed once, or AdamW updates it twice per step"
             )
-            seen[id(p)] = group["weight_decay"]
-    names = {id(p): n for n, p in model.named_parameters()}
-    missing = [names[i] for i in names if i not in seen]
+            seen[n] = group["weight_decay"]
+    names = [n for n, _ in model.named_parameters()]
+    missing = [n for n in names if n not in seen]
     assert not missing, f"parameters missing from the optimizer, so they are never trained: {missing}"
     for n, p in model.named_parameters():
         want = 0.1 if p.dim() >= 2 else 0.0
-        assert seen[id(p)] == pytest.approx(want), (
-            f"{n} (shape {tuple(p.shape)}) has weight_decay {seen[id(p)]}, expected {want}: decay only "
+        assert seen[n] == pytest.approx(want), (
+            f"{n} (shape {tuple(p.shape)}) has weight_decay {seen[n]}, expected {want}: decay only "
             f"parameters with dim >= 2 (matrices, embeddings); biases and LayerNorm gains get 0.0"
         )
-    for group in opt.param_groups:
+    for group in opt["groups"]:
         assert group["lr"] == pytest.approx(1e-3), f"param group lr is {group['lr']}, expected the given lr 1e-3"
+    expect_one_adamw_step(opt, 1e-3, 0.1, (0.9, 0.95), grads)
 
 
 def test_configure_optimizer_uses_the_given_betas():
-    opt = call("configure_optimizer", TinyLM(), 3e-4, 0.01, betas=(0.8, 0.9))
-    assert tuple(opt.param_groups[0]["betas"]) == (0.8, 0.9), (
-        f"betas are {opt.param_groups[0]['betas']}, expected (0.8, 0.9): the betas given to configure_optimizer "
+    grads = known_gradients(1)
+    opt = probe(P.configure_optimizer, 3e-4, 0.01, (0.8, 0.9), grads)
+    expect(bool(opt["groups"]), f"the optimizer's param_groups could not be read: {opt['step_error']}")
+    betas = opt["groups"][0]["betas"]
+    assert tuple(betas) == (0.8, 0.9), (
+        f"betas are {betas}, expected (0.8, 0.9): the betas given to configure_optimizer "
         f"must reach the optimizer"
     )
+    expect_one_adamw_step(opt, 3e-4, 0.01, (0.8, 0.9), grads)
 
 
 # ------------------------------------------------------------------------ lr_at
@@ -145,6 +180,31 @@ schedules = st.tuples(
 ).map(lambda t: (t[0], t[1], t[1] + t[2], t[0] * t[3]))  # (max_lr, warmup, total > warmup, min_lr <= max_lr)
 
 
+def lr_values(steps, max_lr: float, warmup: int, total: int, min_lr: float) -> dict[int, object]:
+    """The learner's lr_at at each of `steps`, by step: as it returned them (a float, an int, a
+    tensor), or a description {"type", "repr"} of anything else."""
+    steps = list(steps)
+    return dict(zip(steps, probe(P.lr_at, steps, max_lr, warmup, total, min_lr)))
+
+
+def _shown(got: object) -> str:
+    if isinstance(got, torch.Tensor):
+        return f"a tensor of shape {tuple(got.shape)}"
+    if isinstance(got, dict):
+        return f"a {got['type']} ({got['repr']})"
+    return f"a {type(got).__name__} ({got!r})"
+
+
+def lr_numbers(steps, max_lr: float, warmup: int, total: int, min_lr: float) -> dict[int, object]:
+    """`lr_values`, each a number (a tensor stays a tensor, as the learner returned it)."""
+    values = lr_values(steps, max_lr, warmup, total, min_lr)
+    for s, got in values.items():
+        expect(not isinstance(got, dict), (
+            f"lr_at({s}, max_lr={max_lr:g}, warmup_steps={warmup}, total_steps={total}, min_lr={min_lr:g}) returned "
+            f"{_shown(got)}: the docstring's contract is a Python float. Look at lr_at (step5_train_loop.py)"))
+    return values
+
+
 TYPE_SCHEDULES = [  # (max_lr, warmup_steps, total_steps, min_lr): a plain run, then the docstring's edge cases
     (1e-3, 10, 100, 1e-4), (1e-3, 0, 10, 1e-4), (1e-3, 5, 5, 1e-4), (1e-3, 5, 3, 0.0), (3e-4, 0, 0, 3e-5)]
 
@@ -154,11 +214,10 @@ def test_lr_at_returns_a_python_float():
     end) and edge case. A 0-dim tensor (from torch.cos, say) is not one; numpy's float64,
     a subclass of float, is."""
     for max_lr, warmup, total, min_lr in TYPE_SCHEDULES:
-        for step in sorted({0, max(warmup - 1, 0), warmup, (warmup + total) // 2, total, total + 7}):
-            got = call("lr_at", step, max_lr, warmup, total, min_lr)
+        steps = sorted({0, max(warmup - 1, 0), warmup, (warmup + total) // 2, total, total + 7})
+        for step, got in lr_values(steps, max_lr, warmup, total, min_lr).items():
             phase = ("warm-up" if step < warmup else "past the end" if step >= total else "cosine decay")
-            what = (f"a tensor of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else
-                    f"a {type(got).__name__} ({got!r})")
+            what = _shown(got)
             expect(isinstance(got, float), (
                 f"lr_at({step}, max_lr={max_lr:g}, warmup_steps={warmup}, total_steps={total}, min_lr={min_lr:g}) "
                 f"returned {what}, in the {phase}: the docstring's contract is a Python float. The loop writes it "
@@ -169,7 +228,7 @@ def test_lr_at_returns_a_python_float():
 @given(schedules)
 def test_lr_at_hits_its_endpoints(schedule):
     max_lr, warmup, total, min_lr = schedule
-    lr = lambda s: call("lr_at", s, max_lr, warmup, total, min_lr)  # noqa: E731
+    lr = lr_numbers({0, warmup - 1, total, total + 1, total + 100}, max_lr, warmup, total, min_lr).__getitem__
     # rel 1e-9: plain float arithmetic, only rounding differs between correct formulas.
     assert lr(0) == pytest.approx(max_lr / warmup, rel=1e-9), (
         f"lr_at(0) = {lr(0):.6g}, expected max_lr / warmup_steps = {max_lr / warmup:.6g}: the warm-up rises in "
@@ -189,7 +248,7 @@ def test_lr_at_hits_its_endpoints(schedule):
 @given(schedules)
 def test_lr_at_warms_up_then_decays_monotonically(schedule):
     max_lr, warmup, total, min_lr = schedule
-    lrs = [call("lr_at", s, max_lr, warmup, total, min_lr) for s in range(total + 1)]
+    lrs = list(lr_numbers(range(total + 1), max_lr, warmup, total, min_lr).values())
     tol = 1e-12 * max_lr  # float rounding only
     for s in range(1, total + 1):
         if s < warmup:
@@ -206,7 +265,7 @@ def test_lr_at_warms_up_then_decays_monotonically(schedule):
 def test_lr_at_matches_the_reference_cosine(schedule, frac):
     max_lr, warmup, total, min_lr = schedule
     step = int(frac * (total + 5))
-    got = call("lr_at", step, max_lr, warmup, total, min_lr)
+    got = lr_numbers([step], max_lr, warmup, total, min_lr)[step]
     want = reference_lr(step, max_lr, warmup, total, min_lr)
     progress = (step - warmup) / (total - warmup)
     from_zero = min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * min(step / total, 1.0)))
@@ -251,7 +310,7 @@ def test_lr_at_handles_no_warmup_and_no_room_to_decay(case):
     for step in range(max(warmup, total) + 3):
         what = f"lr_at({step}, max_lr={max_lr:g}, warmup_steps={warmup}, total_steps={total}, min_lr={min_lr:g})"
         try:
-            got = call("lr_at", step, max_lr, warmup, total, min_lr)
+            got = lr_numbers([step], max_lr, warmup, total, min_lr)[step]
         except Exception as e:  # noqa: BLE001 - the learner's error, reported as a diagnosis
             pytest.fail(f"{what} raised {type(e).__name__}: {e}. {rule}. Look at lr_at (step5_train_loop.py)",
                         pytrace=False)
@@ -263,34 +322,6 @@ def test_lr_at_handles_no_warmup_and_no_room_to_decay(case):
 
 
 # ------------------------------------------------------------------- train_step
-
-
-class SpyOptimizer(torch.optim.Optimizer):
-    """Wraps a real optimizer; records the gradients as they are when step() runs."""
-
-    def __init__(self, inner: torch.optim.Optimizer, model: torch.nn.Module) -> None:
-        self.inner, self.model = inner, model
-        self.grad_norms: list[float] = []
-        self.grads: list[list[torch.Tensor | None]] = []
-        self.zero_grad_calls = 0
-
-    @property
-    def param_groups(self):
-        return self.inner.param_groups
-
-    @property
-    def state(self):
-        return self.inner.state
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.zero_grad_calls += 1
-        self.inner.zero_grad(set_to_none=set_to_none)
-
-    def step(self, closure=None):
-        grads = [None if p.grad is None else p.grad.detach().clone() for p in self.model.parameters()]
-        self.grads.append(grads)
-        self.grad_norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads if g is not None])).item())
-        return self.inner.step(closure)
 
 
 def batch(seed: int, B: int = 4, T: int = 16, V: int = 97) -> torch.Tensor:
@@ -310,16 +341,16 @@ def reference_train_step(seed: int, max_norm: float) -> dict:
 @given(seed=st.integers(0, 10_000), max_norm=st.sampled_from([1e-3, 0.05, 1.0, 1e6]))
 def test_train_step_clips_before_the_optimizer_step(seed, max_norm):
     torch.manual_seed(seed)
-    model = TinyLM(seed=seed)
-    before = copy.deepcopy(model)
-    spy = SpyOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0), model)
-    loss, norm = train_step(model, batch(seed), spy, max_norm)
+    # TinyLM(seed) and AdamW(lr=1e-2, no decay) behind a spy that records the gradients at step().
+    spy = probe(P.train_step_with_a_spy, seed, batch(seed), max_norm)
+    loss, norm = train_step_result(spy["out"])
     # The loss first: a loss of the wrong pairs changes the gradients, their norm and the update
     # too, and must be reported as what it is, not as a clipping mistake.
-    problem = loss_problem(before, batch(seed), loss)
+    problem = loss_problem(TinyLM(seed=seed), batch(seed), loss)
     expect(problem is None, problem)
-    assert len(spy.grad_norms) == 1, f"optimizer.step() was called {len(spy.grad_norms)} times, expected once"
-    seen = spy.grad_norms[0]
+    grad_norms = spy["grad_norms"]
+    assert len(grad_norms) == 1, f"optimizer.step() was called {len(grad_norms)} times, expected once"
+    seen = grad_norms[0]
     # 1e-4 relative: clip_grad_norm_ scales by max_norm / (norm + 1e-6), plus fp32 rounding.
     assert seen <= max_norm * (1 + 1e-4), (
         f"when optimizer.step() ran, the total gradient norm was {seen:.4g} > max_grad_norm={max_norm}: the "
@@ -334,46 +365,87 @@ def test_train_step_clips_before_the_optimizer_step(seed, max_norm):
     assert_close(loss.detach().reshape(()), want["loss"], atol=1e-6, rtol=1e-5, what="the returned loss",
                  hint="expected the model's loss on this batch (the inputs are their own labels), before the "
                       "update")
-    for name, p in model.state_dict().items():
-        assert_close(p, want["params"][name], atol=1e-6, rtol=1e-5, what=f"parameter {name} after one step",
+    for name, want_p in want["params"].items():
+        assert_close(spy["params"][name], want_p, atol=1e-6, rtol=1e-5, what=f"parameter {name} after one step",
                      hint="expected exactly one AdamW update from this batch's fresh, clipped gradients. Look at "
                           "train_step (step5_train_loop.py); stuck? `nox -s hint -- 5`")
 
 
+def gradient_norm(model: TinyLM, x: torch.Tensor) -> float:
+    """The total norm of the gradients of the model's loss on `x` (the inputs their own labels)."""
+    model.zero_grad(set_to_none=True)
+    _, loss = model(x, labels=x)
+    loss.backward()
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item()
+
+
 def test_train_step_zeroes_old_gradients():
-    model = TinyLM(seed=1)
-    # lr 0: parameters never move, so both calls must see exactly the same gradients.
-    spy = SpyOptimizer(torch.optim.SGD(model.parameters(), lr=0.0), model)
+    # TinyLM(seed=1), SGD at lr 0 behind a spy: parameters never move, so both calls must see
+    # exactly the same gradients.
     x = batch(1)
-    _, n1 = call("train_step", model, x, spy, 1e9)
-    _, n2 = call("train_step", model, x, spy, 1e9)
-    assert spy.grad_norms[1] == pytest.approx(spy.grad_norms[0], rel=1e-5), (
-        f"the same batch on unchanged weights gave gradient norm {spy.grad_norms[0]:.4g} the first time and "
-        f"{spy.grad_norms[1]:.4g} the second: the second step's gradients still hold the first's, and each "
+    spy = probe(P.train_step_twice, 1, x)
+    grad_norms, (n1, n2) = spy["grad_norms"], spy["norms"]
+    assert grad_norms[1] == pytest.approx(grad_norms[0], rel=1e-5), (
+        f"the same batch on unchanged weights gave gradient norm {grad_norms[0]:.4g} the first time and "
+        f"{grad_norms[1]:.4g} the second: the second step's gradients still hold the first's, and each "
         f"step must start from fresh gradients"
     )
-    assert float(n2) == pytest.approx(float(n1), rel=1e-5), "the returned norm changed between identical steps"
+    assert as_float(n2) == pytest.approx(as_float(n1), rel=1e-5), "the returned norm changed between identical steps"
+    want = gradient_norm(TinyLM(seed=1), x)
+    # fp32 on CPU, the same backward: only rounding differs.
+    assert as_float(n1) == pytest.approx(want, rel=1e-5), (
+        f"train_step returned the gradient norm {as_float(n1):.6g}, but the total norm of this batch's gradients "
+        f"is {want:.6g} (max_grad_norm=1e9 clips nothing): the returned norm is the total norm of the fresh "
+        f"gradients, over all parameters together. Look at train_step (step5_train_loop.py)"
+    )
 
 
 def test_train_step_returns_detached_scalars_and_puts_the_model_in_train_mode():
-    model = TinyLM(seed=2, dropout=0.5).eval()
-    out = call("train_step", model, batch(2), torch.optim.SGD(model.parameters(), lr=0.0), 1.0)
-    assert model.training, ("train_step left a model that came in eval mode in eval mode: training must run in "
-                            "train mode (dropout is part of training)")
-    train_step_result(out)  # (loss, grad_norm): 0-dim tensors, detached
+    # TinyLM(seed=2, dropout=0.5) given in eval mode, SGD at lr 0; the dropout mask drawn from seed 20.
+    seen = probe(P.train_step_from_eval_mode, batch(2), 20)
+    assert seen["training"], ("train_step left a model that came in eval mode in eval mode: training must run in "
+                              "train mode (dropout is part of training)")
+    loss, _ = train_step_result(seen["out"])  # (loss, grad_norm): 0-dim tensors, detached
+    model = TinyLM(seed=2, dropout=0.5).train()
+    torch.manual_seed(20)  # the same dropout mask
+    with torch.no_grad():
+        _, want = model(batch(2), labels=batch(2))
+    # fp32 on CPU, the same forward and the same random draws: only rounding differs.
+    expect(math.isclose(float(loss), float(want), rel_tol=1e-5, abs_tol=1e-6), (
+        f"train_step returned the loss {float(loss):.6f}, but the model's loss on this batch in train mode (dropout "
+        f"on, the same random draws) is {float(want):.6f}: the loss must be the model's own, in train mode, the "
+        f"inputs being their own labels. Look at train_step (step5_train_loop.py)"))
 
 
-class AutocastSpy(TinyLM):
-    """TinyLM that records, at every forward, whether CPU autocast is on and its dtype."""
+_DTYPES = {str(d): d for d in (torch.bfloat16, torch.float16, torch.float32, torch.float64)}
 
-    def __init__(self, **kw) -> None:
-        super().__init__(**kw)
-        self.seen: list[torch.dtype | None] = []
 
-    def forward(self, input_ids, labels=None):
-        on = torch.is_autocast_enabled(input_ids.device.type)
-        self.seen.append(torch.get_autocast_dtype(input_ids.device.type) if on else None)
-        return super().forward(input_ids, labels)
+def as_dtypes(seen: list) -> list:
+    """The probe's dtype names as the dtypes they name (None: no autocast)."""
+    return [None if d is None else _DTYPES.get(d, d) for d in seen]
+
+
+def autocast_loss(seed: int, x: torch.Tensor, dtype: torch.dtype | None, batch_size: int | None = None) -> float:
+    """TinyLM(seed)'s loss on `x` (the mean over its rows, `batch_size` rows at a time, each
+    batch weighted by its rows), the forward under CPU autocast to `dtype` when one is given."""
+    model = TinyLM(seed=seed).eval()
+    size = batch_size or len(x)
+    total = 0.0
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        for start in range(0, len(x), size):
+            _, loss = model(x[start:start + size], labels=x[start:start + size])
+            total += loss.double().item() * len(x[start:start + size])
+    return total / len(x)
+
+
+def returned_loss(out: dict) -> float | None:
+    """The loss of a (loss, grad_norm) pair train_step returned, as a float (None: no pair)."""
+    if out["kind"] != "sequence" or len(out["items"]) != 2:
+        return None
+    try:
+        return as_float(out["items"][0])
+    except (TypeError, ValueError, RuntimeError):
+        return None
 
 
 def _autocast_message(fn: str, want, seen) -> str:
@@ -393,16 +465,31 @@ def _autocast_message(fn: str, want, seen) -> str:
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, None], ids=str)
 def test_train_step_runs_the_forward_under_the_requested_autocast(dtype):
-    model = AutocastSpy(seed=5)
-    call("train_step", model, batch(5), torch.optim.SGD(model.parameters(), lr=0.0), 1.0, autocast_dtype=dtype)
-    assert model.seen and all(d == dtype for d in model.seen), _autocast_message("train_step", dtype, model.seen)
+    # An AutocastSpy(seed=5) (TinyLM recording the autocast dtype of each forward), SGD at lr 0.
+    seen = probe(P.train_step_autocast, 5, batch(5), dtype)
+    dtypes = as_dtypes(seen["seen"])
+    assert dtypes and all(d == dtype for d in dtypes), _autocast_message("train_step", dtype, dtypes)
+    loss, want = returned_loss(seen["out"]), autocast_loss(5, batch(5), dtype)
+    # The same forward under the same autocast: only rounding differs (more of it in 16 bits).
+    tol = 1e-5 if dtype is None else 1e-3
+    expect(loss is None or math.isclose(loss, want, rel_tol=tol, abs_tol=1e-6), (
+        f"train_step(..., autocast_dtype={dtype}) returned the loss {loss}, but the model's loss on this batch "
+        f"under that autocast is {want:.6f}: the loss must be the model's own on the batch, the inputs being "
+        f"their own labels. Look at train_step (step5_train_loop.py)"))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, None], ids=str)
 def test_evaluate_runs_the_forward_under_the_requested_autocast(dtype):
-    model = AutocastSpy(seed=6)
-    evaluate(model, batch(6, B=8), 4, autocast_dtype=dtype)
-    assert model.seen and all(d == dtype for d in model.seen), _autocast_message("evaluate", dtype, model.seen)
+    out, seen = evaluate({"cls": "AutocastSpy", "seed": 6}, batch(6, B=8), 4, autocast_dtype=dtype)
+    dtypes = as_dtypes(seen["seen"])
+    assert dtypes and all(d == dtype for d in dtypes), _autocast_message("evaluate", dtype, dtypes)
+    want = autocast_loss(6, batch(6, B=8), dtype, batch_size=4)
+    # The same forwards under the same autocast: only rounding differs (more of it in 16 bits).
+    tol = 1e-5 if dtype is None else 1e-3
+    expect(math.isclose(out["loss"], want, rel_tol=tol), (
+        f"evaluate(model, (8, 16) chunks, 4, autocast_dtype={dtype}) gave loss {out['loss']:.6f}, expected "
+        f"{want:.6f}: the mean over all chunks, each forward under that autocast, dropout off (evaluate, "
+        f"step5_train_loop.py)"))
 
 
 # --------------------------------------------------------------------- evaluate
@@ -422,7 +509,7 @@ def full_loss(model: TinyLM, chunks: torch.Tensor) -> float:
 def test_evaluate_is_the_token_weighted_mean_in_eval_mode(n, bs, seed):
     model = TinyLM(seed=seed, dropout=0.5).train()
     chunks = batch(seed, B=n)
-    out = evaluate(model, chunks, bs)
+    out, seen = evaluate({"seed": seed, "dropout": 0.5, "training": True}, chunks, bs)
     want = full_loss(model, chunks)
     short = n % bs
     # 1e-5 relative: fp32 losses of different batchings, averaged in float64.
@@ -436,37 +523,41 @@ def test_evaluate_is_the_token_weighted_mean_in_eval_mode(n, bs, seed):
     assert out["perplexity"] == pytest.approx(math.exp(out["loss"]), rel=1e-9), (
         f"perplexity {out['perplexity']:.6g} should be exp(loss) = {math.exp(out['loss']):.6g}"
     )
-    assert model.training, ("evaluate left a model that came in train mode in eval mode: it must give the model "
-                            "back in the mode it came in")
+    assert seen["training"], ("evaluate left a model that came in train mode in eval mode: it must give the model "
+                              "back in the mode it came in")
 
 
 def test_evaluate_turns_dropout_off_and_restores_eval_mode():
-    model = TinyLM(seed=3, dropout=0.5).train()
+    model = {"seed": 3, "dropout": 0.5, "training": True}  # TinyLM(seed=3, dropout=0.5), in train mode
     chunks = batch(3, B=8)
     torch.manual_seed(0)
-    a = evaluate(model, chunks, 4)["loss"]
+    a = evaluate(model, chunks, 4)[0]["loss"]
     torch.manual_seed(1)
-    b = evaluate(model, chunks, 4)["loss"]
+    b = evaluate(model, chunks, 4)[0]["loss"]
     assert a == b, (
         f"evaluating the same model on the same chunks gave {a:.6f} and {b:.6f}: dropout is still on, and "
         f"evaluation must run in eval mode"
     )
-    model.eval()
-    evaluate(model, chunks, 4)
-    assert not model.training, ("evaluate put a model that came in eval mode back into train mode: it must give the "
-                                "model back in the mode it came in, not always in train mode")
+    _, seen = evaluate({**model, "training": False}, chunks, 4)  # the same model, in eval mode
+    assert not seen["training"], ("evaluate put a model that came in eval mode back into train mode: it must give the "
+                                  "model back in the mode it came in, not always in train mode")
+    want = full_loss(TinyLM(seed=3, dropout=0.5), chunks)
+    assert a == pytest.approx(want, rel=1e-5), (
+        f"evaluate over 8 chunks in batches of 4 gave loss {a:.6f}, expected {want:.6f} (the mean over all chunks, "
+        f"dropout off). Look at evaluate (step5_train_loop.py)"
+    )
 
 
 def test_evaluate_stops_after_max_batches():
     model = TinyLM(seed=4).train()
     chunks = batch(4, B=20)
-    out = evaluate(model, chunks, 4, max_batches=2)
+    out, seen = evaluate({"seed": 4, "training": True}, chunks, 4, max_batches=2)
     want = full_loss(model, chunks[:8])
     assert out["loss"] == pytest.approx(want, rel=1e-5), (
         f"evaluate(..., batch_size=4, max_batches=2) gave {out['loss']:.6f}, expected the mean over the first "
         f"8 chunks {want:.6f}: stop after max_batches batches"
     )
-    assert model.training, (
+    assert seen["training"], (
         "evaluate(..., max_batches=2) got a model in train mode and left it in eval mode: it must give the model "
         "back in the mode it came in on every way out, here after stopping at max_batches. Look at evaluate "
         "(step5_train_loop.py)")
@@ -474,4 +565,4 @@ def test_evaluate_stops_after_max_batches():
 
 def test_evaluate_with_no_chunks_is_a_clear_error():
     with pytest.raises(ValueError):
-        call("evaluate", TinyLM(), torch.zeros(0, 16, dtype=torch.long), 4)
+        probe(P.evaluate, {"seed": 0}, torch.zeros(0, 16, dtype=torch.long), (4,))
