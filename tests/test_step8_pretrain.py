@@ -9,14 +9,13 @@ loss it returned), every optimizer step, `lr_at`'s arguments, and `Run.log_train
 `Run.evaluate` and `Run.save` with the number of updates done when each was called.
 Three short runs on the offline Shakespeare corpus (a 1-layer, 32-dim model, 12
 steps): one straight through, one interrupted after 6 steps, and its resumption.
+The runs and their spies are the probe `pretrain_run` (tests/_probes_step8.py), where
+the learner's code runs; it sends back what the spies recorded and what the run left in
+its folder, and the tests here decide.
 """
 from __future__ import annotations
 
-import csv
-import importlib
-import json
 import math
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +23,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from _support import oracle, recorded, student
+import _probes_step8 as P
+from _support import oracle, probe, recorded
+from kata.paths import cache_dir
 
 RUN = dict(
     n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4, max_steps=12, warmup_steps=3,
@@ -46,24 +47,16 @@ CUT, RESUMED = f"the run stopped after {STOP_AFTER} updates", f"the run resumed 
 #   the end, so a loop that calls it only every log_interval updates (not every update) shows.
 # - warmup_steps < STOP_AFTER: a schedule spanning run.end_step instead of run.total_steps decays sooner
 #   within the cut run (updates 4-6).
-STEP_MODULES = {"step1": "step1_embeddings", "step3": "step3_blocks", "step5": "step5_train_loop", "step6": "step6_sampler"}
 # The fixture's three runs (24 updates in all) cost ~21 s of CPU time, a third of it the first imports of
 # torch's optimizer and transformers; measured at 35 s wall at load 5 on the 2 shared cores. They all run in
 # the setup of whichever test comes first, which the grader's 120 s per-test limit cut short once under load
 # (the 20-update version then took 85 s at load 4). 600 s fits a heavily loaded 2-core machine and stays
 # under the step's time_limit (grader/steps.toml).
 pytestmark = pytest.mark.timeout(600)
-
-
-def _other_steps() -> tuple[SimpleNamespace, str]:
-    """The reference steps 1-6 if this checkout has them, else the learner's own."""
-    try:
-        return SimpleNamespace(**{k: importlib.import_module(f"reference.{m}") for k, m in STEP_MODULES.items()}), ""
-    except ImportError:
-        return SimpleNamespace(**{k: student(m) for k, m in STEP_MODULES.items()}), (
-            " (this run also uses your own steps 1-6: if the traceback ends in one of them, the mistake may be "
-            "there, in a case their own tests do not cover)"
-        )
+# The runs fill the kata's cache (.kata_cache/: the tokenised corpus). In a separated grading the worker may
+# write only in folders that exist when it starts (grader/judge.py, _test_folders), so it is made here, at
+# collection, before any probe starts one.
+cache_dir().mkdir(parents=True, exist_ok=True)
 
 
 @dataclass
@@ -72,8 +65,9 @@ class Update:
 
     lrs: list[float]  # every param group's lr when train_step ran
     max_grad_norm: object
-    autocast_dtype: object
-    scaler: object
+    autocast_dtype: str | None  # as str(): "torch.float16"
+    scaler: str | None  # its repr
+    scaler_is_the_runs: bool = False  # the very object run.scaler
     loss: float = math.nan
     grad_norm: float = math.nan
 
@@ -91,27 +85,21 @@ class Call:
 
 
 class Trace:
-    """What the loop did, recorded by spies around the reference pieces and `Run`."""
+    """What the loop did, as the spies recorded it (the probe's `Trace.data()`, tests/_probes_step8.py)."""
 
-    def __init__(self) -> None:
-        self.start_step = 0  # run_training's start_step (a resumed run's: its checkpoint's step)
-        self.updates: list[Update] = []
-        self.in_train_step = False
-        self.optimizer_steps_outside = 0  # optimizer steps not made by train_step
-        self.schedule: list[tuple[object, object]] = []  # (step, total_steps) of each lr_at call
-        self.logs: list[Call] = []
-        self.evals: list[Call] = []
-        self.saves: list[Call] = []
-        self.run_scaler = None
+    def __init__(self, data: dict) -> None:
+        self.start_step = data["start_step"]  # run_training's start_step (a resumed run's: its checkpoint's step)
+        self.updates = [Update(**u) for u in data["updates"]]
+        self.optimizer_steps_outside = data["optimizer_steps_outside"]  # optimizer steps not made by train_step
+        self.schedule = [tuple(s) for s in data["schedule"]]  # (step, total_steps) of each lr_at call
+        before = Update([math.nan], None, None, None)
 
-    def call(self, step, **kw) -> Call:
-        n = len(self.updates)
-        last = self.updates[-1] if n else Update([math.nan], None, None, None)
-        return Call(step, self.start_step + n, n, last=last, **kw)
+        def call(c: dict) -> Call:
+            return Call(**{**c, "last": self.updates[c["last"]] if c["last"] >= 0 else before})
 
-    def optimizer_stepped(self, *_) -> None:
-        if not self.in_train_step:
-            self.optimizer_steps_outside += 1
+        self.logs = [call(c) for c in data["logs"]]
+        self.evals = [call(c) for c in data["evals"]]
+        self.saves = [call(c) for c in data["saves"]]
 
     def lrs(self) -> list[float]:
         return [u.lrs[0] for u in self.updates]
@@ -124,142 +112,59 @@ def _number(x) -> float:
         return math.nan
 
 
-def run_pretrain(out_dir: Path, stop_after: int | None = None, resume: bool = False) -> tuple[dict, Trace]:
-    import kata.pretrain as kp
-    from kata.precision import Precision
-    from kata.presets import preset
-
-    s8 = student("step8_pretrain")
-    steps, _ = _other_steps()
-    trace = Trace()
-    s5 = steps.step5
-
-    def configure_optimizer(*a, **k):
-        optimizer = s5.configure_optimizer(*a, **k)
-        optimizer.register_step_post_hook(trace.optimizer_stepped)  # every step, whoever makes it
-        return optimizer
-
-    def run_training(model, optimizer, run, start_step=0):
-        trace.start_step = start_step
-        return s8.run_training(model, optimizer, run, start_step)
-
-    steps.step5 = SimpleNamespace(**{**vars(s5), "configure_optimizer": configure_optimizer})
-    steps.step8 = SimpleNamespace(run_training=run_training)
-
-    def lr_at(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
-        trace.schedule.append((step, total_steps))
-        return s5.lr_at(step, max_lr, warmup_steps, total_steps, min_lr)
-
-    def train_step(model, input_ids, optimizer, max_grad_norm=1.0, autocast_dtype=None, scaler=None):
-        update = Update([g["lr"] for g in optimizer.param_groups], max_grad_norm, autocast_dtype, scaler)
-        trace.updates.append(update)
-        trace.in_train_step = True
-        try:
-            # The precision the loop passed is recorded above; the update itself runs in fp32 without a
-            # scaler, as the CPU's policy does (CPU fp16 autocast is slow where it exists at all).
-            loss, grad_norm = s5.train_step(model, input_ids, optimizer, max_grad_norm, None, None)
-        finally:
-            trace.in_train_step = False
-        update.loss, update.grad_norm = _number(loss), _number(grad_norm)
-        return loss, grad_norm
-
-    init, log_train, evaluate, save = kp.Run.__init__, kp.Run.log_train, kp.Run.evaluate, kp.Run.save
-    validation_loss, heldout_loss = kp.Run.validation_loss, kp.heldout_loss  # the verdict's loss (kata/heldout.py)
-
-    def run_init(self, *a, **k):
-        init(self, *a, **k)
-        self.stop_after = stop_after
-        # The run is dressed as an fp16 GPU's (kata/precision.py: the one precision with a gradient
-        # scaler), so the loop must hand run.autocast_dtype and run.scaler on: on the CPU they are None,
-        # and a loop that passes None regardless would look right. Only the loop sees this precision:
-        # train_step's spy and every evaluation compute in fp32.
-        self.precision = Precision(self.device, "fp16", "the step-8 test's marker precision")
-        self.autocast_dtype = self.precision.autocast_dtype
-        self.scaler = trace.run_scaler = self.precision.make_scaler()
-
-    def run_validation_loss(self, model):
-        dtype, self.autocast_dtype = self.autocast_dtype, None
-        try:
-            return validation_loss(self, model)
-        finally:
-            self.autocast_dtype = dtype
-
-    def run_heldout_loss(model, chunks, batch_size=16, max_batches=None, autocast_dtype=None):
-        return heldout_loss(model, chunks, batch_size, max_batches, None)
-
-    def run_log_train(self, step, loss, lr):
-        trace.logs.append(trace.call(step, loss=_number(loss), lr=lr))
-        return log_train(self, step, loss, lr)
-
-    def run_evaluate(self, model, step):
-        trace.evals.append(trace.call(step))
-        return evaluate(self, model, step)
-
-    def run_save(self, model, optimizer, step):
-        trace.saves.append(trace.call(step))
-        return save(self, model, optimizer, step)
-
-    patches = [
-        (kp, "solution_steps", lambda solution=None: steps), (kp, "heldout_loss", run_heldout_loss),
-        (s8, "lr_at", lr_at), (s8, "set_lr", s5.set_lr), (s8, "train_step", train_step),
-        (kp.Run, "__init__", run_init), (kp.Run, "validation_loss", run_validation_loss),
-        (kp.Run, "log_train", run_log_train), (kp.Run, "evaluate", run_evaluate), (kp.Run, "save", run_save),
-    ]
-    saved = [(obj, name, getattr(obj, name, None)) for obj, name, _ in patches]
-    try:
-        for obj, name, value in patches:
-            setattr(obj, name, value)
-        summary = kp.pretrain(preset("smoke", out_dir=str(out_dir), resume=resume, **RUN), quiet=True)
-    finally:
-        for obj, name, value in saved:
-            setattr(obj, name, value)
-    return summary, trace
-
-
 class Outcome:
     """A run's result, or the error it raised, reported by whichever test asks first."""
 
-    def __init__(self, fn, message: str | None = None) -> None:
+    def __init__(self, reply: dict | None, message: str | None = None) -> None:
         self.error, self.message = None, message
         if message is not None:
             return
-        try:
-            self.value = fn()
-        except Exception as e:  # noqa: BLE001 — every test reports it with a hint
-            self.error = e
-            self.tb = traceback.format_exc(limit=-4)
+        self.error = reply.get("error")  # the probe's account of the exception the run raised
+        if self.error is None:
+            self.value = reply["summary"], Trace(reply["trace"])
 
     def get(self):
         if self.message is not None:
             pytest.fail(self.message, pytrace=False)
         if self.error is not None:
-            _, dep = _other_steps()
-            if isinstance(self.error, NotImplementedError):
-                pytest.fail(f"run_training (or a step it uses) still raises NotImplementedError: {self.error}{dep}",
-                            pytrace=False)
-            pytest.fail(f"the tiny pretraining run failed{dep}:\n{self.tb}", pytrace=False)
+            dep = self.error["dep"]
+            if self.error["not_implemented"]:
+                pytest.fail(f"run_training (or a step it uses) still raises NotImplementedError: "
+                            f"{self.error['message']}{dep}", pytrace=False)
+            pytest.fail(f"the tiny pretraining run failed{dep}:\n{self.error['traceback']}", pytrace=False)
         return self.value
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("step8")
-    full = Outcome(lambda: run_pretrain(root / "full"))
-    first = Outcome(lambda: run_pretrain(root / "resumed", stop_after=STOP_AFTER))
-    if first.error is not None:
-        second = first
-    elif not first.value[1].saves:
-        second = Outcome(None, f"the run stopped after {STOP_AFTER} updates never called run.save, so there is no "
-                               f"checkpoint to resume from: a run saves every checkpoint_interval updates and after "
-                               f"its last update")
-    else:
-        second = Outcome(lambda: run_pretrain(root / "resumed", resume=True))
-    return SimpleNamespace(full=full, first=first, second=second, full_dir=root / "full", resumed_dir=root / "resumed")
+def runs():
+    root = Path(probe(P.scratch_folder))  # made where the runs write: the worker, in a separated grading
+    try:
+        full = probe(P.pretrain_run, RUN, str(root / "full"))
+        first = last = probe(P.pretrain_run, RUN, str(root / "resumed"), stop_after=STOP_AFTER)
+        cut = Outcome(first)
+        if cut.error is not None:
+            resumed = cut
+        elif not cut.value[1].saves:
+            resumed = Outcome(None, f"the run stopped after {STOP_AFTER} updates never called run.save, so there is "
+                                    f"no checkpoint to resume from: a run saves every checkpoint_interval updates and "
+                                    f"after its last update")
+        else:
+            last = probe(P.pretrain_run, RUN, str(root / "resumed"), resume=True)
+            resumed = Outcome(last)
+        # The folders as the runs left them: loss.csv's rows, the checkpoint's step, the files written.
+        yield SimpleNamespace(full=Outcome(full), first=cut, second=resumed, full_folder=full["folder"],
+                              resumed_folder=last["folder"])
+    finally:
+        probe(P.remove_scratch_folder, str(root))
 
 
-def rows(out_dir: Path, split: str | None = None) -> list[dict]:
-    with (out_dir / "loss.csv").open(newline="") as f:
-        return [r for r in csv.DictReader(f) if split is None or r["split"] == split]
+def rows(folder: dict, split: str | None = None) -> list[dict]:
+    """loss.csv's rows in a run's folder (as the probe read them), of one split or all."""
+    found = folder["loss_rows"]
+    if not isinstance(found, list):
+        pytest.fail(f"the run wrote no loss.csv (its folder holds {folder['files']})" if found is None else
+                    f"the run's loss.csv is {found}", pytrace=False)
+    return [r for r in found if split is None or r["split"] == split]
 
 
 @recorded
@@ -452,7 +357,7 @@ def test_run_training_passes_the_runs_precision_to_train_step(runs):
         f"gives the run an fp16 GPU's precision; on your CPU it is None, so ignoring it only looks right there): "
         f"the run's precision was not handed to train_step"
     )
-    bad = sorted({repr(u.scaler) for u in trace.updates if u.scaler is not trace.run_scaler})
+    bad = sorted({u.scaler for u in trace.updates if not u.scaler_is_the_runs})
     assert not bad, (
         f"train_step got scaler {bad}, not run.scaler (a torch.amp.GradScaler, as fp16 needs): the run's gradient "
         f"scaler was not handed to train_step, and fp16's small gradients would flush to 0 (kata/precision.py)"
@@ -495,7 +400,7 @@ def test_run_training_logs_every_updates_loss_at_the_number_of_updates_done(runs
     # Run.log_train (scaffolding) writes the mean of the losses since its last row, every log_interval and at
     # the end; loss.csv keeps 6 decimals of a float32 sum (1e-5 covers both).
     want = [d for d in range(1, n + 1) if d % every == 0 or d == n]
-    csv_rows = rows(runs.full_dir, "train")
+    csv_rows = rows(runs.full_folder, "train")
     assert [int(r["step"]) for r in csv_rows] == want, (
         f"loss.csv's train rows are at steps {[r['step'] for r in csv_rows]}, expected {want}"
     )
@@ -514,14 +419,14 @@ def test_run_training_evaluates_every_eval_interval(runs):
     want = scheduled(0, n, RUN["eval_interval"], below=n)
     problem = evals_problem(trace, want, "the full run")
     assert problem is None, problem
-    val_steps = [int(r["step"]) for r in rows(runs.full_dir, "validation")]
+    val_steps = [int(r["step"]) for r in rows(runs.full_folder, "validation")]
     assert val_steps == [0, *want, n], f"validation rows in loss.csv at steps {val_steps}, expected {[0, *want, n]}"
 
 
 def test_run_training_logs_every_validation_loss_once(runs):
     runs.full.get()
     n = RUN["max_steps"]
-    val_steps = [int(r["step"]) for r in rows(runs.full_dir, "validation")]
+    val_steps = [int(r["step"]) for r in rows(runs.full_folder, "validation")]
     twice = sorted({s for s in val_steps if val_steps.count(s) > 1})
     assert not twice, (
         f"loss.csv has several validation rows at step(s) {twice} (all of them: {val_steps}): "
@@ -535,11 +440,11 @@ def test_run_training_checkpoints_every_interval_and_at_the_end(runs):
     n = RUN["max_steps"]
     problem = saves_problem(trace, scheduled(0, n, RUN["checkpoint_interval"]), "the full run")
     assert problem is None, problem
-    ckpt = torch.load(runs.full_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    assert ckpt["step"] == n, f"the last checkpoint is at step {ckpt['step']}, expected {n}"
+    folder = runs.full_folder  # what the run left there, read by the probe
+    assert folder["checkpoint_step"] == n, f"the last checkpoint is at step {folder['checkpoint_step']}, expected {n}"
     for name in ("loss.csv", "loss.png", "summary.json"):
-        assert (runs.full_dir / name).exists(), f"the run wrote no {name}"
-    assert json.loads((runs.full_dir / "summary.json").read_text())["steps"] == n
+        assert name in folder["files"], f"the run wrote no {name}"
+    assert folder["summary_steps"] == n
 
 
 def test_a_run_cut_short_stops_at_end_step_on_the_full_schedule_and_saves_there(runs):
@@ -563,7 +468,7 @@ def test_a_run_cut_short_evaluates_where_it_stops(runs):
     problem = (evals_problem(second, scheduled(STOP_AFTER, n, every, below=n), RESUMED)
                or evals_problem(first, scheduled(0, STOP_AFTER, every, below=n), f"{CUT} (run.end_step)"))
     assert problem is None, problem
-    val_steps = [int(r["step"]) for r in rows(runs.resumed_dir, "validation")]
+    val_steps = [int(r["step"]) for r in rows(runs.resumed_folder, "validation")]
     want = [0, *scheduled(0, n, every, below=n), n]
     assert val_steps == want, (
         f"the interrupted + resumed run's validation rows in loss.csv are at steps {val_steps}, expected {want}"
