@@ -15,9 +15,12 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from _support import not_implemented_guard, oracle, recorded
+import _probes_step7 as P
+from _step7_checks import kata_folders_made
+from _support import oracle, probe, recorded
 from kata.final import tier_config
-from kata.trainer_run import trainer_loss
+
+pytestmark = pytest.mark.usefixtures(kata_folders_made.__name__)  # see _step7_checks.kata_folders_made
 
 # The Trainer starts from other random weights and another batch order (it seeds and
 # samples its own way) and its cosine schedule ends at 0 rather than min_lr, so it differs
@@ -53,7 +56,7 @@ def reference_loop_loss(settings: dict) -> float:
 @pytest.mark.timeout(600)  # ~30 s on one idle core, plus importing transformers; room for a loaded machine
 def test_trainer_run_lands_near_the_manual_loop(record_property) -> None:
     want = reference_loop_loss(_run_settings())
-    got = not_implemented_guard(trainer_loss, tier=TIER)
+    got = probe(P.trainer_run_loss, TIER)  # kata.trainer_run.trainer_loss: the learner's step 7 trains
     hf = float(got["loss"])
     record_property("trainer_loss", round(hf, 4))
     record_property("cached", bool(got.get("cached")))
