@@ -115,7 +115,7 @@ class Worker:
         if self.proc is None:
             self._start()
         context = {"rng": torch.get_rng_state(), "threads": torch.get_num_threads(),
-                   "grad": torch.is_grad_enabled()}
+                   "grad": torch.is_grad_enabled(), "test": os.environ.get("PYTEST_CURRENT_TEST", "")}
         payload = pickle.dumps((target, args, kwargs, context), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             view = memoryview(HEADER.pack(len(payload)) + payload)
@@ -173,11 +173,13 @@ def _test_folders() -> list[str]:
 
     from kata.paths import cache_dir
 
-    found = [str(cache_dir())]
-    pytest_tmp = Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
-    if pytest_tmp.is_dir():
-        found.append(str(pytest_tmp))
-    return found
+    found = [cache_dir(), Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"]
+    for folder in found:  # made now: the confined worker may write in them, not create them
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
+    return [str(f) for f in found if f.is_dir()]
 
 
 _worker: Worker | None = None
