@@ -223,7 +223,11 @@ def confine(tree: Path, *, hidden: list[Path], writable: list[Path]) -> str:
         allow(Path(folder), _READ_DIR)  # list it (imports do), read none of its files but those below
         try:
             entries = list(os.scandir(folder))
-        except OSError:
+        except OSError:  # listable only by its owner (a 0711 temporary folder): follow the hidden paths' way down
+            base = folder.rstrip("/") + "/"
+            for step in sorted({h[len(base):].split("/", 1)[0] for h in inside}):
+                if base + step not in hidden_real:
+                    readable_except(base + step)
             return
         for entry in entries:
             real = os.path.realpath(entry.path)
