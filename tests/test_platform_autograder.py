@@ -373,6 +373,32 @@ def _attacked_handout(dest: Path, attacks: dict[str, str]) -> Path:
     return tree
 
 
+def _grade_separated(tree: Path, steps: list[str], out: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST_", "HYPOTHESIS_"))}
+    p = subprocess.run([sys.executable, "-m", "grader", "--root", str(tree), *[a for s in steps for a in ("--step", s)],
+                        "--separate", "--json", str(out), "--jobs", "2"], cwd=tree, env={**env, "OMP_NUM_THREADS": "1"},
+                       capture_output=True, text=True, timeout=600)
+    assert out.exists(), f"the grader wrote no results: {p.stdout[-1500:]}{p.stderr[-1500:]}"
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def given_code_points(tmp_path_factory) -> dict[str, float]:
+    """What the attacked steps earn without any attack once they count as started: each
+    step's first function replaced by one that raises. A few tests check code the stubs
+    give (GPTConfig's errors), and a started step keeps their points (an untouched one
+    shows "not started" and 0); an attack earns nothing above this."""
+    steps = {s.module: s for s in load_manifest()}
+    modules = sorted({m for r in ATTACK_ROUNDS for m in r})
+    tree = _stub_tree(tmp_path_factory.mktemp("given") / "handout")
+    for module in modules:
+        first = steps[module].functions.split(",")[0].strip()
+        f = tree / "exercises" / f"{module}.py"
+        f.write_text(f.read_text() + f"\n\ndef _kata_wrong(*args, **kwargs):\n    raise RuntimeError('wrong on purpose')\n\n\n"
+                     f"{first} = _kata_wrong\n")
+    return _points(_grade_separated(tree, sorted(steps[m].id for m in modules), tree.parent / "given.json"))
+
+
 def _points(data: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     for t in data.get("tests", []):
@@ -382,31 +408,27 @@ def _points(data: dict) -> dict[str, float]:
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("round_", range(len(ATTACK_ROUNDS)), ids=lambda i: f"round{i + 1}")
-def test_attacks_on_the_grade_score_zero_where_courses_grade(source, tmp_path, round_):
+def test_attacks_on_the_grade_score_zero_where_courses_grade(source, tmp_path, round_, given_code_points):
     """Issue 21: an untouched stub plus hostile code (patch pytest's reports or the results
     writer, write the results channel, exit after fake output, monkeypatch torch or the test
     helpers, edit the tests' globals, look answers up, rewrite results.json after the grader
     returns) earns nothing, through run_autograder and through the grader's separated mode:
-    the learner's code runs in a confined worker and the verdict is decided where it cannot reach."""
+    the learner's code runs in a confined worker and the verdict is decided where it cannot
+    reach. (Nothing: no more than the given code's own tests, `given_code_points`.)"""
     import time
 
     attacks = ATTACK_ROUNDS[round_]
     steps = sorted({s.id for s in load_manifest() if s.module in attacks})
     root = _root(tmp_path, source)
     tree = _attacked_handout(root / "submission" / "handout", attacks)
-    out = tmp_path / "handout-results.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "PYTEST_", "HYPOTHESIS_"))}
-    p = subprocess.run([sys.executable, "-m", "grader", "--root", str(tree), *[a for s in steps for a in ("--step", s)],
-                        "--separate", "--json", str(out), "--jobs", "2"], cwd=tree, env={**env, "OMP_NUM_THREADS": "1"},
-                       capture_output=True, text=True, timeout=600)
-    assert out.exists(), f"the grader wrote no results: {p.stdout[-1500:]}{p.stderr[-1500:]}"
+    handout_points = _points(_grade_separated(tree, steps, tmp_path / "handout-results.json"))
     data = run_autograder(root, ",".join(steps))
     time.sleep(3)  # a process an attack left behind would rewrite results.json now
     again = json.loads((root / "results" / "results.json").read_text())
-    handout_points, autograder_points = _points(json.loads(out.read_text())), _points(again)
-    forged = {where: {s: v for s, v in pts.items() if v} for where, pts in
+    autograder_points = _points(again)
+    forged = {where: {s: v for s, v in pts.items() if v > given_code_points.get(s, 0.0) + 1e-6} for where, pts in
               (("grader --separate", handout_points), ("run_autograder", autograder_points))}
-    assert not any(forged.values()), f"attacks {attacks} forged points: {forged}"
+    assert not any(forged.values()), f"attacks {attacks} forged points: {forged} (given code earns {given_code_points})"
     assert again == data, "results.json changed after run_autograder returned"
     statuses = {k: v["status"] for k, v in data["extra_data"]["steps"].items()}
     assert set(statuses) == set(steps) and all(v in ("not started", "failed", "waiting") for v in statuses.values()), statuses
