@@ -345,31 +345,31 @@ def test_a_wheelhouse_travels_under_wheels(tmp_path):
 # ----------------------------------------------------------------------- attacks on the grade
 
 ATTACKS = ROOT / "tests" / "mutants" / "attacks"
-# Every attack of tests/mutants/attacks/, each appended to one untouched stub; a round grades
-# the attacked steps together. Each attacked module is its step's only attack and no other
-# graded step of its round imports it (step 3 imports steps 1, 2 and 4, so it is not graded
-# here), so no attack can hide another. `tests/mutants/attacks.py` grades each one alone.
+# Every attack of tests/mutants/attacks/, appended to untouched stubs; a round grades the
+# attacked steps together. No other graded step of a round imports an attacked module (step 3
+# imports steps 1, 2 and 4, so it is not graded here), and the two attacks that share step 6's
+# module patch different things (torch vs the tests), so none can hide another for long.
+# `tests/mutants/attacks.py` grades each one alone. Two rounds: CI time (issue 20).
 ATTACK_ROUNDS = [
-    {"step1_embeddings": "patch_pytest_reports", "step2_causal_mask": "append_results_at_exit",
-     "step4_loss": "os_exit_after_fake_output", "step6_sampler": "edit_test_globals",
-     "step5_train_loop": "rewrite_results_json_late"},
-    {"step1_embeddings": "patch_the_results_writer", "step2_causal_mask": "answers_from_the_snapshots",
-     "step4_loss": "sys_exit_after_fake_output", "step6_sampler": "monkeypatch_test_helpers",
-     "step5_train_loop": "append_results_via_parent_environ"},
-    {"step1_embeddings": "monkeypatch_torch", "step2_causal_mask": "patch_the_guard_then_torch"},
+    {"step1_embeddings": ["patch_pytest_reports"], "step2_causal_mask": ["append_results_at_exit"],
+     "step4_loss": ["os_exit_after_fake_output"], "step6_sampler": ["edit_test_globals", "monkeypatch_torch"],
+     "step5_train_loop": ["rewrite_results_json_late"]},
+    {"step1_embeddings": ["patch_the_results_writer"], "step2_causal_mask": ["answers_from_the_snapshots"],
+     "step4_loss": ["sys_exit_after_fake_output"], "step6_sampler": ["monkeypatch_test_helpers", "patch_the_guard_then_torch"],
+     "step5_train_loop": ["append_results_via_parent_environ"]},
 ]
 
 
 def test_every_attack_is_in_a_round():
-    placed = sorted(a for r in ATTACK_ROUNDS for a in r.values())
+    placed = sorted(a for r in ATTACK_ROUNDS for names in r.values() for a in names)
     assert placed == sorted(p.stem for p in ATTACKS.glob("*.py")), "each attack in tests/mutants/attacks/ once"
 
 
-def _attacked_handout(dest: Path, attacks: dict[str, str]) -> Path:
+def _attacked_handout(dest: Path, attacks: dict[str, list[str]]) -> Path:
     tree = _stub_tree(dest)
-    for module, attack in attacks.items():
+    for module, names in attacks.items():
         f = tree / "exercises" / f"{module}.py"
-        f.write_text(f.read_text() + "\n\n" + (ATTACKS / f"{attack}.py").read_text())
+        f.write_text(f.read_text() + "".join("\n\n" + (ATTACKS / f"{a}.py").read_text() for a in names))
     return tree
 
 
