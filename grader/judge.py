@@ -34,8 +34,9 @@ from grader.worker import HEADER, MAX_MESSAGE, PATH_ENV, WRITABLE_ENV
 SEPARATE_ENV = "KATA_SEPARATE"
 WORKER_ENV = "KATA_WORKER"
 WORKER_USER_ENV = "KATA_WORKER_USER"
+SCRATCH_ENV = "KATA_WORKER_SCRATCH_IN"  # the grader's temporary folder for the step: the worker's scratch goes inside
 # What only the judge may know: the worker's environment leaves these out.
-_JUDGE_ONLY = ("KATA_GRADER_RESULTS", SEPARATE_ENV, "PYTEST_CURRENT_TEST", "PYTEST_ADDOPTS")
+_JUDGE_ONLY = ("KATA_GRADER_RESULTS", SEPARATE_ENV, SCRATCH_ENV, "PYTEST_CURRENT_TEST", "PYTEST_ADDOPTS")
 
 
 def separated() -> bool:
@@ -80,12 +81,12 @@ class Worker:
 
             entry = pwd.getpwnam(user)
             extra = dict(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
-            scratch = os.environ.get("KATA_WORKER_TMP") or tempfile.mkdtemp(prefix="kata-worker-")
+            scratch = os.environ.get("KATA_WORKER_TMP") or self._scratch()
             os.chown(scratch, entry.pw_uid, entry.pw_gid)
             env.update(USER=user, LOGNAME=user)
             writable = [scratch]
         else:
-            scratch = self.scratch = tempfile.mkdtemp(prefix="kata-worker-")
+            scratch = self._scratch()
             writable = [scratch, *_test_folders()]
         env.update(HOME=scratch, TMPDIR=scratch)
         env[WRITABLE_ENV] = os.pathsep.join(writable)
@@ -97,6 +98,16 @@ class Worker:
             os.close(req_r)
             os.close(rep_w)
         self.to_worker, self.from_worker = req_w, rep_r
+
+    def _scratch(self) -> str:
+        """The worker's HOME and TMPDIR: one folder for this judge, kept across worker restarts
+        and removed by `close`; inside the grader's own temporary folder for the step
+        (SCRATCH_ENV) where there is one, so a step process killed at its time limit leaves
+        nothing behind either."""
+        if not self.scratch:
+            base = os.environ.get(SCRATCH_ENV)
+            self.scratch = tempfile.mkdtemp(prefix="kata-worker-", dir=base if base and os.path.isdir(base) else None)
+        return self.scratch
 
     def _read(self, n: int) -> bytes:
         chunks = []

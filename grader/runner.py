@@ -424,7 +424,8 @@ def run_step(step: Step, root: Path, solution: str, *, memory: int = DEFAULT_MEM
         base += ["-k", step.select]
     targets = [str(f.relative_to(root)) for f in files]
     events: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix=f"kata-grade-{step.id}-") as tmp:
+    # ignore_cleanup_errors: a killed worker may still be writing its scratch inside
+    with tempfile.TemporaryDirectory(prefix=f"kata-grade-{step.id}-", ignore_cleanup_errors=True) as tmp:
         for attempt in range(MAX_RESTARTS + 1):
             results, console = Path(tmp) / f"results{attempt}.jsonl", Path(tmp) / f"console{attempt}.txt"
             left = limit - (time.monotonic() - start)
@@ -432,6 +433,7 @@ def run_step(step: Step, root: Path, solution: str, *, memory: int = DEFAULT_MEM
             env.pop("KATA_SEPARATE", None)
             if separate and step.separate:
                 env["KATA_SEPARATE"] = "1"
+                env["KATA_WORKER_SCRATCH_IN"] = tmp  # removed with it, even after a kill at the time limit
             rc, timed_out = _run_child(base + targets, root, env, console, memory, left)
             new = _read_events(results)
             if attempt:  # keep the first run's list of tests

@@ -341,3 +341,18 @@ def test_failure_panel_says_how_to_ask_for_a_hint_and_the_json_records_hints(tmp
     assert data["extra_data"]["hints_used"] == {"step1": 0, "step2": 1}
     assert all(t["extra_data"]["hints_total"] == 1 for t in data["tests"])
     assert {t["extra_data"]["hints_used"] for t in data["tests"] if t["number"] == "step2"} == {1}
+
+
+def test_the_workers_scratch_is_one_folder_inside_the_steps_own_and_goes_with_the_judge(tmp_path, monkeypatch):
+    """A restarted worker (after os._exit or a crash) reuses its folder, and a step process
+    killed at its time limit leaves nothing in /tmp: the folder lies in the runner's own
+    temporary folder for the step (before, every restart and every kill left one behind)."""
+    from grader import judge
+
+    monkeypatch.setenv(judge.SCRATCH_ENV, str(tmp_path))
+    w = judge.Worker(ROOT)
+    first = w._scratch()
+    assert w._scratch() == first and Path(first).parent == tmp_path, (first, tmp_path)
+    (Path(first) / "left by the learner").write_text("x")
+    w.close()
+    assert not Path(first).exists(), f"the judge left its worker's scratch folder {first}"
