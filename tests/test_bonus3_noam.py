@@ -14,9 +14,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _support import not_implemented_guard, student
+import _probes_bonus3 as P
+from _support import probe
 
-MODULE = "bonus3_noam"
 REL = 1e-9
 
 
@@ -24,20 +24,27 @@ def closed_form(step: int, d_model: int, warmup: int, factor: float) -> float:
     return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
 
 
-def noam(*args, **kwargs) -> float:
-    return not_implemented_guard(student(MODULE).noam_lr, *args, **kwargs)
-
-
-def check(step: int, d_model: int, warmup: int, factor: float, where: str) -> None:
-    got = noam(step, d_model, warmup, factor)
-    if not isinstance(got, float):
+def as_float(got: dict, step: int, d_model: int, warmup: int, factor: float) -> float:
+    """The value `noam_lr(step, d_model, warmup, factor)` returned (`got`: `P.returned`'s
+    description of it); fails the test unless it is a Python float."""
+    if not got["float"]:
         pytest.fail(
             f"noam_lr({step}, d_model={d_model}, warmup={warmup}, factor={factor}) returned a "
-            f"{type(got).__module__}.{type(got).__qualname__} ({got!r}), not the Python float its docstring "
+            f"{got['type']} ({got['repr']}), not the Python float its docstring "
             f"states: the rate is plain arithmetic on Python numbers; a tensor rate ends up inside the "
             f"optimizer's param_groups and in every log line",
             pytrace=False,
         )
+    return got["value"]
+
+
+def noam(step: int, d_model: int, warmup: int, factor: float) -> float:
+    """The learner's `noam_lr(step, d_model, warmup, factor)` (run in the worker when separated)."""
+    return as_float(probe(P.noam_lr, step, d_model, warmup, factor), step, d_model, warmup, factor)
+
+
+def check(step: int, d_model: int, warmup: int, factor: float, where: str) -> None:
+    got = noam(step, d_model, warmup, factor)
     want = closed_form(step, d_model, warmup, factor)
     if not math.isclose(got, want, rel_tol=REL):
         hint = ("the closed form is in the module docstring of bonus3_noam.py. Look at noam_lr; "
@@ -68,7 +75,8 @@ def test_first_step_is_factor_over_sqrt_d_model_times_warmup_to_minus_one_and_a_
 def test_peak_is_at_warmup(d_model, warmup, factor):
     check(warmup, d_model, warmup, factor, "(the peak, step == warmup)")
     steps = range(1, 3 * warmup + 2)
-    lrs = [noam(s, d_model, warmup, factor) for s in steps]
+    lrs = [as_float(got, s, d_model, warmup, factor)
+           for s, got in zip(steps, probe(P.noam_lrs, list(steps), d_model, warmup, factor))]
     peak = steps[max(range(len(lrs)), key=lrs.__getitem__)]
     assert peak == warmup, (
         f"with warmup={warmup} the learning rate should rise until step {warmup} and fall after it; its largest "
@@ -84,52 +92,55 @@ def test_after_warmup_it_decays_as_one_over_sqrt_step(d_model, warmup, factor, m
 
 def test_step_zero_is_an_error_that_says_steps_count_from_one():
     with pytest.raises(ValueError) as e:
-        noam(0, 512, 4000)
+        probe(P.noam_lr, 0, 512, 4000)
     assert "1" in str(e.value), f"the ValueError for step 0 should say steps count from 1; it says: {e.value}"
 
 
-def make_optimizer(d_model: int = 64, warmup: int = 10, factor: float = 2.0):
-    lin = torch.nn.Linear(3, 2)
-    out = not_implemented_guard(student(MODULE).noam_optimizer, lin.parameters(), d_model, warmup, factor)
-    assert isinstance(out, tuple) and len(out) == 2, "noam_optimizer must return (optimizer, scheduler)"
-    return lin, *out
+def a_pair(seen: dict) -> dict:
+    """What a probe saw of `noam_optimizer`'s result; fails the test unless it was the documented pair."""
+    assert seen["pair"], "noam_optimizer must return (optimizer, scheduler)"
+    return seen
+
+
+def lr_mismatch(k: int, got: float, d_model: int, warmup: int, factor: float) -> str:
+    """Why the optimizer's lr after `k` scheduler.step() calls is not noam_lr(k + 1): the
+    failure message, or "" when it is."""
+    want = closed_form(k + 1, d_model, warmup, factor)
+    if math.isclose(got, want, rel_tol=REL):
+        return ""
+    hint = (f"it is {got / want:.4g} times the schedule's value: the schedule alone must set the rate, "
+            f"nothing else may scale it (how does LambdaLR turn its lambda into a learning rate?). "
+            f"Look at noam_optimizer (bonus3_noam.py)")
+    if k > 0 and math.isclose(got, closed_form(k, d_model, warmup, factor), rel_tol=REL):
+        hint = (f"it is one step behind, noam_lr({k}) where noam_lr({k + 1}) was due: the first update is "
+                f"step 1 of the schedule, while LambdaLR counts its own steps from 0")
+    elif k == 0 and got == 0.0:
+        hint = "the first update gets lr 0: LambdaLR's counter starts at 0, the schedule's at 1"
+    return (f"after {k} scheduler.step() calls the optimizer's lr should be noam_lr({k + 1}) = {want:.6g}, "
+            f"got {got:.6g}: {hint}")
 
 
 def test_optimizer_is_adam_with_the_papers_betas_and_eps():
-    lin, opt, _ = make_optimizer()
-    assert type(opt) is torch.optim.Adam, f"noam_optimizer should build torch.optim.Adam, got {type(opt).__name__}"
-    group = opt.param_groups[0]
-    assert tuple(group["betas"]) == (0.9, 0.98), (
-        f"the paper's Adam uses betas=(0.9, 0.98), got {tuple(group['betas'])}: beta2 = 0.98 (not the default "
+    d_model, warmup, factor = 64, 10, 2.0
+    opt = a_pair(probe(P.optimizer_settings, d_model, warmup, factor))
+    assert opt["is_adam"], f"noam_optimizer should build torch.optim.Adam, got {opt['optimizer']}"
+    assert tuple(opt["betas"]) == (0.9, 0.98), (
+        f"the paper's Adam uses betas=(0.9, 0.98), got {tuple(opt['betas'])}: beta2 = 0.98 (not the default "
         f"0.999) lets the second moment follow the fast-changing early gradients"
     )
-    assert group["eps"] == 1e-9, f"the paper's Adam uses eps=1e-9, got {group['eps']}"
-    params = {id(p) for g in opt.param_groups for p in g["params"]}
-    assert params == {id(p) for p in lin.parameters()}, "the optimizer must hold exactly the parameters it was given"
+    assert opt["eps"] == 1e-9, f"the paper's Adam uses eps=1e-9, got {opt['eps']}"
+    assert opt["same_params"], "the optimizer must hold exactly the parameters it was given"
+    mismatch = lr_mismatch(0, opt["lr"], d_model, warmup, factor)
+    if mismatch:
+        pytest.fail(f"right after noam_optimizer(..., d_model={d_model}, warmup={warmup}, factor={factor}), {mismatch}",
+                    pytrace=False)
 
 
 def test_the_optimizers_lr_follows_the_schedule_step_by_step():
     d_model, warmup, factor = 64, 10, 2.0
-    lin, opt, sched = make_optimizer(d_model, warmup, factor)
     x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
-    for k in range(3 * warmup):
-        got = opt.param_groups[0]["lr"]
-        want = closed_form(k + 1, d_model, warmup, factor)
-        if not math.isclose(got, want, rel_tol=REL):
-            hint = (f"it is {got / want:.4g} times the schedule's value: the schedule alone must set the rate, "
-                    f"nothing else may scale it (how does LambdaLR turn its lambda into a learning rate?). "
-                    f"Look at noam_optimizer (bonus3_noam.py)")
-            if k > 0 and math.isclose(got, closed_form(k, d_model, warmup, factor), rel_tol=REL):
-                hint = (f"it is one step behind, noam_lr({k}) where noam_lr({k + 1}) was due: the first update is "
-                        f"step 1 of the schedule, while LambdaLR counts its own steps from 0")
-            elif k == 0 and got == 0.0:
-                hint = "the first update gets lr 0: LambdaLR's counter starts at 0, the schedule's at 1"
-            pytest.fail(
-                f"after {k} scheduler.step() calls the optimizer's lr should be noam_lr({k + 1}) = {want:.6g}, "
-                f"got {got:.6g}: {hint}",
-                pytrace=False,
-            )
-        opt.zero_grad()
-        lin(x).pow(2).sum().backward()
-        opt.step()
-        sched.step()
+    seen = a_pair(probe(P.lrs_while_training, d_model, warmup, factor, x, 3 * warmup))
+    for k, got in enumerate(seen["lrs"]):
+        mismatch = lr_mismatch(k, got, d_model, warmup, factor)
+        if mismatch:
+            pytest.fail(mismatch, pytrace=False)
