@@ -12,6 +12,11 @@ Tolerance: atol 1e-5, rtol 1e-4. Both sides are float32 sums of V log-probabilit
 (V <= 60, values < ~10); re-association moves them by ~1e-6. The mistakes looked for
 (mass on padding, eps / (V - 1), CE instead of KL, the wrong divisor) move the loss by
 > 1e-3 for the vocabularies and smoothing values drawn.
+
+The learner's code runs only inside the probes of tests/_probes_bonus4.py (in the worker
+process, in a separated grading): the tests send the vocabulary, padding id, smoothing,
+logits and targets, and get back the smoothed targets, the loss and the logits' gradient
+as data. Every expectation is computed here, from the test's own inputs.
 """
 from __future__ import annotations
 
@@ -23,19 +28,25 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _support import assert_close, not_implemented_guard, student
+import _probes_bonus4 as P
+from _support import assert_close, probe
 from strategies import expect
 
-MODULE = "bonus4_label_smoothing"
 ATOL, RTOL = 1e-5, 1e-4
 
 
-def make_loss(V: int, pad_id: int, eps: float):
-    return not_implemented_guard(student(MODULE).LabelSmoothingLoss, V, pad_id=pad_id, smoothing=eps)
+def loss_of(V: int, pad_id: int, eps: float, logits: torch.Tensor, target: torch.Tensor) -> dict:
+    """The learner's `LabelSmoothingLoss(V, pad_id=pad_id, smoothing=eps)(logits, target)`, as
+    `P.loss` returns it: {"loss": the result (a tensor, a number, or None for anything else),
+    "type": its type's name}."""
+    return probe(P.loss, V, pad_id, eps, logits, target)
 
 
-def loss_of(crit, logits, target) -> torch.Tensor:
-    return not_implemented_guard(crit, logits, target)
+def a_tensor(returned: dict) -> torch.Tensor:
+    """The loss `loss_of` returned, which must be a tensor (the tests go on to compare its values)."""
+    expect(isinstance(returned["loss"], torch.Tensor),
+           f"LabelSmoothingLoss.forward must return a tensor (a 0-dim float32 one), got {returned['type']}")
+    return returned["loss"]
 
 
 def oracle_loss(logits: torch.Tensor, target: torch.Tensor, pad_id: int, eps: float) -> torch.Tensor:
@@ -53,9 +64,11 @@ def oracle_loss(logits: torch.Tensor, target: torch.Tensor, pad_id: int, eps: fl
 
 
 def test_smoothed_targets_on_a_hand_example():
-    crit = make_loss(5, 0, 0.3)
     target = torch.tensor([2, 0, 4, 1])
-    got = not_implemented_guard(crit.smoothed_targets, target)
+    returned = probe(P.smoothed_targets, 5, 0, 0.3, target)  # LabelSmoothingLoss(5, pad_id=0, smoothing=0.3)
+    got = returned["targets"]
+    expect(isinstance(got, torch.Tensor),
+           f"smoothed_targets must return a (N, V) float32 tensor (its docstring), got {returned['type']}")
     want = torch.tensor(
         [
             [0.0, 0.1, 0.7, 0.1, 0.1],  # 1 - 0.3 on the target, 0.3 / (5 - 2) elsewhere, 0 on padding
@@ -89,8 +102,7 @@ def test_loss_matches_the_cross_entropy_oracle(V, eps, pad_id, B, T, seed):
     logits = torch.randn(B, T, V, generator=g) * 2
     target = torch.randint(0, V, (B, T), generator=g)
     target[0, 0] = (pad_id + 1) % V  # at least one real token
-    crit = make_loss(V, pad_id, eps)
-    got = loss_of(crit, logits, target)
+    got = a_tensor(loss_of(V, pad_id, eps, logits, target))
     want = oracle_loss(logits, target, pad_id, eps)
     hint = ("expected KL(q || softmax(logits)) summed over the real (non-pad) targets and divided by their count. "
             "Look at LabelSmoothingLoss.forward (bonus4_label_smoothing.py)")
@@ -111,32 +123,40 @@ def test_loss_matches_the_cross_entropy_oracle(V, eps, pad_id, B, T, seed):
 def test_padding_positions_contribute_nothing():
     V, pad = 11, 0
     g = torch.Generator().manual_seed(1)
-    logits = torch.randn(2, 6, V, generator=g).requires_grad_()
+    logits = torch.randn(2, 6, V, generator=g)  # the probe makes them a leaf that requires grad
     target = torch.tensor([[4, 5, 6, 2, 0, 0], [7, 2, 0, 0, 0, 0]])
-    crit = make_loss(V, pad, 0.1)
-    loss = loss_of(crit, logits, target)
-    loss.backward()
+    ran = probe(P.loss_backward, V, pad, 0.1, logits, target)  # loss(logits, target).backward()
+    loss, grad = ran["loss"], ran["grad"]
+    expect(grad is not None, "no gradient reached the logits: the loss must be computed from them and stay in "
+                             "the graph (LabelSmoothingLoss.forward, bonus4_label_smoothing.py)")
     padded = target == pad
-    assert float(logits.grad[padded].abs().max()) == 0.0, (
+    assert float(grad[padded].abs().max()) == 0.0, (
         "the loss has a gradient through the logits of padded positions: rows whose target is padding must "
         "contribute exactly nothing, to the value and to the gradient"
     )
-    other = logits.detach().clone()
+    other = logits.clone()
     other[padded] = torch.randn(int(padded.sum()), V, generator=g) * 10
-    assert loss_of(crit, other, target).item() == pytest.approx(loss.item(), abs=1e-6), (
+    assert loss_of(V, pad, 0.1, other, target)["loss"].item() == pytest.approx(loss.item(), abs=1e-6), (
         "changing the logits at padded positions changed the loss: padded rows must be ignored"
     )
+    # The gradient came from the loss of these very logits: that loss, against the oracle.
+    assert_close(loss.float().reshape(()), oracle_loss(logits, target, pad, 0.1), atol=ATOL, rtol=RTOL,
+                 what=f"label-smoothing loss (V={V}, pad_id={pad}, smoothing=0.1) whose gradient this is",
+                 hint="expected KL(q || softmax(logits)) summed over the real (non-pad) targets and divided by their "
+                      "count. Look at LabelSmoothingLoss.forward (bonus4_label_smoothing.py)")
 
 
 def test_the_pad_logit_is_always_pushed_down():
     """With zero target mass on padding, d loss / d pad-logit = p_pad / n > 0 at every real row."""
     V, pad = 9, 3
     g = torch.Generator().manual_seed(2)
-    logits = torch.randn(1, 5, V, generator=g).requires_grad_()
+    logits = torch.randn(1, 5, V, generator=g)  # the probe makes them a leaf that requires grad
     target = torch.tensor([[0, 1, 2, 4, 8]])
-    loss_of(make_loss(V, pad, 0.2), logits, target).backward()
-    p_pad = logits.detach().softmax(-1)[0, :, pad] / 5
-    assert_close(logits.grad[0, :, pad], p_pad, atol=1e-6, rtol=1e-4, what="gradient of the loss at the padding logit",
+    grad = probe(P.loss_backward, V, pad, 0.2, logits, target)["grad"]  # loss(logits, target).backward()
+    expect(grad is not None, "no gradient reached the logits: the loss must be computed from them and stay in "
+                             "the graph (LabelSmoothingLoss.forward, bonus4_label_smoothing.py)")
+    p_pad = logits.softmax(-1)[0, :, pad] / 5
+    assert_close(grad[0, :, pad], p_pad, atol=1e-6, rtol=1e-4, what="gradient of the loss at the padding logit",
                  hint="the padding token must get zero target mass, so the gradient at its logit is p_pad divided "
                       "by the number of real targets (always positive: padding is always pushed down)")
 
@@ -146,15 +166,19 @@ def test_more_padding_does_not_change_the_per_token_loss():
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(2, 4, V, generator=g)
     target = torch.randint(1, V, (2, 4), generator=g)
-    crit = make_loss(V, pad, 0.1)
-    base = float(loss_of(crit, logits, target))
+    base = float(loss_of(V, pad, 0.1, logits, target)["loss"])
     padded_logits = torch.cat([logits, torch.randn(2, 4, V, generator=g)], dim=1)
     padded_target = torch.cat([target, torch.zeros(2, 4, dtype=torch.long)], dim=1)
-    more = float(loss_of(crit, padded_logits, padded_target))
+    more = float(loss_of(V, pad, 0.1, padded_logits, padded_target)["loss"])
     assert more == pytest.approx(base, rel=1e-5), (
         f"the same tokens with 8 extra padded positions gave loss {more:.6f} instead of {base:.6f}: the loss is "
         f"normalised per REAL token (divide by the count of non-pad targets, not by all positions)"
     )
+    # And the unpadded loss is the one of these logits.
+    assert_close(torch.tensor(base), oracle_loss(logits, target, pad, 0.1), atol=ATOL, rtol=RTOL,
+                 what=f"label-smoothing loss (V={V}, pad_id={pad}, smoothing=0.1) without padding",
+                 hint="expected KL(q || softmax(logits)) summed over the real (non-pad) targets and divided by their "
+                      "count. Look at LabelSmoothingLoss.forward (bonus4_label_smoothing.py)")
 
 
 def test_without_smoothing_it_is_the_plain_cross_entropy():
@@ -163,7 +187,7 @@ def test_without_smoothing_it_is_the_plain_cross_entropy():
     logits = torch.randn(3, 5, V, generator=g)
     target = torch.randint(0, V, (3, 5), generator=g)
     target[0, 0] = 5
-    got = loss_of(make_loss(V, pad, 0.0), logits, target)
+    got = a_tensor(loss_of(V, pad, 0.0, logits, target))
     want = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), ignore_index=pad)
     assert_close(got.float().reshape(()), want, atol=ATOL, rtol=RTOL, what="loss with smoothing=0",
                  hint="with smoothing 0, q is one-hot and KL(q || p) equals the plain cross-entropy averaged over "
@@ -188,11 +212,12 @@ def test_loss_is_computed_in_float32_from_bf16_logits(V, eps, pad_id, shape):
     logits = (torch.randn(*shape, V, generator=g) * 3).bfloat16()
     target = torch.randint(0, V, shape, generator=g)
     target.view(-1)[0] = (pad_id + 1) % V  # at least one real token
-    got = loss_of(make_loss(V, pad_id, eps), logits, target)
+    returned = loss_of(V, pad_id, eps, logits, target)
+    got = returned["loss"]
     expect(isinstance(got, torch.Tensor) and got.dim() == 0 and got.dtype == torch.float32, (
         f"the loss of bf16 logits must be a 0-dim float32 tensor (the docstring: computed in float32 whatever the "
         f"logits' dtype); got "
-        + (f"{got.dtype} of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__)))
+        + (f"{got.dtype} of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else returned["type"])))
     want = oracle_loss(logits.float(), target, pad_id, eps)
     err = abs(float(got) - float(want))
     expect(err <= BF16_ATOL, (
@@ -207,8 +232,14 @@ def test_loss_of_float32_logits_is_a_0_dim_float32_tensor():
     g = torch.Generator().manual_seed(6)
     logits = torch.randn(2, 3, 9, generator=g)
     target = torch.tensor([[4, 5, 0], [7, 0, 0]])
-    got = loss_of(make_loss(9, 0, 0.1), logits, target)
+    returned = loss_of(9, 0, 0.1, logits, target)
+    got = returned["loss"]
     expect(isinstance(got, torch.Tensor) and got.dim() == 0 and got.dtype == torch.float32, (
         f"LabelSmoothingLoss.forward must return a 0-dim float32 tensor (what loss.backward() and loss.item() "
         f"take, and what the docstring states); got "
-        + (f"{got.dtype} of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__)))
+        + (f"{got.dtype} of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else returned["type"])))
+    # And it is the loss of these logits.
+    assert_close(got, oracle_loss(logits, target, 0, 0.1), atol=ATOL, rtol=RTOL,
+                 what="label-smoothing loss (V=9, pad_id=0, smoothing=0.1)",
+                 hint="expected KL(q || softmax(logits)) summed over the real (non-pad) targets and divided by their "
+                      "count. Look at LabelSmoothingLoss.forward (bonus4_label_smoothing.py)")
