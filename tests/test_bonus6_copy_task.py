@@ -7,6 +7,10 @@ reference stops after 200-300 steps with 98.4-100% test exact match over 8 seeds
 in 10-17 s of CPU time; the margin to 95% covers the gap between the validation and
 test sets and a correct solution's different rounding. A model with an unshifted
 target (0%) or an OR target mask (2.6%) copies almost nothing.
+
+The learner's code runs in the probes of tests/_probes_bonus6.py (see `_support.probe`):
+the tests make the weights, stale gradients, batches and id rows, and check what comes
+back against their own answers.
 """
 from __future__ import annotations
 
@@ -14,38 +18,14 @@ import copy
 
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from _support import not_implemented_guard, student
+import _probes_bonus6 as P
+from _probes_bonus6 import MeanCE, TinySeq2Seq
+from _support import probe
 from strategies import expect
 
-MODULE = "bonus6_copy_task"
 THRESHOLD = 0.95
 PAD, BOS, EOS = 0, 1, 2
-
-
-class TinySeq2Seq(nn.Module):
-    """Not a Transformer: logits = a linear map of (target embedding + mean source embedding)."""
-
-    def __init__(self, V: int = 9, C: int = 8) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(V, C)
-        self.out = nn.Linear(C, V)
-        self.seen: list[tuple] = []
-
-    def forward(self, src, tgt_in, src_mask, tgt_mask):
-        in_eval = sorted(name or "model" for name, m in self.named_modules() if not m.training)
-        self.seen.append((src, tgt_in, src_mask, tgt_mask, in_eval))
-        ctx = (self.emb(src) * src_mask.transpose(1, 2)).sum(1, keepdim=True) / src_mask.sum(-1, keepdim=True)
-        return self.out(self.emb(tgt_in) + ctx)
-
-
-class MeanCE(nn.Module):
-    """A criterion with the label-smoothing loss's interface: mean cross-entropy over non-pad targets."""
-
-    def forward(self, logits, target):
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=PAD)
 
 
 def a_batch():
@@ -67,47 +47,50 @@ def test_train_step_is_one_clean_update_and_one_scheduler_step(start):
     torch.manual_seed(0)
     model = TinySeq2Seq().train(start == "train")  # from eval, train_step must switch it to train mode itself
     batch = a_batch()
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
+    # train_step's optimizer: SGD (lr 0.5), its scheduler: LambdaLR(1 / (s + 1)), made in the probe
     # Stale gradients from an earlier backward: a train_step that forgets zero_grad adds them in.
     MeanCE()(model(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_mask), batch.tgt_out).mul(100).backward()
-    model.seen.clear()
+    stale = {name: p.grad.clone() for name, p in model.named_parameters()}
 
     expected = copy.deepcopy(model)
     exp_loss = MeanCE()(expected(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_mask), batch.tgt_out)
     grads = torch.autograd.grad(exp_loss, list(expected.parameters()))
-    got = not_implemented_guard(student(MODULE).train_step, model, batch, MeanCE(), opt, sched)
+    run = probe(P.train_step, model.state_dict(), stale, vars(batch), start == "train")
+    got = run["loss"]
 
-    assert isinstance(got, float), f"train_step should return the loss as a Python float, got {type(got).__name__}"
+    assert got["is_float"], (
+        f"train_step should return the loss as a Python float, got {got['type'].rsplit('.', 1)[-1]}")
+    got = got["value"]
     assert got == pytest.approx(exp_loss.item(), rel=1e-6), (
         f"train_step returned {got:.6f}; the loss of this batch before the update is {exp_loss.item():.6f}: "
         f"expected the criterion's loss of the model's logits against tgt_out, the very loss the update was "
         f"computed from"
     )
-    assert len(model.seen) == 1, f"the model was called {len(model.seen)} times; one forward per step"
-    src, tgt_in, src_mask, tgt_mask, in_eval = model.seen[0]
-    assert tgt_in is batch.tgt_in and src is batch.src, (
+    seen = run["seen"]
+    assert len(seen) == 1, f"the model was called {len(seen)} times; one forward per step"
+    assert seen[0]["tgt_in"] and seen[0]["src"], (
         "the model must get the batch's src and tgt_in (the target shifted right), not tgt_out or the whole target"
     )
-    assert src_mask is batch.src_mask and tgt_mask is batch.tgt_mask, (
+    assert seen[0]["src_mask"] and seen[0]["tgt_mask"], (
         "the model did not get the batch's own src_mask and tgt_mask")
+    in_eval = seen[0]["in_eval"]
     expect(not in_eval, (
         f"the model came in {start} mode and its forward ran with {in_eval} in eval mode: train_step must run the "
         f"whole model in train mode (dropout on in every submodule); the `training` attribute of the top module "
         f"alone does not reach its submodules"))
-    for (name, p), g in zip(model.named_parameters(), grads):
-        want = dict(expected.named_parameters())[name].detach() - 0.5 * g
-        assert torch.allclose(p.detach(), want, atol=1e-6), (
+    for (name, before), g in zip(expected.named_parameters(), grads):
+        want = before.detach() - 0.5 * g
+        assert torch.allclose(run["params"][name], want, atol=1e-6), (
             f"after train_step, {name} is not one SGD step (lr 0.5) from the batch's fresh gradient: stale "
             f"gradients were left in .grad beforehand, and the update must use this batch's gradient only, "
             f"with exactly one optimizer step"
         )
-    assert sched.last_epoch == 1, (
-        f"the scheduler should have stepped once (last_epoch 1), it is at {sched.last_epoch}: it must advance "
+    assert run["last_epoch"] == 1, (
+        f"the scheduler should have stepped once (last_epoch 1), it is at {run['last_epoch']}: it must advance "
         f"once per update, after the optimizer's step, so the Noam rate moves on. Look at train_step "
         f"(bonus6_copy_task.py)"
     )
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.25), "the learning rate did not advance after the step"
+    assert run["lr"] == pytest.approx(0.25), "the learning rate did not advance after the step"
 
 
 @pytest.mark.parametrize(
@@ -122,17 +105,19 @@ def test_train_step_is_one_clean_update_and_one_scheduler_step(start):
     ],
 )
 def test_exact_match_compares_whole_sequences_up_to_eos(predicted, expected, want):
-    got = not_implemented_guard(student(MODULE).exact_match, torch.tensor(predicted), torch.tensor(expected), EOS, PAD)
+    result = probe(P.exact_match, torch.tensor(predicted), torch.tensor(expected), EOS, PAD)
+    got = result["value"]
     assert got == pytest.approx(want), (
         f"exact_match({predicted}, {expected}) should be {want} (fraction of rows equal up to and including their "
         f"first EOS; what follows it does not count), got {got}"
     )
-    expect_python_float(got, f"exact_match({predicted}, {expected})")
+    expect_python_float(result, f"exact_match({predicted}, {expected})")
 
 
-def expect_python_float(got, what: str) -> None:
-    expect(isinstance(got, float), (
-        f"{what} returned a {type(got).__module__}.{type(got).__qualname__} ({got!r}), not the Python float its "
+def expect_python_float(result: dict, what: str) -> None:
+    """`result`: what P.exact_match says of the learner's result (its type and repr as it was there)."""
+    expect(result["is_float"], (
+        f"{what} returned a {result['type']} ({result['repr']}), not the Python float its "
         f"docstring states: it is logged, compared with a threshold and stored in the run's results, where a "
         f"tensor drags its device and dtype along"))
 
@@ -148,35 +133,27 @@ OTHER_IDS = [
 
 @pytest.mark.parametrize("predicted, expected, eos_id, pad_id, want", OTHER_IDS)
 def test_exact_match_uses_the_eos_and_pad_ids_it_is_given(predicted, expected, eos_id, pad_id, want):
-    got = not_implemented_guard(student(MODULE).exact_match, torch.tensor(predicted), torch.tensor(expected),
-                                eos_id, pad_id)
+    result = probe(P.exact_match, torch.tensor(predicted), torch.tensor(expected), eos_id, pad_id)
+    got = result["value"]
     expect(got == pytest.approx(want), (
         f"exact_match({predicted}, {expected}, eos_id={eos_id}, pad_id={pad_id}) should be {want}, got {got}: a row "
         f"is read up to and including its first eos_id, or as its tokens other than pad_id if it has none. The ids "
         f"are the arguments, not the copy task's EOS_ID and PAD_ID, and 0 is a token id like any other, not "
         f"'no id'"))
-    expect_python_float(got, f"exact_match(..., eos_id={eos_id}, pad_id={pad_id})")
+    expect_python_float(result, f"exact_match(..., eos_id={eos_id}, pad_id={pad_id})")
 
 
 def test_exact_match_of_no_rows_is_zero():
     empty = torch.zeros(0, 4, dtype=torch.long)
-    got = not_implemented_guard(student(MODULE).exact_match, empty, torch.zeros(0, 6, dtype=torch.long), EOS, PAD)
-    expect(got == 0.0, f"exact_match of no rows at all should be 0.0 (the docstring), got {got!r}")
+    result = probe(P.exact_match, empty, torch.zeros(0, 6, dtype=torch.long), EOS, PAD)
+    expect(result["value"] == 0.0, f"exact_match of no rows at all should be 0.0 (the docstring), got {result['repr']}")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # 10-17 s of CPU time; a shared CI runner may be several times slower
 def test_copy_task_reaches_the_threshold_with_your_bonus_steps():
     """The end-to-end run on the learner's own bonus 1-5 pieces (no reference code)."""
-    m = student(MODULE)
-    # One thread: this model is tiny, and two threads on a busy 2-core runner spin-wait
-    # (measured: 211 s of CPU instead of ~15 s at load 8).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = not_implemented_guard(m.train_copy_task, m.CopyTaskConfig())
-    finally:
-        torch.set_num_threads(threads)
+    out = probe(P.copy_task)  # train_copy_task(CopyTaskConfig()), on one thread (see the probe)
     acc, losses = out["accuracy"], out["losses"]
     if acc < THRESHOLD:
         losses = losses + [float("nan")] * max(0, 50 - len(losses))
