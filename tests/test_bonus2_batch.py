@@ -1,6 +1,8 @@
 """Bonus 2: `Batch` — shifted target, source padding mask, target mask (causal AND padding), ntokens.
 
 Masks are boolean and compared exactly: there is no tolerance to give.
+The learner's code runs only in the probes (tests/_probes_bonus2.py): the tests get its
+masks and the Batch's attributes back as data.
 """
 from __future__ import annotations
 
@@ -9,10 +11,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _support import not_implemented_guard, student
+import _probes_bonus2 as P
+from _support import probe
 from strategies import expect
 
-MODULE = "bonus2_batch"
 PAD = 0
 
 # Hand-made batch: two targets of different lengths, [BOS=1, ..., EOS=2, PAD...].
@@ -28,12 +30,63 @@ TGT_MASK = torch.tensor(
 )
 
 
-def call(name: str, *args, **kwargs):
-    return not_implemented_guard(getattr(student(MODULE), name), *args, **kwargs)
+class NotData:
+    """A value of the learner's that is not data, as the probe described it (`P.returned`): its
+    repr() reads as the object's did, and reading a tensor's attribute off it fails as it did."""
+
+    def __init__(self, described: dict) -> None:
+        self.type_name, self.text = described[P.NOT_DATA], described["repr"]
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __getattr__(self, name: str):
+        raise AttributeError(f"{self.type_name!r} object has no attribute {name!r}")
 
 
-def make_batch(src: torch.Tensor, tgt: torch.Tensor | None = None):
-    return not_implemented_guard(student(MODULE).Batch, src, tgt, pad_id=PAD)
+def seen_value(x: object) -> object:
+    """A probe's report of a learner's value: the data itself, or a `NotData` stand-in."""
+    return NotData(x) if isinstance(x, dict) and P.NOT_DATA in x else x
+
+
+def own(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A copy of the test's tensor for the learner's code, as a separated grading sends one: a
+    solution that writes into its argument fails the in-place check in the probe, and the
+    test's own constants (SRC, TGT) stay as they are for the tests after it."""
+    return None if t is None else t.clone()
+
+
+def call(name: str, ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """The learner's mask function `name(ids, pad_id)`, which must return a tensor."""
+    got = seen_value(probe(P.mask, name, own(ids), pad_id))
+    kind = got.type_name if isinstance(got, NotData) else type(got).__name__
+    expect(isinstance(got, torch.Tensor), f"{name} should return a torch.Tensor, got {kind}: {got!r}"[:500])
+    return got
+
+
+class SeenBatch:
+    """The learner's Batch as the probe saw it (`P.batch`): `b.src`, `b.ntokens`, ... read as the
+    object's attributes did (an attribute it lacks raises AttributeError), `b.type_name("ntokens")`
+    is the value's type ("builtins.int") and `b.shown("ntokens")` its repr."""
+
+    def __init__(self, seen: dict) -> None:
+        self._seen = seen
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or name not in self._seen:
+            raise AttributeError(f"'Batch' object has no attribute {name!r}")
+        return seen_value(self._seen[name]["value"])
+
+    def type_name(self, name: str) -> str:
+        return self._seen[name]["type"] if name in self._seen else "(missing)"
+
+    def shown(self, name: str) -> str:
+        return self._seen[name]["repr"] if name in self._seen else "(missing)"
+
+
+def make_batch(src: torch.Tensor, tgt: torch.Tensor | None = None, pad_id: int = PAD) -> SeenBatch:
+    """The learner's `Batch(src, tgt, pad_id=pad_id)`, as `SeenBatch`."""
+    return SeenBatch(probe(P.batch, own(src), own(tgt), pad_id))
 
 
 def describe_mask_mistake(got: torch.Tensor, tgt_in: torch.Tensor) -> str:
@@ -158,8 +211,8 @@ def test_ntokens_counts_the_real_tokens_the_loss_is_taken_on():
         f"ntokens should be the number of real tokens of tgt_out = {TGT[:, 1:].tolist()}, i.e. {want}; got {got}. "
         + hints.get(got, "the loss is divided by it, so it must count what the loss is summed over")
     )
-    expect(type(b.ntokens) is int, (
-        f"ntokens has the right value but is a {type(b.ntokens).__module__}.{type(b.ntokens).__qualname__}, not a "
+    expect(b.type_name("ntokens") == "builtins.int", (
+        f"ntokens has the right value but is a {b.type_name('ntokens')}, not a "
         f"Python int (the docstring's type; a bool is not a count either): the loss and the logs divide by it, "
         f"and a tensor count turns every number derived from it into a tensor (on the batch's device)"))
 
@@ -170,8 +223,8 @@ def test_inference_batch_has_masks_but_no_target():
         "Batch(src) with no target (inference) must leave tgt_in, tgt_out and tgt_mask as None"
     )
     assert torch.equal(b.src_mask, (SRC != PAD).unsqueeze(-2)), "Batch(src).src_mask must still be set"
-    expect(type(b.ntokens) is int and b.ntokens == 0, (
-        f"Batch(src) with no target must have ntokens = 0, a Python int (nothing to score); got {b.ntokens!r}"))
+    expect(b.type_name("ntokens") == "builtins.int" and b.ntokens == 0, (
+        f"Batch(src) with no target must have ntokens = 0, a Python int (nothing to score); got {b.shown('ntokens')}"))
 
 
 # Another padding id: 9 pads, and 0 is a real token. The padding layout is SRC's and TGT's.
@@ -192,7 +245,7 @@ def test_masks_and_counts_use_the_pad_id_they_are_given():
     expect(got.shape == TGT_MASK.shape and torch.equal(got, TGT_MASK), (
         f"target_mask({TGT9[:, :-1].tolist()}, pad_id=9): expected {TGT_MASK.int().tolist()}, got "
         f"{got.int().tolist()}; {hint}"))
-    b = not_implemented_guard(student(MODULE).Batch, SRC9, TGT9, pad_id=PAD9)
+    b = make_batch(SRC9, TGT9, pad_id=PAD9)
     for name, value, want in (("src_mask", b.src_mask, want_src), ("tgt_mask", b.tgt_mask, TGT_MASK)):
         expect(isinstance(value, torch.Tensor) and value.shape == want.shape and torch.equal(value, want), (
             f"Batch(src, tgt, pad_id=9).{name} should be {want.int().tolist()}, got "
@@ -200,4 +253,5 @@ def test_masks_and_counts_use_the_pad_id_they_are_given():
             f"with its own pad_id, not the functions' default one. {hint}"))
     expect(b.ntokens == 6 and b.pad_id == PAD9, (
         f"Batch(src, tgt, pad_id=9): expected ntokens 6 (the real tokens of tgt_out "
-        f"{TGT9[:, 1:].tolist()}) and pad_id 9, got ntokens {b.ntokens!r} and pad_id {b.pad_id!r}. {hint}"))
+        f"{TGT9[:, 1:].tolist()}) and pad_id 9, got ntokens {b.shown('ntokens')} and pad_id {b.shown('pad_id')}. "
+        f"{hint}"))
