@@ -3,8 +3,12 @@
 The models here are tables, not Transformers, so every probability is known: a
 source picks a table; the next-token logits are that table's row for the last
 target token (`MarkovSeq2Seq`) or for a hash of the whole prefix (`PrefixSeq2Seq`).
-The oracles are a per-row greedy loop and an exhaustive search over every sequence.
-Outputs are token ids, compared exactly.
+The oracles are a per-row greedy loop, a per-source beam of Python lists and an
+exhaustive search over every sequence. Outputs are token ids, compared exactly.
+
+The learner's decoders run only through probes (tests/_probes_bonus5.py): a test builds
+its model here, for its own expected answer, and the probe builds the same model (class
+and tables) for the decoder and sends back what it returned and what it did to the model.
 """
 from __future__ import annotations
 
@@ -13,45 +17,16 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _support import not_implemented_guard, student
+import _probes_bonus5 as P
+from _probes_bonus5 import MarkovSeq2Seq, PrefixSeq2Seq, RecordingSeq2Seq
+from _support import probe
 from strategies import expect
 
-MODULE = "bonus5_decoding"
 PAD, BOS, EOS, A, B, C = 0, 1, 2, 3, 4, 5
 NEG = -1e4  # "impossible" token: finite, so no solution trips over inf - inf
-
-
-class MarkovSeq2Seq(nn.Module):
-    """src[b, 0] picks table `tables[src[b, 0]]` (V, V) of logits; next token depends on the last one."""
-
-    def __init__(self, tables: torch.Tensor) -> None:
-        super().__init__()
-        self.tables = tables
-        self.calls = 0
-        self.longest = 0
-
-    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        return src[:, :1].float().unsqueeze(-1)  # (B, 1, 1): the table id, as a "memory"
-
-    def key(self, tgt: torch.Tensor) -> torch.Tensor:
-        return tgt
-
-    def decode(self, memory, src_mask, tgt, tgt_mask) -> torch.Tensor:
-        self.calls += 1
-        self.longest = max(self.longest, tgt.size(1))
-        table = memory[:, 0, 0].long()
-        return self.tables[table.unsqueeze(1), self.key(tgt)]  # (B, T, V)
-
-
-class PrefixSeq2Seq(MarkovSeq2Seq):
-    """Like MarkovSeq2Seq, but the row is picked by a hash of the whole prefix (cumulative sum mod V)."""
-
-    def key(self, tgt: torch.Tensor) -> torch.Tensor:
-        return tgt.cumsum(dim=1) % self.tables.size(-1)
 
 
 def log_table(rows: dict[int, dict[int, float]], V: int = 6) -> torch.Tensor:
@@ -70,13 +45,23 @@ def sources(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return src, torch.ones(n, 1, 3, dtype=torch.bool)
 
 
-def greedy(model, src, mask, max_len, **kw) -> torch.Tensor:
-    return not_implemented_guard(student(MODULE).greedy_decode, model, src, mask, max_len, BOS, EOS, PAD, **kw)
+def decode(decoder: str, model: MarkovSeq2Seq, src, mask, max_len, ids=(BOS, EOS, PAD), **kw) -> dict:
+    """The learner's `decoder` on a copy of `model` (its class, tables and mode), with (bos_id, eos_id,
+    pad_id) = ids: what it returned ("out", a tensor), the longest prefix it fed the model ("longest"),
+    the modes it left the model's submodules in ("modes") and a RecordingSeq2Seq's calls ("log")."""
+    got = probe(P.decode, decoder, type(model).__name__, model.tables, model.training, src, mask, max_len, *ids,
+                **kw)
+    if got["out"] is None:
+        pytest.fail(f"{decoder} must return a torch.Tensor of token ids, got a {got['type']}", pytrace=False)
+    return got
 
 
-def beam(model, src, mask, max_len, beam_size, alpha, **kw) -> torch.Tensor:
-    return not_implemented_guard(student(MODULE).beam_search, model, src, mask, max_len, BOS, EOS, PAD,
-                                 beam_size=beam_size, alpha=alpha, **kw)
+def greedy(model, src, mask, max_len) -> torch.Tensor:
+    return decode("greedy_decode", model, src, mask, max_len)["out"]
+
+
+def beam(model, src, mask, max_len, beam_size, alpha) -> torch.Tensor:
+    return decode("beam_search", model, src, mask, max_len, beam_size=beam_size, alpha=alpha)["out"]
 
 
 def upto_eos(row: list[int]) -> list[int]:
@@ -134,12 +119,13 @@ def test_greedy_follows_the_argmax_stops_at_eos_and_pads_finished_rows():
 def test_greedy_never_exceeds_max_len():
     cycle = log_table({BOS: {A: 1.0}, A: {B: 1.0}, B: {A: 1.0}})  # never says EOS
     model = MarkovSeq2Seq(cycle.unsqueeze(0))
-    out = greedy(model, *sources(1), max_len=5)
+    got = decode("greedy_decode", model, *sources(1), max_len=5)
+    out = got["out"]
     assert out.tolist() == [[A, B, A, B, A]], (
         f"a model that never emits EOS, with max_len=5, must give exactly 5 tokens [A, B, A, B, A] = "
         f"{[A, B, A, B, A]}; got {out.tolist()} (max_len counts generated tokens, BOS not included)"
     )
-    assert model.longest <= 5, f"the decoder was fed {model.longest} target tokens; with max_len=5 it needs at most 5"
+    assert got["longest"] <= 5, f"the decoder was fed {got['longest']} target tokens; with max_len=5 it needs at most 5"
 
 
 @given(n=st.integers(1, 4), max_len=st.integers(1, 8), seed=st.integers(0, 10_000))
@@ -201,11 +187,12 @@ def test_beam_stops_when_every_hypothesis_has_ended():
 def test_beam_never_exceeds_max_len():
     cycle = log_table({BOS: {A: 0.5, B: 0.5}, A: {B: 0.9, A: 0.1}, B: {A: 0.9, B: 0.1}})
     model = MarkovSeq2Seq(cycle.unsqueeze(0))
-    out = beam(model, *sources(1), max_len=6, beam_size=3, alpha=0.6)
+    got = decode("beam_search", model, *sources(1), max_len=6, beam_size=3, alpha=0.6)
+    out = got["out"]
     assert out.size(1) == 6, (
         f"a model that never emits EOS with max_len=6 must give 6 tokens; got {out.size(1)}: {out.tolist()}"
     )
-    assert model.longest <= 6, f"the decoder was fed {model.longest} target tokens; with max_len=6 it needs at most 6"
+    assert got["longest"] <= 6, f"the decoder was fed {got['longest']} target tokens; with max_len=6 it needs at most 6"
 
 
 @given(n=st.integers(1, 4), max_len=st.integers(1, 7), seed=st.integers(0, 10_000),
@@ -254,6 +241,29 @@ def test_a_wide_beam_finds_the_best_length_penalised_sequence(seed, alpha):
             )
 
 
+def oracle_beam(model: MarkovSeq2Seq, table: int, max_len: int, beam_size: int, alpha: float) -> list[int]:
+    """One source's beam search as beam_search's docstring defines it, on lists of (tokens, log P, length,
+    finished): each step every live hypothesis is extended by every token, a finished one by PAD alone at no
+    cost, and the beam_size best by log P / ((5 + length) / 6) ** alpha are kept; the best of them, up to EOS."""
+    def score(h: tuple) -> float:
+        return h[1] / ((5 + h[2]) / 6) ** alpha
+
+    hyps = [([], 0.0, 0, False)]
+    for t in range(1, max_len + 1):
+        cands = []
+        for seq, lp, length, done in hyps:
+            if done:
+                cands.append((seq + [PAD], lp, length, True))
+                continue
+            logits = model.decode(torch.tensor([[[float(table)]]]), None, torch.tensor([[BOS, *seq]]), None)
+            logp = logits[0, -1].float().log_softmax(-1)
+            cands += [(seq + [v], lp + float(logp[v]), t, v == EOS) for v in range(logp.numel())]
+        hyps = sorted(cands, key=score, reverse=True)[:beam_size]
+        if all(h[3] for h in hyps):
+            break
+    return upto_eos(max(hyps, key=score)[0])
+
+
 def test_batched_beam_search_equals_one_source_at_a_time():
     tables = random_tables(3, 7, 123)
     model = PrefixSeq2Seq(tables)
@@ -265,6 +275,11 @@ def test_batched_beam_search_equals_one_source_at_a_time():
             f"source {b} decoded in a batch of 3 gave {together[b].tolist()}, alone {alone[0].tolist()}: the "
             f"sources' beams must not mix: each source keeps its own beam_size best candidates"
         )
+    want = [oracle_beam(model, b, 6, 3, 0.6) for b in range(3)]
+    assert [upto_eos(row) for row in together.tolist()] == want, (
+        f"beam_search (beam 3, alpha 0.6) on 3 sources: expected {want} (each row up to its EOS), got "
+        f"{together.tolist()}. Look at beam_search (bonus5_decoding.py)"
+    )
 
 
 # ------------------------------------------------- the length penalty ranks at every step
@@ -341,17 +356,15 @@ def test_decoders_use_the_special_ids_they_are_given(ids):
     pad, bos, eos, a, b, c = new
     name = dict(zip(CANONICAL, new))
     label = {pad: "PAD", bos: "BOS", eos: "EOS", a: "A", b: "B", c: "C"}
-    m = student(MODULE)
     cases = [
-        ("greedy_decode", GREEDY_TABLES, [[A, B, EOS], [B, EOS, PAD]],
-         lambda model, src, mask: not_implemented_guard(m.greedy_decode, model, src, mask, 10, bos, eos, pad)),
-        ("beam_search (beam 2)", STOP_TABLES, [[A, EOS, PAD, PAD], [A, B, C, EOS]],
-         lambda model, src, mask: not_implemented_guard(m.beam_search, model, src, mask, 10, bos, eos, pad,
-                                                        beam_size=2, alpha=0.0)),
+        ("greedy_decode", GREEDY_TABLES, [[A, B, EOS], [B, EOS, PAD]], "greedy_decode", {}),
+        ("beam_search (beam 2)", STOP_TABLES, [[A, EOS, PAD, PAD], [A, B, C, EOS]], "beam_search",
+         dict(beam_size=2, alpha=0.0)),
     ]
-    for what, tables, canonical_want, decode in cases:
+    for what, tables, canonical_want, decoder, kw in cases:
         want = [[name[t] for t in row] for row in canonical_want]
-        out = decode(MarkovSeq2Seq(relabel(tables, new)), *sources(tables.size(0)))
+        out = decode(decoder, MarkovSeq2Seq(relabel(tables, new)), *sources(tables.size(0)), 10, ids=(bos, eos, pad),
+                     **kw)["out"]
         if out.tolist() != want:
             words = lambda rows: [[label.get(t, t) for t in row] for row in rows]  # noqa: E731
             zero = [n for n, v in (("pad_id", pad), ("bos_id", bos), ("eos_id", eos)) if v == 0]
@@ -368,40 +381,24 @@ def test_decoders_use_the_special_ids_they_are_given(ids):
 
 # --------------------------------------------- how the decoders call the model
 
-class RecordingSeq2Seq(MarkovSeq2Seq):
-    """A MarkovSeq2Seq with a child module (so model.train()/eval() reach it), recording each call."""
-
-    def __init__(self, tables: torch.Tensor) -> None:
-        super().__init__(tables)
-        self.child = nn.Dropout(0.5)  # never applied: only its mode is read
-        self.log: list[dict] = []
-
-    def record(self, what: str, **kw) -> None:
-        self.log.append(dict(what=what, modes={n or "model": mod.training for n, mod in self.named_modules()},
-                             grad=torch.is_grad_enabled(), **kw))
-
-    def encode(self, src, src_mask):
-        self.record("encode", src=src, src_mask=src_mask)
-        return super().encode(src, src_mask)
-
-    def decode(self, memory, src_mask, tgt, tgt_mask):
-        self.record("decode", memory=memory, src_mask=src_mask, tgt=tgt, tgt_mask=tgt_mask)
-        return super().decode(memory, src_mask, tgt, tgt_mask)
+# Each decoder's arguments besides the ids; max_len is 5.
+DECODERS = {"greedy_decode": {}, "beam_search": dict(beam_size=2, alpha=0.6)}
 
 
-DECODERS = {
-    "greedy_decode": lambda model, src, mask: greedy(model, src, mask, 5),
-    "beam_search": lambda model, src, mask: beam(model, src, mask, 5, beam_size=2, alpha=0.6),
-}
+def oracle(decoder: str, model: MarkovSeq2Seq, n: int) -> list[list[int]]:
+    """What `decoder`, called as DECODERS says with max_len=5, gives for `model`'s n sources (each up to its EOS)."""
+    if decoder == "greedy_decode":
+        return [upto_eos(row) for row in oracle_greedy(model, n, 5).tolist()]
+    return [oracle_beam(model, b, 5, **DECODERS[decoder]) for b in range(n)]
 
 
 @pytest.mark.parametrize("start", ["train", "eval"])
 @pytest.mark.parametrize("decoder", list(DECODERS))
 def test_decoders_run_the_model_in_eval_mode_without_gradients_and_restore_its_mode(decoder, start):
     model = RecordingSeq2Seq(random_tables(2, 7, 5)).train(start == "train")
-    DECODERS[decoder](model, *sources(2))
-    assert model.log, f"{decoder} never called the model"
-    for call in model.log:
+    got = decode(decoder, model, *sources(2), 5, **DECODERS[decoder])
+    assert got["log"], f"{decoder} never called the model"
+    for call in got["log"]:
         training = [n for n, t in call["modes"].items() if t]
         expect(not training, (
             f"{decoder} called model.{call['what']} while {training} were in training mode (the model came in "
@@ -412,12 +409,18 @@ def test_decoders_run_the_model_in_eval_mode_without_gradients_and_restore_its_m
             f"{decoder} called model.{call['what']} with gradients enabled: decoding builds no autograd graph "
             f"(the docstring: eval mode, without gradients)"
         ))
-    after = {n for n, t in ((n or "model", mod.training) for n, mod in model.named_modules()) if t != (start == "train")}
+    after = {n for n, t in got["modes"].items() if t != (start == "train")}
     expect(not after, (
         f"the model came in {start} mode and {decoder} left {sorted(after)} in "
         f"{'eval' if start == 'train' else 'train'} mode: a decoder must leave the model in the mode it found it "
         f"in (validation decoding sits between training steps; a model left in eval mode trains without dropout, "
         f"one switched to train mode evaluates with it)"
+    ))
+    want, out = oracle(decoder, MarkovSeq2Seq(model.tables), 2), [upto_eos(row) for row in got["out"].tolist()]
+    expect(out == want, (
+        f"{decoder} on this model (it came in {start} mode) should give {want} (each row up to its EOS), got "
+        f"{got['out'].tolist()}: the mode changes none of this model's logits, so it must not change the tokens "
+        f"either. Look at {decoder} (bonus5_decoding.py)"
     ))
 
 
@@ -429,8 +432,8 @@ def test_decoders_pass_each_row_its_own_source_mask_and_a_causal_target_mask(dec
     tables = random_tables(n, 7, 11)
     tables[..., PAD] = NEG  # PAD never generated as a token: a live prefix holds no padding
     model = RecordingSeq2Seq(tables)
-    DECODERS[decoder](model, src, src_mask)
-    for call in model.log:
+    got = decode(decoder, model, src, src_mask, 5, **DECODERS[decoder])
+    for call in got["log"]:
         if call["what"] == "encode":
             rows = call["src"][:, 0]
             got_mask = call["src_mask"]
@@ -475,6 +478,12 @@ def test_decoders_pass_each_row_its_own_source_mask_and_a_causal_target_mask(dec
                 f"logits too",
                 pytrace=False,
             )
+    want, out = oracle(decoder, MarkovSeq2Seq(tables), n), [upto_eos(row) for row in got["out"].tolist()]
+    expect(out == want, (
+        f"{decoder} on {n} sources with padding should give {want} (each row up to its EOS), got "
+        f"{got['out'].tolist()}: this model's logits do not depend on the padding, so the tokens are those of "
+        f"sources without it. Look at {decoder} (bonus5_decoding.py)"
+    ))
 
 
 # ---------------------------------------------------- bf16 logits: log-probs in float32
