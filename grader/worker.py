@@ -125,8 +125,9 @@ def _setup() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # The judge's import path, in its order (the tests folder, the graded tree, and
     # whatever put a solution first there): the same modules load here as there would.
-    path = os.environ.get(PATH_ENV, "")
-    sys.path[:0] = [p for p in path.split(os.pathsep) if p and p not in sys.path]
+    # Its entries go first in its order, also those PYTHONPATH had already put here in another.
+    judge = list(dict.fromkeys(p for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p))
+    sys.path[:] = judge + [p for p in sys.path if p not in judge]
     import grader.pytest_plugin  # noqa: F401 - hides reference/ where the graded tree has none, leaves out datasets
 
 

@@ -21,6 +21,7 @@ import inspect
 import json
 import math
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -142,6 +143,9 @@ def probe(fn, *args, **kwargs):
 
     if _in_judge():
         return call_in_worker(f"{fn.__module__}:{fn.__qualname__}", args, kwargs)
+    # The probe gets its own copies, as the worker does: code that writes into an argument
+    # fails that test in both modes and never changes the test's constants for later tests.
+    args, kwargs = pickle.loads(pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL))
     return to_data(fn(*args, **kwargs), f"{fn.__qualname__}'s result")
 
 

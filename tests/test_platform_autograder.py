@@ -91,19 +91,32 @@ def _reference_file(module: str) -> str:
 
 @pytest.fixture(scope="module")
 def stub_grade(source, tmp_path_factory) -> dict:
+    """The untouched handout, every step graded: what a learner who has not started gets.
+    One run serves every test that needs the stubs' grade."""
     tmp = tmp_path_factory.mktemp("stubs")
     root = _root(tmp, source)
     _stub_tree(root / "submission" / "handout")
-    return run_autograder(root, STUB_GRADE_STEPS)
+    return run_autograder(root, None)
 
 
 def test_stubs_score_zero_with_not_started(stub_grade):
+    """Each step's tests fail on its untouched stubs where courses grade (the kata's proof that
+    no step passes without the learner's code); a step that needs unfinished ones waits."""
     assert stub_grade["score"] == 0, stub_grade["output"]
     rows = _by_step(stub_grade)["step2"]
     assert len(rows) == 1 and rows[0]["output"].startswith("not started"), \
         f"a stub step should be one row saying 'not started', got {[r['output'][:80] for r in rows]}"
     assert rows[0]["max_score"] == 10 and stub_grade["extra_data"]["steps"]["step2"]["status"] == "not started"
     assert stub_grade["extra_data"]["missing"] == [], "the handout folder has every exercise file"
+    steps = stub_grade["extra_data"]["steps"]
+    graded = {s.id for s in load_manifest() if load_policy().step(s.id).graded}
+    assert set(steps) == graded, sorted(set(steps) ^ graded)
+    scored = {k: v["score"] for k, v in steps.items() if v["score"]}
+    assert not scored, scored
+    for sid, v in steps.items():
+        assert v["status"] in ("not started", "waiting"), (sid, v, [t["output"][:200] for t in _by_step(stub_grade)[sid]])
+        assert v["kata_errors"] == 0, (sid, v)
+    assert steps["step8"]["status"] == "waiting" and steps["step1"]["status"] == "not started"
 
 
 @pytest.mark.slow
@@ -172,7 +185,7 @@ def test_edits_to_tests_conftest_and_grader_do_not_change_the_grade(source, tmp_
     (tree / "grader" / "steps.toml").write_text((tree / "grader" / "steps.toml").read_text().replace("points = 10", "points = 0"))
     (tree / "exercises" / "conftest.py").write_text(rig)
     data = run_autograder(root, STUB_GRADE_STEPS)
-    strip = lambda d: [(t["name"], t["score"], t["max_score"]) for t in d["tests"]]  # noqa: E731
+    strip = lambda d: [(t["name"], t["score"], t["max_score"]) for t in d["tests"] if t["number"] == STUB_GRADE_STEPS]  # noqa: E731
     assert strip(data) == strip(stub_grade) and data["score"] == stub_grade["score"] == 0, (strip(data), strip(stub_grade))
 
 
@@ -324,20 +337,23 @@ ATTACKS = ROOT / "tests" / "mutants" / "attacks"
 # attacked steps together. No other graded step of a round imports an attacked module (step 3
 # imports steps 1, 2 and 4, so it is not graded here), and the two attacks that share step 6's
 # module patch different things (torch vs the tests), so none can hide another for long.
-# `tests/mutants/attacks.py` grades each one alone. Two rounds: CI time (issue 20).
+# `tests/mutants/attacks.py` grades each one alone. Two rounds: CI time (issue 20). The bonus
+# steps that need no other step (3 and 4) carry a second copy of two attacks: extra credit is
+# graded separated too.
 ATTACK_ROUNDS = [
     {"step1_embeddings": ["patch_pytest_reports"], "step2_causal_mask": ["append_results_at_exit"],
      "step4_loss": ["os_exit_after_fake_output"], "step6_sampler": ["edit_test_globals", "monkeypatch_torch"],
-     "step5_train_loop": ["rewrite_results_json_late"]},
+     "step5_train_loop": ["rewrite_results_json_late"], "bonus4_label_smoothing": ["monkeypatch_test_helpers"]},
     {"step1_embeddings": ["patch_the_results_writer"], "step2_causal_mask": ["answers_from_the_snapshots"],
      "step4_loss": ["sys_exit_after_fake_output"], "step6_sampler": ["monkeypatch_test_helpers", "patch_the_guard_then_torch"],
-     "step5_train_loop": ["append_results_via_parent_environ"]},
+     "step5_train_loop": ["append_results_via_parent_environ"], "bonus3_noam": ["patch_pytest_reports"]},
 ]
 
 
 def test_every_attack_is_in_a_round():
-    placed = sorted(a for r in ATTACK_ROUNDS for names in r.values() for a in names)
-    assert placed == sorted(p.stem for p in ATTACKS.glob("*.py")), "each attack in tests/mutants/attacks/ once"
+    main = sorted(a for r in ATTACK_ROUNDS for module, names in r.items() if not module.startswith("bonus") for a in names)
+    assert main == sorted(p.stem for p in ATTACKS.glob("*.py")), "each attack in tests/mutants/attacks/ once on a main step"
+    assert any(m.startswith("bonus") for r in ATTACK_ROUNDS for m in r), "a bonus step is attacked too"
 
 
 def _attacked_handout(dest: Path, attacks: dict[str, list[str]]) -> Path:
