@@ -16,6 +16,7 @@ as a table. The README's grading-time table comes from these rows.
 
     python -m benchmarks.grading                       # cold + warm check
     python -m benchmarks.grading --gradescope --gradescope-default
+    python -m benchmarks.grading --separated           # also a cold `--separate` check (issue 21's cost)
 """
 from __future__ import annotations
 
@@ -78,15 +79,17 @@ def steps_of(results: dict) -> dict[str, dict]:
             for k, v in results.get("extra_data", {}).get("steps", {}).items()}
 
 
-def check(handout: Path, json_path: Path, *, cold: bool) -> dict:
+def check(handout: Path, json_path: Path, *, cold: bool, separate: bool = False) -> dict:
     """`python -m grader` in the handout, as `nox -s check` runs it; wall seconds and per-step results.
-    Cold is the first check of a fresh handout (nothing cached); warm is the same again."""
-    cmd = [sys.executable, "-m", "grader", "--json", str(json_path)]
+    Cold is the first check of a fresh handout (nothing cached); warm is the same again.
+    `separate`: `--separate`, as the Classroom workflow grades (the learner's code in a worker)."""
+    cmd = [sys.executable, "-m", "grader", "--json", str(json_path)] + (["--separate"] if separate else [])
     t0 = time.monotonic()
     p = subprocess.run(cmd, cwd=handout, env=clean_env(), capture_output=True, text=True)
     wall = time.monotonic() - t0
     data = json.loads(json_path.read_text()) if json_path.exists() else {}
-    return {"what": f"check, {'cold' if cold else 'warm (nothing changed)'}", "wall_s": round(wall, 1),
+    what = "check --separate, cold (as Classroom grades)" if separate else f"check, {'cold' if cold else 'warm (nothing changed)'}"
+    return {"what": what, "wall_s": round(wall, 1),
             "rc": p.returncode, "score": data.get("score"), "max_score": data.get("max_score"),
             "steps": steps_of(data), "tail": (p.stdout + p.stderr)[-1500:] if p.returncode else ""}
 
@@ -178,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gradescope-default", action="store_true",
                    help="also run_autograder in a cgroup with Gradescope's defaults (0.5 vCPU, 768 MB)")
     p.add_argument("--no-check", action="store_true", help="skip the handout's cold and warm check")
+    p.add_argument("--separated", action="store_true",
+                   help="also a cold `--separate` check of a fresh copy (the cost of separated grading)")
     p.add_argument("--out", type=Path, default=RESULTS / f"grading-{platform.node() or 'machine'}.jsonl")
     args = p.parse_args(argv)
     base = {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
@@ -198,9 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kata-grading-bench-") as tmp_s:
         tmp = Path(tmp_s)
         handout = solved_handout(tmp / "handout")
+        if args.separated:  # copied before anything is cached in the first one
+            pristine = shutil.copytree(handout, tmp / "handout-separated")
         if not args.no_check:
             record(check(handout, tmp / "cold.json", cold=True))
             record(check(handout, tmp / "warm.json", cold=False))
+        if args.separated:
+            record(check(pristine, tmp / "separated.json", cold=True, separate=True))
         if args.gradescope:
             record(autograder(handout / "exercises", tmp))
         if args.gradescope_default:

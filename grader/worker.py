@@ -12,8 +12,10 @@ exit, write fake output) can only change the data the judge then checks.
 
 Protocol, on two pipes the judge passes as file descriptors (argv: read fd, write fd):
 each message is an 8-byte big-endian length and a payload. Requests are pickles from the
-judge (trusted here); replies are `{"value": data, "rng": state}` or
-`{"raised": {...}, "rng": state}` (see `describe`). The judge's torch RNG state, grad
+judge (trusted here), numbered; replies are `{"value": data, "rng": state, "seq": n}` or
+`{"raised": {...}, "rng": state, "seq": n}` (see `describe`), and on Linux, where a clean
+parent forks the process that runs the learner's code, `{"died": exit code, "seq": n}` when
+that process ended while on request n (or after it: n is then an earlier request). The judge's torch RNG state, grad
 mode and thread count travel with each request and the RNG state comes back, so a probe
 draws the same numbers as the same code run inside the test (the in-process mode).
 """
@@ -103,8 +105,9 @@ def _write(fd: int, payload: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _die_with_the_judge() -> None:
-    """Linux: the kernel kills this process when the judge exits (a killed judge leaves no worker)."""
+def _die_with_the_judge(parent: int | None = None) -> None:
+    """Linux: the kernel kills this process when its parent exits (a killed judge leaves no
+    worker); `parent`: the pid it must still have (a fork's parent may die before this runs)."""
     if sys.platform != "linux":
         return
     try:
@@ -114,7 +117,7 @@ def _die_with_the_judge() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:  # the judge is already gone
+    if os.getppid() == 1 or (parent is not None and os.getppid() != parent):  # the parent is already gone
         os._exit(0)
 
 
@@ -157,18 +160,67 @@ def serve(fd_in: int, fd_out: int) -> None:
     import torch
 
     import _support  # noqa: F401 - imported before the snapshot, so its helpers are guarded too
-    from grader.learner_code import changed_attributes, patch_snapshot
+    from grader.learner_code import patch_snapshot
     from kata.solution import solution_name
 
     solution = solution_name()
     _confine(solution)
     guard = patch_snapshot()
+    if sys.platform == "linux":
+        _nanny(fd_in, fd_out, solution, guard)  # never returns
+    _answer(fd_in, fd_out, None, solution, guard)
+
+
+def _nanny(fd_in: int, fd_out: int, solution: str, guard: dict) -> None:
+    """Linux: this process, confined and with torch imported but no learner code run, forks
+    the child that answers; when a child dies (os._exit, a crash, a signal) it tells the
+    judge how, with the number of the request the child was on, and forks a fresh one at
+    once. A restart then costs a fork, not a new Python importing torch (about 2 s); the
+    learner's code never runs here, so every child starts as clean as a new process."""
+    import mmap
+    import select
+
+    status = mmap.mmap(-1, HEADER.size)  # shared with each child: the number of the request it is on
+    while True:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            _die_with_the_judge(parent)  # with this process, which dies with the judge
+            _answer(fd_in, fd_out, status, solution, guard)
+            sys.stdout.flush()
+            os._exit(0)
+        _, code = os.waitpid(pid, 0)
+        (last,) = HEADER.unpack(status[:HEADER.size])
+        poll = select.poll()
+        poll.register(fd_in, select.POLLIN)
+        if any(ev & (select.POLLHUP | select.POLLERR) for _, ev in poll.poll(0)):
+            os._exit(0)  # the judge closed its end: done
+        buf = io.BytesIO()
+        import torch
+
+        torch.save({"died": os.waitstatus_to_exitcode(code), "seq": last}, buf)
+        try:
+            _write(fd_out, buf.getvalue())
+        except OSError:  # the judge is gone
+            os._exit(0)
+
+
+def _answer(fd_in: int, fd_out: int, status, solution: str, guard: dict) -> None:
+    """Answer the judge's requests until it closes the pipe."""
+    import torch
+
+    from grader.learner_code import changed_attributes
+
     while True:
         try:
             (size,) = HEADER.unpack(_read(fd_in, HEADER.size))
-            target, args, kwargs, context = pickle.loads(_read(fd_in, size))
+            seq, target, args, kwargs, context = pickle.loads(_read(fd_in, size))
         except EOFError:
             return
+        if status is not None:
+            status[:HEADER.size] = HEADER.pack(seq)
         torch.set_rng_state(context["rng"])
         if context.get("test"):  # which test asks: a stub of another step then waits (tests/_support.py)
             os.environ["PYTEST_CURRENT_TEST"] = context["test"]
@@ -188,12 +240,13 @@ def serve(fd_in: int, fd_out: int) -> None:
                                 "message": f"the code replaced {', '.join(patched[:5])} while the test ran; solutions "
                                            "must not monkeypatch torch, pytest or the kata's test helpers"}}
         reply["rng"] = torch.get_rng_state()
+        reply["seq"] = seq
         buf = io.BytesIO()
         try:
             torch.save(reply, buf)
         except Exception as e:  # noqa: BLE001 - e.g. a tensor torch cannot save
             buf = io.BytesIO()
-            torch.save({"raised": describe(e, solution), "rng": torch.get_rng_state()}, buf)
+            torch.save({"raised": describe(e, solution), "rng": torch.get_rng_state(), "seq": seq}, buf)
         _write(fd_out, buf.getvalue())
 
 

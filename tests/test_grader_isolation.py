@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 
@@ -356,3 +357,49 @@ def test_the_workers_scratch_is_one_folder_inside_the_steps_own_and_goes_with_th
     (Path(first) / "left by the learner").write_text("x")
     w.close()
     assert not Path(first).exists(), f"the judge left its worker's scratch folder {first}"
+
+
+PROBES_THAT_DIE = '''
+import os, threading, time
+
+
+def die_after_replying():
+    threading.Thread(target=lambda: (time.sleep(0.3), os._exit(5)), daemon=True).start()
+    return os.getpid()
+
+
+def die_now():
+    os._exit(7)
+
+
+def pid():
+    return os.getpid()
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the worker's fork-server parent is Linux-only")
+def test_a_dead_worker_fails_only_its_own_request_and_the_next_one_is_answered_at_once(tmp_path, monkeypatch):
+    """The worker's clean parent forks the process that runs the learner's code: a death during
+    a request fails that request with the exit code; a death after a reply (a thread of the
+    learner's) fails nothing; either way the next request gets a fresh process in well under
+    the ~2 s a new Python importing torch takes."""
+    import time
+
+    from grader import judge
+
+    (tmp_path / "_probes_dying.py").write_text(PROBES_THAT_DIE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    w = judge.Worker(ROOT)
+    try:
+        first = w.request("_probes_dying:die_after_replying", (), {})["value"]
+        time.sleep(1.0)  # its thread ends it now, between requests
+        start = time.monotonic()
+        second = w.request("_probes_dying:pid", (), {})["value"]
+        assert second != first and time.monotonic() - start < 1.0, (first, second, time.monotonic() - start)
+        with pytest.raises(judge.WorkerDied, match="exited with code 7"):
+            w.request("_probes_dying:die_now", (), {})
+        start = time.monotonic()
+        assert w.request("_probes_dying:pid", (), {})["value"] not in (first, second)
+        assert time.monotonic() - start < 1.0, f"a restart took {time.monotonic() - start:.2f} s"
+    finally:
+        w.close()
