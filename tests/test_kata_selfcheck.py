@@ -32,3 +32,27 @@ def test_one_mutant_per_step_is_caught():
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"the kata's self-check failed (python tests/mutants/run.py --subset --no-baseline --mode live):\n{out[-6000:]}"
+
+
+@pytest.mark.infra
+def test_a_separated_steps_tests_reach_the_learners_code_only_through_probes():
+    """`separate = true` promises that the step's tests never touch the learner's code in the
+    judge: no `student(...)` call in its test files or the judge-side helpers they import
+    (only tests/_probes_*.py, which run in the worker, and _support.py, which defines it)."""
+    import ast
+
+    from grader.manifest import load_manifest
+    from grader.runner import step_test_files
+
+    def calls_student(path: Path) -> list[int]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and ((isinstance(n.func, ast.Name) and n.func.id == "student")
+                     or (isinstance(n.func, ast.Attribute) and n.func.attr == "student"))]
+
+    separated = [s for s in load_manifest() if s.separate]
+    assert separated, "no step is graded separated"
+    files = {f for s in separated for f in step_test_files(ROOT, s)}
+    files |= {f for f in (ROOT / "tests").glob("_*.py") if not f.name.startswith(("_probes_", "_support"))}
+    found = {str(f.relative_to(ROOT)): lines for f in sorted(files) if (lines := calls_student(f))}
+    assert not found, f"student(...) called outside the probes (move the call into tests/_probes_<step>.py): {found}"
