@@ -126,11 +126,12 @@ def _setup() -> None:
         os.environ.setdefault(name, "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    # The judge's import path, in its order (the tests folder, the graded tree, and
-    # whatever put a solution first there): the same modules load here as there would.
-    # Its entries go first in its order, also those PYTHONPATH had already put here in another.
-    judge = list(dict.fromkeys(p for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p))
-    sys.path[:] = judge + [p for p in sys.path if p not in judge]
+    # The judge's import path (the tests folder, the graded tree): its entries this process
+    # lacks go first. PYTHONPATH's entries keep their place ahead of the judge's order, as
+    # tests/mutants/run.py needs: it binds `exercises` to a mutated copy on PYTHONPATH in
+    # the judge before the repository's conftest puts the repository first there.
+    path = os.environ.get(PATH_ENV, "")
+    sys.path[:0] = [p for p in path.split(os.pathsep) if p and p not in sys.path]
     import grader.pytest_plugin  # noqa: F401 - hides reference/ where the graded tree has none, leaves out datasets
 
 
