@@ -27,6 +27,7 @@ import signal
 import subprocess
 import tempfile
 import sys
+import time
 from pathlib import Path
 
 from grader.worker import HEADER, MAX_MESSAGE, PATH_ENV, WRITABLE_ENV
@@ -36,7 +37,8 @@ WORKER_ENV = "KATA_WORKER"
 WORKER_USER_ENV = "KATA_WORKER_USER"
 SCRATCH_ENV = "KATA_WORKER_SCRATCH_IN"  # the grader's temporary folder for the step: the worker's scratch goes inside
 # What only the judge may know: the worker's environment leaves these out.
-_JUDGE_ONLY = ("KATA_GRADER_RESULTS", SEPARATE_ENV, SCRATCH_ENV, "PYTEST_CURRENT_TEST", "PYTEST_ADDOPTS")
+_JUDGE_ONLY = ("KATA_GRADER_RESULTS", SEPARATE_ENV, SCRATCH_ENV, "PYTEST_CURRENT_TEST", "PYTEST_ADDOPTS",
+               "KATA_PRERUN_REPLIES")
 
 
 def separated() -> bool:
@@ -68,8 +70,13 @@ def _died_text(rc: int | None) -> str:
 class Worker:
     """One worker process and its two pipes; started on the first request, restarted after a crash."""
 
-    def __init__(self, root: Path, python: str = sys.executable) -> None:
-        self.root, self.python = root, python
+    def __init__(self, root: Path, python: str = sys.executable, *, env: dict | None = None,
+                 path: list[str] | None = None, cache: Path | None = None, preexec=None) -> None:
+        """`env`, `path`, `cache`: the environment, import path and run cache the worker starts
+        from (by default this process's; the runner passes the step's, for `prerun`)."""
+        self.root, self.python, self.cache, self.preexec = root, python, cache, preexec
+        self.env = dict(os.environ if env is None else env)
+        self.path = list(sys.path if path is None else path)
         self.proc: subprocess.Popen | None = None
         self.to_worker = self.from_worker = -1
         self.scratch = ""
@@ -78,29 +85,29 @@ class Worker:
     def _start(self) -> None:
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        env = {k: v for k, v in os.environ.items() if k not in _JUDGE_ONLY}
+        env = {k: v for k, v in self.env.items() if k not in _JUDGE_ONLY}
         env[WORKER_ENV] = "1"
-        env[PATH_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in sys.path if p)
+        env[PATH_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in self.path if p)
         extra: dict = {}
-        user = os.environ.get(WORKER_USER_ENV)
+        user = self.env.get(WORKER_USER_ENV)
         if user and hasattr(os, "geteuid") and os.geteuid() == 0:
             import pwd
 
             entry = pwd.getpwnam(user)
             extra = dict(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
-            scratch = os.environ.get("KATA_WORKER_TMP") or self._scratch()
+            scratch = self.env.get("KATA_WORKER_TMP") or self._scratch()
             os.chown(scratch, entry.pw_uid, entry.pw_gid)
             env.update(USER=user, LOGNAME=user)
             writable = [scratch]
         else:
             scratch = self._scratch()
-            writable = [scratch, *_test_folders()]
+            writable = [scratch, *_test_folders(self.cache)]
         env.update(HOME=scratch, TMPDIR=scratch)
         env[WRITABLE_ENV] = os.pathsep.join(writable)
         try:
             self.proc = subprocess.Popen([self.python, "-P", str(Path(__file__).with_name("worker.py")), str(req_r), str(rep_w)],
                                          pass_fds=(req_r, rep_w), cwd=self.root, env=env,
-                                         stdin=subprocess.DEVNULL, **extra)
+                                         stdin=subprocess.DEVNULL, preexec_fn=self.preexec, **extra)
         finally:
             os.close(req_r)
             os.close(rep_w)
@@ -112,19 +119,46 @@ class Worker:
         (SCRATCH_ENV) where there is one, so a step process killed at its time limit leaves
         nothing behind either."""
         if not self.scratch:
-            base = os.environ.get(SCRATCH_ENV)
+            base = self.env.get(SCRATCH_ENV)
             self.scratch = tempfile.mkdtemp(prefix="kata-worker-", dir=base if base and os.path.isdir(base) else None)
         return self.scratch
 
-    def _read(self, n: int) -> bytes:
+    def _read(self, n: int, deadline: float | None = None) -> bytes:
         chunks = []
         while n:
+            if deadline is not None:
+                import select
+
+                poll = select.poll()
+                poll.register(self.from_worker, select.POLLIN)
+                if not poll.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+                    raise TimeoutError
             chunk = os.read(self.from_worker, min(n, 1 << 20))
             if not chunk:
                 raise EOFError
             chunks.append(chunk)
             n -= len(chunk)
         return b"".join(chunks)
+
+    def request_raw(self, target: str, args: tuple, kwargs: dict, test: str, deadline: float) -> bytes | None:
+        """The worker's reply to one request as the bytes it sent, without torch in this
+        process (the runner's `prerun`); None if it died or `deadline` (monotonic) passed."""
+        if self.proc is None:
+            self._start()
+        self.seq += 1
+        context = {"rng": None, "threads": _threads(self.env), "grad": True, "test": test}
+        payload = pickle.dumps((self.seq, target, args, kwargs, context), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            view = memoryview(HEADER.pack(len(payload)) + payload)
+            while view:
+                view = view[os.write(self.to_worker, view):]
+            (size,) = HEADER.unpack(self._read(HEADER.size, deadline))
+            if size > MAX_MESSAGE:
+                return None
+            return self._read(size, deadline)
+        except (EOFError, BrokenPipeError, TimeoutError):
+            self._reap()
+            return None
 
     def request(self, target: str, args: tuple, kwargs: dict) -> dict:
         """Run probe `target` ("module:function") in the worker; its reply as plain data."""
@@ -192,14 +226,17 @@ class Worker:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def _test_folders() -> list[str]:
-    """Where the tests' temporary folders live (pytest's `tmp_path`) and the kata's run cache:
-    folders a probe may hand the learner's code to write in."""
+def _test_folders(cache: Path | None) -> list[str]:
+    """Where the tests' temporary folders live (pytest's `tmp_path`) and the kata's run cache
+    (`cache`, by default this process's `kata.paths.cache_dir()`): folders a probe may hand
+    the learner's code to write in."""
     import getpass
 
-    from kata.paths import cache_dir
+    if cache is None:
+        from kata.paths import cache_dir
 
-    found = [cache_dir(), Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"]
+        cache = cache_dir()
+    found = [cache, Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"]
     for folder in found:  # made now: the confined worker may write in them, not create them
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -248,9 +285,70 @@ def _exception(raised: dict) -> BaseException:
     return e
 
 
+def _threads(env: dict) -> int | None:
+    try:
+        return int(env.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+
+
+PRERUN_ENV = "KATA_PRERUN_REPLIES"  # the runner's file of replies to probe calls it made before this judge
+
+
+def prerun(root: Path, python: str, env: dict, path: list[str], calls: tuple, out: Path, deadline: float,
+           preexec=None) -> int:
+    """Run the probe calls `calls` (the manifest's `prerun`: the heavy training runs) in a worker
+    of their own before the step's judge starts, and write the replies to `out` (the judge
+    answers those calls from it, `call_in_worker`). Nothing imports torch here, so the worker
+    has the memory to itself: Gradescope's default 768 MB holds a training run or a judge
+    beside a light worker, not both. Returns how many replies it wrote; a call that dies or
+    passes `deadline` gets none, and the judge then makes it live (and reports what happens)."""
+    w = Worker(root, python, env=env, path=path, cache=Path(env.get("KATA_CACHE_DIR") or root / ".kata_cache"),
+               preexec=preexec)
+    replies = []
+    try:
+        for call in calls:
+            reply = w.request_raw(call["probe"], tuple(call.get("args", ())), dict(call.get("kwargs", {})),
+                                  call.get("test", ""), deadline)
+            if reply is not None:
+                replies.append((call["probe"], list(call.get("args", ())), dict(call.get("kwargs", {})), reply))
+    finally:
+        w.close()
+    out.write_bytes(pickle.dumps(replies, protocol=pickle.HIGHEST_PROTOCOL))
+    return len(replies)
+
+
+_prerun_replies: list | None = None
+
+
+def _answered_before(target: str, args: tuple, kwargs: dict) -> dict | None:
+    """The reply the runner's `prerun` got for this call, used once; None if there is none."""
+    global _prerun_replies
+    if _prerun_replies is None:
+        path = os.environ.get(PRERUN_ENV)
+        try:
+            _prerun_replies = pickle.loads(Path(path).read_bytes()) if path else []
+        except (OSError, pickle.UnpicklingError, EOFError):
+            _prerun_replies = []
+    for i, (t, a, k, raw) in enumerate(_prerun_replies):
+        if t == target and a == list(args) and k == kwargs:
+            del _prerun_replies[i]
+            import torch
+
+            try:
+                reply = torch.load(io.BytesIO(raw), weights_only=True)
+            except Exception:  # noqa: BLE001 - not the worker's reply: ask again, live
+                return None
+            if not isinstance(reply, dict) or not isinstance(reply.get("rng"), torch.Tensor):
+                return None  # it died there (a "died" message): ask again, live, and report what happens
+            torch.set_rng_state(reply["rng"])
+            return reply
+    return None
+
+
 def call_in_worker(target: str, args: tuple, kwargs: dict) -> object:
     """The probe's result, or its exception raised here (see `_exception`)."""
-    reply = worker().request(target, args, kwargs)
+    reply = _answered_before(target, args, kwargs) or worker().request(target, args, kwargs)
     if "raised" in reply:
         raise _exception(reply["raised"] if isinstance(reply["raised"], dict) else {})
     return reply.get("value")

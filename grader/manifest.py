@@ -51,6 +51,11 @@ class Step:
     # Its tests call the learner's code only through probes (tests/_probes_<step>.py), so a
     # separated grading runs that code in a worker, away from the verdict (grader/judge.py).
     separate: bool = False
+    # Probe calls a separated grading makes before the step's judge starts, each in a worker
+    # of its own: the training runs, which then never share the memory with the judge
+    # (grader/judge.py `prerun`). Each: probe = "module:function", args, kwargs, test (the
+    # node id of the test that makes the call).
+    prerun: tuple = field(default=(), compare=False)
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -115,6 +120,7 @@ def load_manifest(path: Path | str = MANIFEST) -> list[Step]:
         known["needs"] = tuple(known.get("needs", ()))
         known["points"] = float(known["points"])
         known["time_limit"] = float(known.get("time_limit", DEFAULT_TIME_LIMIT))
+        known["prerun"] = tuple(_prerun_call(path, table["id"], c) for c in known.get("prerun", ()))
         steps.append(Step(**known, extra={k: v for k, v in table.items() if k not in _KNOWN and k != "hint"}))
     ids = [s.id for s in steps]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
@@ -125,6 +131,16 @@ def load_manifest(path: Path | str = MANIFEST) -> list[Step]:
         if unknown:
             raise ValueError(f"{path}: step {s.id} needs unknown step(s) {', '.join(unknown)}")
     return [s for s in steps if not s.bonus] + [s for s in steps if s.bonus]
+
+
+def _prerun_call(path: Path, step: str, call: object) -> dict:
+    ok = (isinstance(call, dict) and isinstance(call.get("probe"), str) and ":" in call["probe"]
+          and isinstance(call.get("args", []), list) and isinstance(call.get("kwargs", {}), dict)
+          and isinstance(call.get("test", ""), str) and set(call) <= {"probe", "args", "kwargs", "test"})
+    if not ok:
+        raise ValueError(f'{path}: step {step}: a prerun entry is {{ probe = "module:function", args = [...], '
+                         f'kwargs = {{...}}, test = "node id" }}, got {call!r}')
+    return dict(call)
 
 
 def encode_hints(steps: list[Step]) -> str:

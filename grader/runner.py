@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader import judge
 from kata.machine import fast_malloc_env, threads_per_job
 
 from .manifest import Step
@@ -434,6 +435,8 @@ def run_step(step: Step, root: Path, solution: str, *, memory: int = DEFAULT_MEM
             if separate and step.separate:
                 env["KATA_SEPARATE"] = "1"
                 env["KATA_WORKER_SCRATCH_IN"] = tmp  # removed with it, even after a kill at the time limit
+                if step.prerun and not attempt:
+                    env[judge.PRERUN_ENV] = str(_prerun(step, root, python, env, Path(tmp), start + limit, memory))
             rc, timed_out = _run_child(base + targets, root, env, console, memory, left)
             new = _read_events(results)
             if attempt:  # keep the first run's list of tests
@@ -455,6 +458,15 @@ def run_step(step: Step, root: Path, solution: str, *, memory: int = DEFAULT_MEM
         result = _assemble(step, events, rc, timed_out, limit, _tail(console), untouched(root, solution, step))
     result.seconds = time.monotonic() - start
     return result
+
+
+def _prerun(step: Step, root: Path, python: str, env: dict, tmp: Path, deadline: float, memory: int) -> Path:
+    """The step's training runs, each in a worker of its own before the judge starts (see
+    grader/judge.py `prerun`); their replies' file for the judge."""
+    out = tmp / "prerun.pickle"
+    judge.prerun(root, python, env, [str(root / "tests"), str(root)], step.prerun, out, deadline,
+                 preexec=lambda: _limits(memory))
+    return out
 
 
 # Step processes lead their own process groups (`_limits` calls setsid), so a signal to

@@ -403,3 +403,29 @@ def test_a_dead_worker_fails_only_its_own_request_and_the_next_one_is_answered_a
         assert time.monotonic() - start < 1.0, f"a restart took {time.monotonic() - start:.2f} s"
     finally:
         w.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the worker's fork-server parent is Linux-only")
+def test_a_prerun_answers_its_call_once_and_a_call_that_died_there_is_made_live(tmp_path, monkeypatch):
+    """The manifest's `prerun` (training runs made before the judge starts, so that they never
+    share Gradescope's 768 MB with it): the judge takes the reply the runner got for that
+    exact call, once; a call that died in the prerun is made again, live, where its failure
+    is reported."""
+    import os
+    import time
+
+    from grader import judge
+
+    (tmp_path / "_probes_dying.py").write_text(PROBES_THAT_DIE)
+    out = tmp_path / "prerun.pickle"
+    calls = ({"probe": "_probes_dying:pid"}, {"probe": "_probes_dying:die_now", "test": "t.py::test_x (call)"})
+    env = {**os.environ, judge.SCRATCH_ENV: str(tmp_path)}
+    assert judge.prerun(ROOT, sys.executable, env, [str(tmp_path), str(ROOT / "tests"), str(ROOT)], calls, out,
+                        time.monotonic() + 60) == 2
+    monkeypatch.setenv(judge.PRERUN_ENV, str(out))
+    monkeypatch.setattr(judge, "_prerun_replies", None)
+    first = judge._answered_before("_probes_dying:pid", (), {})
+    assert isinstance(first["value"], int) and first["value"] != os.getpid(), first
+    assert judge._answered_before("_probes_dying:pid", (), {}) is None, "a prerun reply serves one call"
+    assert judge._answered_before("_probes_dying:die_now", (), {}) is None, "a call that died is made live"
+    assert judge._answered_before("_probes_dying:pid", (1,), {}) is None, "only the very call it made"
