@@ -33,6 +33,9 @@ GRADER_PARENT = Path(__file__).resolve().parents[1]
 # a learner's `torch.empty(10**12)` must fail inside the test, not swap the machine.
 DEFAULT_MEMORY_LIMIT = 12 * 2**30
 OUTPUT_LIMIT = 64 * 2**20  # bytes a step's process may write to its console log file
+# The most memory a separated grading of the reference took (steps 7 and 8, in a cgroup,
+# benchmarks/results/grading-cpu-2core.jsonl): a machine that grants less cannot grade it.
+REFERENCE_PEAK_MEMORY = 740 * 2**20
 PER_TEST_TIMEOUT = 120  # pytest-timeout per test, capped by the step's time limit
 MAX_RESTARTS = 3  # a test that kills the process fails; the step's other tests run again, this often
 
@@ -207,7 +210,15 @@ def _describe_exit(rc: int | None, timed_out: bool, limit: float) -> str:
         sig = -rc
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
         if sig == signal.SIGKILL:
-            return "the test process was killed (SIGKILL) — usually it ran out of memory: is a tensor absurdly large?"
+            from kata.machine import memory_limit
+
+            text = "the test process was killed (SIGKILL) — usually it ran out of memory: is a tensor absurdly large?"
+            granted = memory_limit()
+            if granted is not None and granted < REFERENCE_PEAK_MEMORY:
+                text += (f" (This machine grants the grading {granted // 2**20} MB and the reference's own grading "
+                         f"peaks at ~{REFERENCE_PEAK_MEMORY // 2**20} MB: that is the kata's problem, not your code's; "
+                         "tell your instructor.)")
+            return text
         if sig == signal.SIGXFSZ:
             return "the test process wrote too much output (over 256 MB) — is there a print inside a loop?"
         return f"the test process crashed ({name})"
