@@ -37,8 +37,8 @@ WORKER_ENV = "KATA_WORKER"
 WORKER_USER_ENV = "KATA_WORKER_USER"
 SCRATCH_ENV = "KATA_WORKER_SCRATCH_IN"  # the grader's temporary folder for the step: the worker's scratch goes inside
 # What only the judge may know: the worker's environment leaves these out.
-_JUDGE_ONLY = ("KATA_GRADER_RESULTS", SEPARATE_ENV, SCRATCH_ENV, "PYTEST_CURRENT_TEST", "PYTEST_ADDOPTS",
-               "KATA_PRERUN_REPLIES")
+PRERUN_ENV = "KATA_PRERUN_REPLIES"  # the runner's file of replies to probe calls it made before this judge
+_JUDGE_ONLY = ("KATA_GRADER_RESULTS", SEPARATE_ENV, SCRATCH_ENV, "PYTEST_CURRENT_TEST", "PYTEST_ADDOPTS", PRERUN_ENV)
 
 
 def separated() -> bool:
@@ -140,18 +140,22 @@ class Worker:
             n -= len(chunk)
         return b"".join(chunks)
 
+    def _send(self, target: str, args: tuple, kwargs: dict, context: dict) -> None:
+        """Write the next numbered request to the worker."""
+        self.seq += 1
+        payload = pickle.dumps((self.seq, target, args, kwargs, context), protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(HEADER.pack(len(payload)) + payload)
+        while view:
+            view = view[os.write(self.to_worker, view):]
+
     def request_raw(self, target: str, args: tuple, kwargs: dict, test: str, deadline: float) -> bytes | None:
         """The worker's reply to one request as the bytes it sent, without torch in this
         process (the runner's `prerun`); None if it died or `deadline` (monotonic) passed."""
         if self.proc is None:
             self._start()
-        self.seq += 1
         context = {"rng": None, "threads": _threads(self.env), "grad": True, "test": test}
-        payload = pickle.dumps((self.seq, target, args, kwargs, context), protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            view = memoryview(HEADER.pack(len(payload)) + payload)
-            while view:
-                view = view[os.write(self.to_worker, view):]
+            self._send(target, args, kwargs, context)
             (size,) = HEADER.unpack(self._read(HEADER.size, deadline))
             if size > MAX_MESSAGE:
                 return None
@@ -166,14 +170,10 @@ class Worker:
 
         if self.proc is None:
             self._start()
-        self.seq += 1
         context = {"rng": torch.get_rng_state(), "threads": torch.get_num_threads(),
                    "grad": torch.is_grad_enabled(), "test": os.environ.get("PYTEST_CURRENT_TEST", "")}
-        payload = pickle.dumps((self.seq, target, args, kwargs, context), protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            view = memoryview(HEADER.pack(len(payload)) + payload)
-            while view:
-                view = view[os.write(self.to_worker, view):]
+            self._send(target, args, kwargs, context)
             while True:
                 (size,) = HEADER.unpack(self._read(HEADER.size))
                 if size > MAX_MESSAGE:
@@ -292,17 +292,15 @@ def _threads(env: dict) -> int | None:
         return None
 
 
-PRERUN_ENV = "KATA_PRERUN_REPLIES"  # the runner's file of replies to probe calls it made before this judge
-
-
 def prerun(root: Path, python: str, env: dict, path: list[str], calls: tuple, out: Path, deadline: float,
            preexec=None) -> int:
     """Run the probe calls `calls` (the manifest's `prerun`: the heavy training runs) in a worker
     of their own before the step's judge starts, and write the replies to `out` (the judge
     answers those calls from it, `call_in_worker`). Nothing imports torch here, so the worker
     has the memory to itself: Gradescope's default 768 MB holds a training run or a judge
-    beside a light worker, not both. Returns how many replies it wrote; a call that dies or
-    passes `deadline` gets none, and the judge then makes it live (and reports what happens)."""
+    beside a light worker, not both. Returns how many replies it wrote; a call that passes
+    `deadline` gets none, one that died gets the worker's "died" reply, and the judge makes
+    either live (and reports what happens)."""
     w = Worker(root, python, env=env, path=path, cache=Path(env.get("KATA_CACHE_DIR") or root / ".kata_cache"),
                preexec=preexec)
     replies = []
